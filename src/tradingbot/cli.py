@@ -1,0 +1,78 @@
+"""The ``tradingbot`` command line."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tradingbot.config import ConfigError, DataConfig
+from tradingbot.data.market import prepare_market
+from tradingbot.data.sources import BUNDLED, DATASET_NAMES, MarketData, load_market
+from tradingbot.data.validate import DataError
+
+app = typer.Typer(help="Risk-aware recurrent distributional PPO trading agents.", no_args_is_help=True)
+data_app = typer.Typer(help="Bundled and user datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+
+def fail(message: str) -> None:
+    """Print an error and exit with status 1 (no traceback for expected input errors)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code=1)
+
+
+def _summary_rows(data: MarketData) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for inst, bars in data.bars.items():
+        rows.append((inst, str(len(bars)), f"{bars.index[0]}", f"{bars.index[-1]}"))
+    return rows
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the bundled datasets: name, instruments, rows, date range, source."""
+    table = Table(title="datasets")
+    for col in ("name", "instruments", "rows", "from", "to", "source"):
+        table.add_column(col)
+    for name in DATASET_NAMES:
+        data = load_market(name)
+        rows = _summary_rows(data)
+        table.add_row(
+            name,
+            str(len(rows)),
+            str(sum(int(r[1]) for r in rows)),
+            min(r[2] for r in rows)[:10],
+            max(r[3] for r in rows)[:10],
+            data.origin,
+        )
+    console.print(table)
+    console.print("User data: any CSV or Parquet file path (see `tradingbot data show FILE`).")
+
+
+@data_app.command("show")
+def data_show(name: str = typer.Argument(..., help="a bundled dataset name or a CSV/Parquet path")) -> None:
+    """Summarize a dataset and validate it (exit status 1 with the reason when it is invalid)."""
+    try:
+        cfg = DataConfig(source=name)
+        data = load_market(name, cfg.synthetic)
+        market = prepare_market(data, cfg)
+    except (DataError, ConfigError, ValueError) as err:
+        fail(str(err))
+        return
+    table = Table(title=f"{name}: {data.origin}")
+    for col in ("instrument", "rows", "from", "to"):
+        table.add_column(col)
+    for row in _summary_rows(data):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"features: {', '.join(market.feature_names)}")
+    for split, span in market.splits.items():
+        console.print(f"{split:>10}: {span}")
+    console.print("[green]valid[/]: no missing, non-numeric, non-positive or unsorted values")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,245 @@
+"""Run configuration: pydantic models that are the single home of every default.
+
+A config is loaded from YAML, then ``--set a.b=value`` overrides are applied, then the whole
+tree is validated. Unknown keys and bad values raise :class:`ConfigError` naming the key and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not validate."""
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(StrictModel):
+    """Seeded regime-switching market (see :mod:`tradingbot.data.synthetic`)."""
+
+    n_instruments: int = Field(1, ge=1)
+    n_bars: int = Field(2520, ge=50)
+    seed: int = 0
+    start: date = date(2000, 1, 3)
+    # Strength of the predictable component: the next bar's expected log return is
+    # predictability * signal_t * bar volatility, with signal_t observable at bar t.
+    predictability: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class FeatureConfig(StrictModel):
+    """Causal features computed per instrument; the value at bar t uses bars <= t only."""
+
+    return_windows: list[int] = Field(default_factory=lambda: [1, 5, 20])
+    volatility_window: int = Field(20, ge=2)
+    volume_window: int = Field(20, ge=2)
+    # auto: VIX level/change are added when VIX covers every bar of the instrument.
+    vix: Literal["auto", "on", "off"] = "auto"
+    # Adds the synthetic market's observable signal column as a feature when present.
+    include_signal: bool = True
+    clip: float = Field(10.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> FeatureConfig:
+        if not self.return_windows or any(w < 1 for w in self.return_windows):
+            raise ValueError(f"return_windows must be positive integers, got {self.return_windows}")
+        return self
+
+
+class SplitConfig(StrictModel):
+    """Date splits: train / validation / test.
+
+    Either dates (``train_end``, ``validation_end``: the last day of each split) or fractions of
+    the common date range (used when the dates are not given).
+    """
+
+    train_end: date | None = None
+    validation_end: date | None = None
+    train_fraction: float = Field(0.7, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if (self.train_end is None) != (self.validation_end is None):
+            raise ValueError("give both train_end and validation_end, or neither")
+        if self.train_end is not None and self.validation_end is not None:
+            if self.validation_end <= self.train_end:
+                raise ValueError(
+                    f"validation_end ({self.validation_end}) must be after "
+                    f"train_end ({self.train_end})"
+                )
+        if self.train_fraction + self.validation_fraction >= 1.0:
+            raise ValueError(
+                f"train_fraction + validation_fraction must be < 1 "
+                f"(got {self.train_fraction} + {self.validation_fraction})"
+            )
+        return self
+
+
+class WalkForwardConfig(StrictModel):
+    """Walk-forward folds: consecutive test windows, each trained on the data before it."""
+
+    first_test_start: date | None = None
+    test_length: str = "365D"  # a pandas offset alias: "365D", "1YE", "90D", ...
+    n_folds: int | None = Field(None, ge=1)
+    mode: Literal["expanding", "rolling"] = "expanding"
+    train_length: str | None = None  # required for rolling folds
+    embargo_bars: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> WalkForwardConfig:
+        if self.mode == "rolling" and self.train_length is None:
+            raise ValueError("mode 'rolling' needs train_length (e.g. '1825D')")
+        return self
+
+
+class DataConfig(StrictModel):
+    """Where the bars come from and how they are turned into features and splits."""
+
+    source: str = "sp500"  # a bundled dataset name or a CSV/Parquet path
+    instruments: list[str] | None = None  # None: all instruments of the source
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    walk_forward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
+
+
+class EnvConfig(StrictModel):
+    """The market simulator (see :mod:`tradingbot.env.market`)."""
+
+    n_envs: int = Field(8, ge=1)
+    episode_length: int | None = Field(256, ge=1)  # None: run until the split's data ends
+    action: Literal["continuous", "discrete"] = "continuous"
+    long_only: bool = False
+    fill: Literal["next_open", "next_close"] = "next_open"
+    commission_bps: float = Field(1.0, ge=0.0)
+    slippage_bps: float = Field(2.0, ge=0.0)
+    initial_equity: float = Field(1.0, gt=0.0)
+    ruin_floor: float = Field(0.2, ge=0.0, lt=1.0)  # fraction of initial equity
+    window: int = Field(1, ge=1)  # bars of features in one observation
+
+
+class RunConfig(StrictModel):
+    """Where a run is written and how it is seeded."""
+
+    seed: int = 0
+    out_dir: Path = Path("runs")
+    name: str | None = None
+
+
+class TradingConfig(StrictModel):
+    """The whole configuration of a run."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of the resolved config."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the sub-model reached by following ``loc`` from ``model``."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            break
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        current = nested[0]
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _format_validation_error(err: ValidationError, model: type[BaseModel], origin: str) -> str:
+    lines = []
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(model, loc[:-1]))
+            lines.append(f"{key}: unknown key; allowed keys here: {allowed}")
+        else:
+            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    return f"invalid configuration ({origin}):\n  " + "\n  ".join(lines)
+
+
+def validate_config(raw: dict[str, Any], origin: str = "config") -> TradingConfig:
+    """Validate a nested dict into a :class:`TradingConfig`, raising :class:`ConfigError`."""
+    try:
+        return TradingConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, TradingConfig, origin)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; the value is read as YAML (``3``, ``1e-4``, ``true``, ``[1, 2]``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, value = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key")
+    return path, yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``a.b=value`` in a copy of ``raw``; unknown keys are caught by validation."""
+    result = json.loads(json.dumps(raw, default=str))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TradingConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+        raw = loaded or {}
+        origin = str(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        origin += " with --set " + " ".join(overrides)
+    return validate_config(raw, origin)
+
+
+def dump_config(config: TradingConfig) -> str:
+    """The resolved config as YAML."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

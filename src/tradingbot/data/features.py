@@ -1,0 +1,106 @@
+"""Causal features and their normalization.
+
+Every feature at bar t is computed from bars 0..t only (trailing windows, no centring, no
+back-fill); the first bars, before a window is full, are NaN and are never used as
+observations. Normalization statistics are fitted on training rows only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tradingbot.config import FeatureConfig
+
+
+def feature_lookback(cfg: FeatureConfig) -> int:
+    """Bars needed before the first bar whose features are all defined."""
+    return max(*cfg.return_windows, cfg.volatility_window, cfg.volume_window + 1, 2)
+
+
+def vix_covers(index: pd.DatetimeIndex, vix: pd.Series) -> bool:
+    """Whether VIX has a close on every date of ``index`` (from its second bar on)."""
+    days = index.normalize()
+    return bool(days[1:].isin(vix.index.normalize()).all()) if len(days) > 1 else False
+
+
+def compute_features(
+    bars: pd.DataFrame, cfg: FeatureConfig, vix: pd.Series | None = None
+) -> pd.DataFrame:
+    """Compute the default causal feature set for one instrument.
+
+    Columns: ``ret_k`` (log return over k bars), ``volatility`` (trailing std of 1-bar log
+    returns), ``range`` (log high/low), ``volume_z`` (z-score of log volume against its trailing
+    window, when volume exists and varies), ``vix_level``/``vix_change`` (log VIX and its 1-bar
+    change, when ``vix`` is given) and ``signal`` (the synthetic market's observable signal,
+    when present and enabled).
+    """
+    close = np.log(bars["close"])
+    one_bar = close.diff()
+    out = pd.DataFrame(index=bars.index)
+    for k in cfg.return_windows:
+        out[f"ret_{k}"] = close - close.shift(k)
+    out["volatility"] = one_bar.rolling(cfg.volatility_window).std()
+    out["range"] = np.log(bars["high"] / bars["low"])
+    if "volume" in bars and bars["volume"].nunique() > 1:
+        log_volume = np.log1p(bars["volume"])
+        # Compare today's volume with the window that ends yesterday, so a spike stands out.
+        past = log_volume.shift(1).rolling(cfg.volume_window)
+        spread = past.std()
+        out["volume_z"] = (log_volume - past.mean()) / spread.where(spread > 0)
+    if vix is not None:
+        level = np.log(vix.reindex(bars.index.normalize()).to_numpy())
+        out["vix_level"] = level
+        out["vix_change"] = np.concatenate([[np.nan], np.diff(level)])
+    if cfg.include_signal and "signal" in bars:
+        out["signal"] = bars["signal"]
+    return out
+
+
+def first_valid_row(features: pd.DataFrame) -> int:
+    """The first row at which every feature is finite (the end of the warm-up)."""
+    finite = np.isfinite(features.to_numpy()).all(axis=1)
+    if not finite.any():
+        raise ValueError("no row has every feature defined; the data are shorter than the lookback")
+    first = int(np.argmax(finite))
+    if not finite[first:].all():
+        row = first + int(np.argmin(finite[first:]))
+        col = features.columns[~np.isfinite(features.iloc[row].to_numpy())][0]
+        raise ValueError(f"feature {col!r} is not finite at row {row} ({features.index[row]})")
+    return first
+
+
+@dataclass
+class FeatureNormalizer:
+    """Per-feature mean and standard deviation fitted on training rows, with clipping.
+
+    Parameters
+    ----------
+    names: the feature columns, in order.
+    mean, std: float64 arrays of the statistics.
+    clip: normalized values are clipped to [-clip, clip].
+    """
+
+    names: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    clip: float
+
+    @classmethod
+    def fit(cls, rows: list[np.ndarray], names: list[str], clip: float) -> FeatureNormalizer:
+        """Fit on the stacked training rows of every instrument."""
+        data = np.concatenate(rows, axis=0)
+        if len(data) < 2:
+            raise ValueError("too few training rows to fit feature normalization")
+        std = data.std(axis=0)
+        return cls(names=list(names), mean=data.mean(axis=0), std=np.where(std > 0, std, 1.0),
+                   clip=clip)
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        scaled = (values - self.mean) / self.std
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean.copy(), "std": self.std.copy()}

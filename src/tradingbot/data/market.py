@@ -1,0 +1,172 @@
+"""From validated bars to the arrays the simulator reads: features, prices, split ranges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tradingbot.config import DataConfig, FeatureConfig
+from tradingbot.data.features import (
+    FeatureNormalizer,
+    compute_features,
+    feature_lookback,
+    first_valid_row,
+    vix_covers,
+)
+from tradingbot.data.sources import MarketData, load_market, load_vix_close
+from tradingbot.data.splits import DateRange, date_splits, rows_in, union_index
+from tradingbot.data.validate import DataError
+
+
+@dataclass
+class InstrumentSeries:
+    """One instrument's arrays, shared read-only by every environment.
+
+    Parameters
+    ----------
+    name: the instrument.
+    timestamps: bar timestamps.
+    offset: the instrument's first row in the market's concatenated arrays.
+    first_valid: the first row whose features are all defined.
+    """
+
+    name: str
+    timestamps: pd.DatetimeIndex
+    offset: int
+    first_valid: int
+
+    @property
+    def n_bars(self) -> int:
+        return len(self.timestamps)
+
+
+@dataclass
+class PreparedMarket:
+    """Normalized features, prices and date splits of a dataset.
+
+    The instruments' rows are concatenated once into ``features`` (float32, NaN during each
+    instrument's warm-up), ``open`` and ``close`` (float64); every simulator reads these same
+    arrays, so memory does not grow with the number of environments.
+    """
+
+    data: MarketData
+    instruments: list[InstrumentSeries]
+    feature_names: list[str]
+    normalizer: FeatureNormalizer
+    splits: dict[str, DateRange]
+    features: np.ndarray
+    open: np.ndarray
+    close: np.ndarray
+
+    def instrument_features(self, i: int) -> np.ndarray:
+        inst = self.instruments[i]
+        return self.features[inst.offset : inst.offset + inst.n_bars]
+
+    def span(self, split: str | DateRange) -> DateRange:
+        if isinstance(split, DateRange):
+            return split
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; use one of {', '.join(self.splits)}")
+        return self.splits[split]
+
+    def ranges(self, split: str | DateRange, window: int = 1) -> list[tuple[int, int]]:
+        """Per instrument, the rows ``[lo, hi)`` of the split usable as observations.
+
+        Rows before the feature warm-up (and the observation window) are excluded; an
+        instrument with fewer than two usable rows in the split gets an empty range.
+        """
+        out = []
+        for inst in self.instruments:
+            lo, hi = rows_in(inst.timestamps, self.span(split))
+            lo = max(lo, inst.first_valid + window - 1)
+            out.append((lo, hi) if hi - lo >= 2 else (lo, lo))
+        return out
+
+
+def _vix_for(data: MarketData, cfg: FeatureConfig) -> pd.Series | None:
+    if cfg.vix == "off":
+        return None
+    vix = load_vix_close()
+    covered = all(vix_covers(b.index, vix) for b in data.bars.values())
+    if covered:
+        return vix
+    if cfg.vix == "on":
+        raise DataError(
+            f"{data.name}: features.vix is 'on' but VIX (2014-2018, daily) does not cover "
+            f"every date of the data; use 'auto' or 'off'"
+        )
+    return None
+
+
+def prepare_market(
+    data: MarketData,
+    cfg: DataConfig,
+    window: int = 1,
+    fit_on: DateRange | None = None,
+    normalizer: FeatureNormalizer | None = None,
+) -> PreparedMarket:
+    """Compute features, fit (or reuse) the normalization and decide the date splits.
+
+    Parameters
+    ----------
+    data: validated bars.
+    cfg: the data config (features, splits).
+    window: bars per observation; the first usable row moves by ``window - 1``.
+    fit_on: rows whose features fit the normalization; default: the train split.
+    normalizer: a stored normalization to reuse instead of fitting one (signals, backtests).
+    """
+    vix = _vix_for(data, cfg.features)
+    raw = {name: compute_features(bars, cfg.features, vix) for name, bars in data.bars.items()}
+    names = list(next(iter(raw.values())).columns)
+    for inst, frame in raw.items():
+        if list(frame.columns) != names:
+            raise DataError(
+                f"{data.name}: instrument {inst} has features {list(frame.columns)}, "
+                f"others have {names} (e.g. volume missing for some instruments)"
+            )
+    splits = date_splits(union_index([b.index for b in data.bars.values()]), cfg.split)
+    firsts = {}
+    for inst, frame in raw.items():
+        try:
+            firsts[inst] = first_valid_row(frame)
+        except ValueError as err:
+            raise DataError(f"{data.name} [{inst}]: {err}") from None
+    if normalizer is None:
+        span = fit_on or splits["train"]
+        rows = []
+        for inst, frame in raw.items():
+            lo, hi = rows_in(frame.index, span)
+            lo = max(lo, firsts[inst])
+            if hi > lo:
+                rows.append(frame.to_numpy()[lo:hi])
+        if not rows:
+            raise DataError(f"{data.name}: no training rows with defined features in {span}")
+        normalizer = FeatureNormalizer.fit(rows, names, cfg.features.clip)
+    elif normalizer.names != names:
+        raise DataError(
+            f"{data.name}: features {names} differ from the stored normalization's {normalizer.names}"
+        )
+    instruments, offset = [], 0
+    for inst, frame in raw.items():
+        instruments.append(InstrumentSeries(inst, frame.index, offset, firsts[inst]))
+        offset += len(frame)
+    bars = list(data.bars.values())
+    return PreparedMarket(
+        data=data,
+        instruments=instruments,
+        feature_names=names,
+        normalizer=normalizer,
+        splits=splits,
+        features=normalizer.transform(np.concatenate([f.to_numpy() for f in raw.values()])),
+        open=np.concatenate([b["open"].to_numpy(dtype=np.float64) for b in bars]),
+        close=np.concatenate([b["close"].to_numpy(dtype=np.float64) for b in bars]),
+    )
+
+
+def load_prepared(cfg: DataConfig, window: int = 1) -> PreparedMarket:
+    """Load ``cfg.source`` and prepare it (the usual path from a config to the simulator)."""
+    min_rows = feature_lookback(cfg.features) + window + 1
+    data = load_market(cfg.source, cfg.synthetic, cfg.instruments, min_rows)
+    return prepare_market(data, cfg, window)

@@ -1,0 +1,169 @@
+"""The market simulator: N environments stepped as NumPy arrays in one call.
+
+Timing. The agent sees bar t after its close and picks a target position. The order is filled
+at the open of bar t+1 (``next_open``, default) or at its close (``next_close``), never at a
+price the agent has already seen. Position is a fraction of equity in [-1, 1]; between fills it
+is held at that fraction.
+
+Equity over one step, with e the equity at the close of bar t, p the old and q the new
+position, c = (commission_bps + slippage_bps) / 1e4:
+
+- next_open:  e1 = e (1 + p (O[t+1]/C[t] - 1));  cost = c |q - p| e1;
+              e' = (e1 - cost)(1 + q (C[t+1]/O[t+1] - 1))
+- next_close: e1 = e (1 + p (C[t+1]/C[t] - 1));  cost = c |q - p| e1;  e' = e1 - cost
+
+Reward: log(e' / e). An episode is truncated after ``episode_length`` steps or when the split's
+data end, and terminated when equity falls below ``ruin_floor * initial_equity``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from tradingbot.config import EnvConfig
+from tradingbot.data.market import PreparedMarket
+from tradingbot.data.splits import DateRange
+
+MIN_EQUITY = 1e-12  # equity is floored here so the log reward stays finite at ruin
+
+
+class MarketSimulator:
+    """Vectorized market state and dynamics shared by the VecEnv and the single-env view.
+
+    Parameters
+    ----------
+    market: prepared features and prices (read, never copied).
+    split: the split name or date range the episodes are drawn from.
+    cfg: the environment config.
+    n_envs: how many environments to step together.
+    """
+
+    def __init__(
+        self, market: PreparedMarket, split: str | DateRange, cfg: EnvConfig, n_envs: int
+    ) -> None:
+        self.market = market
+        self.cfg = cfg
+        self.n_envs = n_envs
+        self.window = cfg.window
+        self.cost_rate = (cfg.commission_bps + cfg.slippage_bps) / 1e4
+        self.fill_at_open = cfg.fill == "next_open"
+        ranges = market.ranges(split, cfg.window)
+        # Global row ranges [lo, hi) of each instrument that has at least one step in the split.
+        self.instrument_ids = np.array([i for i, (lo, hi) in enumerate(ranges) if hi > lo])
+        if len(self.instrument_ids) == 0:
+            raise ValueError(
+                f"split {split} has no instrument with enough bars after the feature warm-up"
+            )
+        offsets = np.array([market.instruments[i].offset for i in self.instrument_ids])
+        self.lo = np.array([ranges[i][0] for i in self.instrument_ids]) + offsets
+        self.hi = np.array([ranges[i][1] for i in self.instrument_ids]) + offsets
+        self.n_features = market.features.shape[1]
+        self.obs_dim = self.window * self.n_features + 1
+        self._window_offsets = np.arange(-self.window + 1, 1)
+
+        self.rngs = [np.random.default_rng() for _ in range(n_envs)]
+        self.row = np.zeros(n_envs, dtype=np.int64)  # global row of the bar just closed
+        self.last_row = np.zeros(n_envs, dtype=np.int64)  # last row of this episode's data
+        self.slot = np.zeros(n_envs, dtype=np.int64)  # index into instrument_ids
+        self.position = np.zeros(n_envs)
+        self.equity = np.full(n_envs, cfg.initial_equity)
+        self.steps = np.zeros(n_envs, dtype=np.int64)
+
+    def seed(self, seeds: list[int | None]) -> None:
+        """Re-seed environment i with ``seeds[i]`` (None leaves its generator as it is)."""
+        for i, s in enumerate(seeds):
+            if s is not None:
+                self.rngs[i] = np.random.default_rng(s)
+
+    def reset_envs(self, envs: np.ndarray | list[int]) -> None:
+        """Start new episodes: a random instrument and start row per environment."""
+        length = self.cfg.episode_length
+        for i in envs:
+            rng = self.rngs[i]
+            slot = int(rng.integers(len(self.instrument_ids)))
+            lo, hi = int(self.lo[slot]), int(self.hi[slot])
+            latest_start = hi - 1 - (length or 0)
+            start = lo if length is None or latest_start <= lo else int(
+                rng.integers(lo, latest_start + 1)
+            )
+            self.slot[i] = slot
+            self.row[i] = start
+            self.last_row[i] = hi - 1
+            self.position[i] = 0.0
+            self.equity[i] = self.cfg.initial_equity
+            self.steps[i] = 0
+
+    def observe(self, envs: np.ndarray | None = None) -> np.ndarray:
+        """Observations (n, window * n_features + 1): the window's features and the position."""
+        rows = self.row if envs is None else self.row[envs]
+        position = self.position if envs is None else self.position[envs]
+        if self.window == 1:
+            feats = self.market.features[rows]
+        else:
+            feats = self.market.features[rows[:, None] + self._window_offsets].reshape(len(rows), -1)
+        obs = np.empty((len(rows), self.obs_dim), dtype=np.float32)
+        obs[:, :-1] = feats
+        obs[:, -1] = position
+        return obs
+
+    def step(
+        self, target: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Move every environment one bar with target positions ``target`` (n,).
+
+        Returns reward, terminated, truncated, trade (q - p) and cost, each (n,).
+        """
+        row, nxt = self.row, self.row + 1
+        prices = self.market
+        old = self.position
+        equity = self.equity
+        if self.fill_at_open:
+            at_fill = equity * (1.0 + old * (prices.open[nxt] / prices.close[row] - 1.0))
+        else:
+            at_fill = equity * (1.0 + old * (prices.close[nxt] / prices.close[row] - 1.0))
+        trade = target - old
+        cost = self.cost_rate * np.abs(trade) * at_fill
+        new_equity = at_fill - cost
+        if self.fill_at_open:
+            new_equity = new_equity * (1.0 + target * (prices.close[nxt] / prices.open[nxt] - 1.0))
+        new_equity = np.maximum(new_equity, MIN_EQUITY)
+        reward = np.log(new_equity / equity)
+
+        self.equity = new_equity
+        self.position = target.astype(np.float64, copy=True)
+        self.row = nxt
+        self.steps += 1
+        terminated = new_equity < self.cfg.ruin_floor * self.cfg.initial_equity
+        truncated = nxt >= self.last_row
+        if self.cfg.episode_length is not None:
+            truncated |= self.steps >= self.cfg.episode_length
+        return reward, terminated, truncated & ~terminated, trade, cost
+
+
+def make_action_space(cfg: EnvConfig) -> spaces.Space:
+    """Box of target positions ([-1, 1], or [0, 1] when long-only) or discrete choices."""
+    if cfg.action == "discrete":
+        return spaces.Discrete(2 if cfg.long_only else 3)
+    low = 0.0 if cfg.long_only else -1.0
+    return spaces.Box(low=low, high=1.0, shape=(1,), dtype=np.float32)
+
+
+def make_observation_space(sim: MarketSimulator) -> spaces.Box:
+    """Normalized features are clipped to +-clip and the position lies in [-1, 1]."""
+    bound = max(sim.market.normalizer.clip, 1.0)
+    return spaces.Box(low=-bound, high=bound, shape=(sim.obs_dim,), dtype=np.float32)
+
+
+def actions_to_targets(actions: np.ndarray, cfg: EnvConfig) -> np.ndarray:
+    """Target positions (n,) from a batch of actions.
+
+    Discrete: {short, flat, long} -> {-1, 0, 1}, or {flat, long} -> {0, 1} when long-only.
+    Continuous: clipped to the action range.
+    """
+    actions = np.asarray(actions)
+    if cfg.action == "discrete":
+        index = actions.reshape(-1).astype(np.int64)
+        return index.astype(np.float64) if cfg.long_only else index.astype(np.float64) - 1.0
+    low = 0.0 if cfg.long_only else -1.0
+    return np.clip(actions.reshape(len(actions), -1)[:, 0].astype(np.float64), low, 1.0)

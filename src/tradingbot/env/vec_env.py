@@ -1,0 +1,135 @@
+"""Stable-Baselines3 ``VecEnv`` over the array simulator (all environments in one call)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnv,
+    VecEnvIndices,
+    VecEnvObs,
+    VecEnvStepReturn,
+)
+
+from tradingbot.config import EnvConfig
+from tradingbot.data.market import PreparedMarket
+from tradingbot.data.splits import DateRange
+from tradingbot.env.simulator import (
+    MarketSimulator,
+    actions_to_targets,
+    make_action_space,
+    make_observation_space,
+)
+
+
+class MarketVecEnv(VecEnv):
+    """N market environments stepped together as arrays, with SB3's auto-reset semantics.
+
+    Environment i is seeded with ``seed + i`` by :meth:`seed`, so it replays exactly what a
+    single :class:`~tradingbot.env.single.MarketEnv` reset with that seed does. Each step's
+    ``info`` carries ``equity``, ``position``, ``trade`` and ``cost``; at the end of an episode
+    also ``terminal_observation``, ``TimeLimit.truncated`` and ``episode`` (return ``r``,
+    length ``l``, seconds ``t``), as SB3's ``Monitor`` would.
+
+    Parameters
+    ----------
+    market: prepared features and prices.
+    split: the split name or date range episodes are drawn from.
+    cfg: the environment config; ``cfg.n_envs`` environments unless ``n_envs`` is given.
+    n_envs: overrides ``cfg.n_envs``.
+    seed: seeds environment i with ``seed + i`` before the first reset.
+    """
+
+    def __init__(
+        self,
+        market: PreparedMarket,
+        split: str | DateRange = "train",
+        cfg: EnvConfig | None = None,
+        n_envs: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.cfg = cfg or EnvConfig()
+        self.sim = MarketSimulator(market, split, self.cfg, n_envs or self.cfg.n_envs)
+        self.render_mode = None  # read by VecEnv.__init__ through get_attr
+        super().__init__(
+            self.sim.n_envs, make_observation_space(self.sim), make_action_space(self.cfg)
+        )
+        self._actions: np.ndarray | None = None
+        self._episode_return = np.zeros(self.num_envs)
+        self._start_time = time.time()
+        if seed is not None:
+            self.seed(seed)
+
+    def reset(self) -> VecEnvObs:
+        self.sim.seed(self._seeds)
+        self._reset_seeds()
+        self._reset_options()
+        self.sim.reset_envs(range(self.num_envs))
+        self._episode_return[:] = 0.0
+        return self.sim.observe()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        assert self._actions is not None, "step_async must come before step_wait"
+        targets = actions_to_targets(self._actions, self.cfg)
+        reward, terminated, truncated, trade, cost = self.sim.step(targets)
+        self._episode_return += reward
+        infos: list[dict[str, Any]] = [
+            {"equity": e, "position": p, "trade": tr, "cost": c}
+            for e, p, tr, c in zip(
+                self.sim.equity.tolist(),
+                self.sim.position.tolist(),
+                trade.tolist(),
+                cost.tolist(),
+                strict=True,
+            )
+        ]
+        obs = self.sim.observe()
+        done = terminated | truncated
+        if done.any():
+            ended = np.flatnonzero(done)
+            for i in ended:
+                infos[i]["terminal_observation"] = obs[i].copy()
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i])
+                infos[i]["episode"] = {
+                    "r": float(self._episode_return[i]),
+                    "l": int(self.sim.steps[i]),
+                    "t": round(time.time() - self._start_time, 6),
+                }
+            self._episode_return[ended] = 0.0
+            self.sim.reset_envs(ended)
+            obs[ended] = self.sim.observe(ended)
+        return obs, reward.astype(np.float32), done, infos
+
+    def close(self) -> None:
+        pass
+
+    def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
+        if indices is None:
+            return range(self.num_envs)
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        raise AttributeError(f"MarketVecEnv environments share one simulator; cannot set {attr_name}")
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
+    ) -> list[Any]:
+        method = getattr(self, method_name)
+        return [method(*method_args, **kwargs) for _ in self._indices(indices)]
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        return [False for _ in self._indices(indices)]

@@ -1,0 +1,61 @@
+"""The run directory: resolved config, its hash, the seed and package versions."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from tradingbot.config import TradingConfig, dump_config
+
+RECORDED_PACKAGES = (
+    "tradingbot",
+    "torch",
+    "numpy",
+    "pandas",
+    "gymnasium",
+    "stable-baselines3",
+    "pydantic",
+    "safetensors",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a result depends on."""
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def create_run_dir(config: TradingConfig) -> Path:
+    """Create the run directory and record what reproduces the run.
+
+    Writes ``config.yaml`` (the resolved config) and ``run.json`` (config hash, seed, package
+    versions, command line, creation time). The directory is ``run.out_dir / run.name``, or
+    ``run.out_dir / <timestamp>-<hash[:8]>`` when no name is given; an existing directory is
+    never overwritten.
+    """
+    digest = config.config_hash()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = config.run.name or f"{stamp}-{digest[:8]}"
+    run_dir = Path(config.run.out_dir) / name
+    if run_dir.exists():
+        raise FileExistsError(f"run directory {run_dir} exists; choose another run.name")
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    record = {
+        "config_hash": digest,
+        "seed": config.run.seed,
+        "versions": package_versions(),
+        "command": sys.argv,
+        "created": datetime.now(timezone.utc).isoformat(),
+    }
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    return run_dir

@@ -1,0 +1,95 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from tradingbot.config import DataConfig, EnvConfig, FeatureConfig
+from tradingbot.data.features import compute_features, first_valid_row
+from tradingbot.data.market import prepare_market
+from tradingbot.data.sources import MarketData, load_market, load_vix_close
+from tradingbot.data.validate import validate_bars
+from tradingbot.env.simulator import MarketSimulator
+
+
+def perturb_after(bars: pd.DataFrame, t: int, seed: int) -> pd.DataFrame:
+    """Scale every bar after row t by random factors (a different future)."""
+    rng = np.random.default_rng(seed)
+    out = bars.copy()
+    n = len(out) - t - 1
+    factor = np.exp(rng.normal(0, 0.05, n))
+    for col in ("open", "high", "low", "close"):
+        out.iloc[t + 1 :, out.columns.get_loc(col)] *= factor
+    if "volume" in out:
+        out.iloc[t + 1 :, out.columns.get_loc("volume")] *= np.exp(rng.normal(0, 1, n))
+    return out
+
+
+@pytest.mark.parametrize("t", [30, 400, 2000, 4999])
+def test_raw_features_do_not_look_ahead(t):
+    bars = load_market("sp500").bars["SPX"]
+    cfg = FeatureConfig()
+    before = compute_features(bars, cfg)
+    after = compute_features(perturb_after(bars, t, seed=t), cfg)
+    pd.testing.assert_frame_equal(before.iloc[: t + 1], after.iloc[: t + 1])
+    assert not before.iloc[t + 1 :].equals(after.iloc[t + 1 :])  # the perturbation is real
+
+
+def test_vix_features_do_not_look_ahead():
+    bars = load_market("sp500").bars["SPX"].loc["2014-02-01":"2018-12-28"]
+    vix = load_vix_close()
+    cfg = FeatureConfig()
+    t = 500
+    future = vix.copy()
+    future[future.index > bars.index[t]] *= 1.5
+    a, b = compute_features(bars, cfg, vix), compute_features(bars, cfg, future)
+    assert "vix_level" in a and "vix_change" in a
+    pd.testing.assert_frame_equal(a.iloc[: t + 1], b.iloc[: t + 1])
+    assert np.isclose(a["vix_level"].iloc[t], np.log(vix[bars.index[t]]))
+
+
+@pytest.mark.parametrize("fill", ["next_open", "next_close"])
+def test_observations_do_not_look_ahead(fill):
+    """Through the whole pipeline: normalization is fitted on the train split, and bars after
+    t (t outside the train split) change no feature or observation at or before t."""
+    cfg = DataConfig(source="sp500")
+    data = load_market("sp500")
+    market = prepare_market(data, cfg)
+    t = int(data.bars["SPX"].index.searchsorted(market.splits["validation"].end)) + 10
+    changed = MarketData("sp500", {"SPX": validate_bars(perturb_after(data.bars["SPX"], t, 1), "x")}, "x")
+    other = prepare_market(changed, cfg)
+    np.testing.assert_array_equal(market.features[: t + 1], other.features[: t + 1])
+    env_cfg = EnvConfig(fill=fill, window=5)
+    observations = []
+    for m in (market, other):
+        sim = MarketSimulator(m, "test", env_cfg, n_envs=1)
+        sim.reset_envs([0])
+        sim.row[:] = t
+        observations.append(sim.observe())
+    np.testing.assert_array_equal(observations[0], observations[1])
+
+
+def test_known_feature_values():
+    bars = pd.DataFrame(
+        {"open": [10, 11, 12, 11, 13.0], "high": [11, 12, 13, 12, 14.0],
+         "low": [9, 10, 11, 10, 12.0], "close": [10, 12, 12, 11, 13.0]},
+        index=pd.bdate_range("2020-01-01", periods=5),
+    )
+    cfg = FeatureConfig(return_windows=[1, 2], volatility_window=3, volume_window=2, vix="off")
+    f = compute_features(bars, cfg)
+    assert np.isclose(f["ret_1"].iloc[1], np.log(12 / 10))
+    assert np.isclose(f["ret_2"].iloc[3], np.log(11 / 12))
+    r = np.log([12 / 10, 12 / 12, 11 / 12])
+    assert np.isclose(f["volatility"].iloc[3], np.std(r, ddof=1))
+    assert np.isclose(f["range"].iloc[4], np.log(14 / 12))
+    assert "volume_z" not in f  # no volume column: the feature is left out, not filled
+    assert first_valid_row(f) == 3
+
+
+def test_normalization_uses_train_rows_only():
+    cfg = DataConfig(source="sp500")
+    data = load_market("sp500")
+    market = prepare_market(data, cfg)
+    raw = compute_features(data.bars["SPX"], cfg.features)
+    train_end = int(raw.index.searchsorted(market.splits["train"].end, side="right"))
+    rows = raw.to_numpy()[first_valid_row(raw) : train_end]
+    np.testing.assert_allclose(market.normalizer.mean, rows.mean(axis=0))
+    np.testing.assert_allclose(market.normalizer.std, rows.std(axis=0))

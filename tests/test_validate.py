@@ -1,0 +1,117 @@
+"""Each class of bad input is refused with a message naming the file, row and column."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tradingbot.data.sources import load_market, load_user_file
+from tradingbot.data.validate import DataError
+
+
+def write(tmp_path, text, name="bars.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+GOOD = "date,Open,High,Low,Close,Volume\n" + "".join(
+    f"2020-01-{d:02d},10,11,9,10.5,100\n" for d in range(1, 11)
+)
+
+
+def replace_line(text, line, new):
+    lines = text.splitlines()
+    lines[line] = new
+    return "\n".join(lines) + "\n"
+
+
+def test_good_file_loads_case_insensitive(tmp_path):
+    data = load_user_file(write(tmp_path, GOOD))
+    (bars,) = data.bars.values()
+    assert list(bars.columns) == ["open", "high", "low", "close", "volume"]
+    assert len(bars) == 10 and bars["close"].iloc[0] == 10.5
+
+
+@pytest.mark.parametrize(
+    ("line", "new", "expected"),
+    [
+        (3, "2020-01-03,10,11,9,abc,100", ["row 2", "'Close'", "non-numeric", "abc"]),
+        (4, "2020-01-04,10,11,9,,100", ["row 3", "'Close'", "NaN"]),
+        (5, "2020-01-05,10,11,9,inf,100", ["row 4", "'Close'", "non-finite"]),
+        (2, "2020-01-02,0,11,9,10,100", ["row 1", "'Open'", "> 0"]),
+        (6, "2020-01-06,10,11,9,-3,100", ["row 5", "'Close'", "> 0"]),
+        (7, "2020-01-07,10,8,9,10,100", ["row 6", "'High'/'Low'", "high 8.0 < low 9.0"]),
+        (8, "2020-01-05,10,11,9,10,100", ["row 7", "not sorted"]),
+        (9, "2020-01-08,10,11,9,10,100", ["row 8", "duplicate timestamp"]),
+        (1, "2020-13-45,10,11,9,10,100", ["row 0", "'date'", "timestamp"]),
+        (2, "2020-01-02,10,11,9,10,-5", ["row 1", "'Volume'", ">= 0"]),
+    ],
+)
+def test_bad_values_name_file_row_column(tmp_path, line, new, expected):
+    path = write(tmp_path, replace_line(GOOD, line, new))
+    with pytest.raises(DataError) as err:
+        load_user_file(path)
+    text = str(err.value)
+    assert str(path) in text
+    for part in expected:
+        assert part in text, (part, text)
+
+
+def test_missing_column(tmp_path):
+    path = write(tmp_path, "date,open,high,close\n2020-01-01,1,2,1\n")
+    with pytest.raises(DataError, match=r"missing column\(s\) low"):
+        load_user_file(path)
+
+
+def test_missing_timestamp_column(tmp_path):
+    path = write(tmp_path, "when,open,high,low,close\n2020-01-01,1,2,0.5,1\n")
+    with pytest.raises(DataError, match="no timestamp column"):
+        load_user_file(path)
+
+
+def test_too_few_rows(tmp_path):
+    path = write(tmp_path, GOOD)
+    with pytest.raises(DataError, match="too few rows: 10, need at least 25"):
+        load_user_file(path, min_rows=25)
+
+
+def test_nothing_is_reordered_or_dropped(tmp_path):
+    data = load_user_file(write(tmp_path, GOOD))
+    (bars,) = data.bars.values()
+    assert bars.index.is_monotonic_increasing and len(bars) == 10
+
+
+def test_multi_instrument_csv_and_parquet(tmp_path):
+    idx = pd.bdate_range("2021-01-01", periods=6)
+    rows = []
+    for sym, base in (("AAA", 10.0), ("BBB", 50.0)):
+        for i, t in enumerate(idx):
+            p = base + i
+            rows.append({"Timestamp": t, "Symbol": sym, "open": p, "high": p + 1, "low": p - 1, "close": p})
+    frame = pd.DataFrame(rows)
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    frame.to_parquet(tmp_path / "m.parquet", index=False)
+    for name in ("m.csv", "m.parquet"):
+        data = load_market(str(tmp_path / name))
+        assert list(data.bars) == ["AAA", "BBB"]
+        np.testing.assert_allclose(data.bars["BBB"]["close"], 50.0 + np.arange(6))
+    frame.loc[8, "close"] = -1.0  # BBB's third row is row 8 of the file
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"\[BBB\]: row 8 .*'close'"):
+        load_market(str(tmp_path / "bad.csv"))
+
+
+def test_unknown_source():
+    with pytest.raises(DataError, match="unknown data source 'spx'.*sp500"):
+        load_market("spx")
+
+
+def test_unknown_instrument():
+    with pytest.raises(DataError, match="instrument\\(s\\) ZZZ not found; available: SPX"):
+        load_market("sp500", instruments=["ZZZ"])
+
+
+def test_unsupported_extension(tmp_path):
+    path = write(tmp_path, "x", name="bars.xlsx")
+    with pytest.raises(DataError, match="unsupported file type"):
+        load_market(str(path))

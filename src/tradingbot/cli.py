@@ -9,10 +9,12 @@ from rich.table import Table
 
 from tradingbot.config import ConfigError, DataConfig
 from tradingbot.data.market import prepare_market
-from tradingbot.data.sources import BUNDLED, DATASET_NAMES, MarketData, load_market
+from tradingbot.data.sources import DATASET_NAMES, MarketData, load_market
 from tradingbot.data.validate import DataError
 
-app = typer.Typer(help="Risk-aware recurrent distributional PPO trading agents.", no_args_is_help=True)
+app = typer.Typer(
+    help="Risk-aware recurrent distributional PPO trading agents.", no_args_is_help=True
+)
 data_app = typer.Typer(help="Bundled and user datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
@@ -20,7 +22,7 @@ console = Console()
 
 def fail(message: str) -> None:
     """Print an error and exit with status 1 (no traceback for expected input errors)."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
 
@@ -53,7 +55,9 @@ def data_list() -> None:
 
 
 @data_app.command("show")
-def data_show(name: str = typer.Argument(..., help="a bundled dataset name or a CSV/Parquet path")) -> None:
+def data_show(
+    name: str = typer.Argument(..., help="a bundled dataset name or a CSV/Parquet path"),
+) -> None:
     """Summarize a dataset and validate it (exit status 1 with the reason when it is invalid)."""
     try:
         cfg = DataConfig(source=name)

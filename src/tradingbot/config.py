@@ -218,7 +218,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return result
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TradingConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> TradingConfig:
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
     raw: dict[str, Any] = {}
     origin = "defaults"
@@ -231,7 +233,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{path}: the top level must be a mapping, got {type(loaded).__name__}"
+            )
         raw = loaded or {}
         origin = str(path)
     if overrides:

@@ -95,8 +95,9 @@ class FeatureNormalizer:
         if len(data) < 2:
             raise ValueError("too few training rows to fit feature normalization")
         std = data.std(axis=0)
-        return cls(names=list(names), mean=data.mean(axis=0), std=np.where(std > 0, std, 1.0),
-                   clip=clip)
+        return cls(
+            names=list(names), mean=data.mean(axis=0), std=np.where(std > 0, std, 1.0), clip=clip
+        )
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         scaled = (values - self.mean) / self.std

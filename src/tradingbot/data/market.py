@@ -146,7 +146,8 @@ def prepare_market(
         normalizer = FeatureNormalizer.fit(rows, names, cfg.features.clip)
     elif normalizer.names != names:
         raise DataError(
-            f"{data.name}: features {names} differ from the stored normalization's {normalizer.names}"
+            f"{data.name}: features {names} differ from the stored normalization's "
+            f"{normalizer.names}"
         )
     instruments, offset = [], 0
     for inst, frame in raw.items():

@@ -83,7 +83,12 @@ BUNDLED: dict[str, BundledDataset] = {
     d.name: d
     for d in (
         BundledDataset("sp500", "SPX", "arch.data.sp500 (S&P 500 daily, 1999-2018)", _load_sp500),
-        BundledDataset("vix", "VIX", "arch.data.vix (VIX daily close, 2014-2018; holidays without a quote left out)", _load_vix_bars),
+        BundledDataset(
+            "vix",
+            "VIX",
+            "arch.data.vix (VIX daily close, 2014-2018; holidays without a quote left out)",
+            _load_vix_bars,
+        ),
         BundledDataset("googl", "GOOGL", "gym_anytrading STOCKS_GOOGL (daily)", _load_googl),
         BundledDataset(
             "eurusd", "EURUSD", "gym_anytrading FOREX_EURUSD_1H_ASK (hourly, 2017)", _load_eurusd

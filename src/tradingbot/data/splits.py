@@ -52,9 +52,13 @@ def date_splits(timestamps: pd.DatetimeIndex, cfg: SplitConfig) -> dict[str, Dat
         train_hi = int(stamps.searchsorted(pd.Timestamp(cfg.train_end) + pd.Timedelta(days=1)))
         val_hi = int(stamps.searchsorted(pd.Timestamp(cfg.validation_end) + pd.Timedelta(days=1)))
     else:
-        train_hi = int(round(len(stamps) * cfg.train_fraction))
-        val_hi = int(round(len(stamps) * (cfg.train_fraction + cfg.validation_fraction)))
-    bounds = {"train": (0, train_hi), "validation": (train_hi, val_hi), "test": (val_hi, len(stamps))}
+        train_hi = round(len(stamps) * cfg.train_fraction)
+        val_hi = round(len(stamps) * (cfg.train_fraction + cfg.validation_fraction))
+    bounds = {
+        "train": (0, train_hi),
+        "validation": (train_hi, val_hi),
+        "test": (val_hi, len(stamps)),
+    }
     out = {}
     for name, (lo, hi) in bounds.items():
         if hi <= lo:

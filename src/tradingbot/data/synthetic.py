@@ -35,10 +35,11 @@ GAP_VOL_FRACTION = 0.2  # overnight gap volatility as a fraction of the bar vola
 
 @dataclass(frozen=True)
 class SyntheticPath:
-    """One generated instrument: its bars and the hidden regime of each bar."""
+    """One generated instrument: its bars and the hidden regime and volatility of each bar."""
 
     bars: pd.DataFrame
     regimes: np.ndarray
+    sigma: np.ndarray
 
 
 def generate_path(
@@ -84,7 +85,7 @@ def generate_path(
     )
     if predictability > 0:
         bars["signal"] = signal
-    return SyntheticPath(bars=bars, regimes=regimes)
+    return SyntheticPath(bars=bars, regimes=regimes, sigma=sigma)
 
 
 def generate_market(
@@ -94,7 +95,8 @@ def generate_market(
     rng = np.random.default_rng(seed)
     start_ts = pd.Timestamp(start)
     return {
-        f"SYN{i}": generate_path(n_bars, rng, predictability, start_ts) for i in range(n_instruments)
+        f"SYN{i}": generate_path(n_bars, rng, predictability, start_ts)
+        for i in range(n_instruments)
     }
 
 

@@ -36,7 +36,8 @@ def check_columns(columns: list[str], source: str) -> dict[str, str]:
     missing = [c for c in PRICE_COLUMNS if c not in lower]
     if missing:
         raise DataError(
-            f"{source}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, columns))}"
+            f"{source}: missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(map(str, columns))}"
         )
     return lower
 
@@ -80,7 +81,11 @@ def validate_bars(
         finite = np.isfinite(values)
         if not finite.all():
             row = int(np.flatnonzero(~finite)[0])
-            kind = "missing value (NaN)" if np.isnan(values[row]) else f"non-finite value {values[row]}"
+            kind = (
+                "missing value (NaN)"
+                if np.isnan(values[row])
+                else f"non-finite value {values[row]}"
+            )
             raise DataError(f"{where}: {_row_label(out, row)}, column {names[col]!r}: {kind}")
     for col in PRICE_COLUMNS:
         values = out[col].to_numpy()

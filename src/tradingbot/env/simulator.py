@@ -62,9 +62,17 @@ class MarketSimulator:
         self.obs_dim = self.window * self.n_features + 1
         self._window_offsets = np.arange(-self.window + 1, 1)
 
+        # Per-row simple returns from the close of row t to the fill, and from an open fill to
+        # the close of row t+1. The last row of each instrument is never stepped from.
+        open_, close = market.open, market.close
+        fill_price = open_[1:] if self.fill_at_open else close[1:]
+        self._held_return = np.append(fill_price / close[:-1] - 1.0, np.nan)
+        self._intrabar_return = np.append(close[1:] / open_[1:] - 1.0, np.nan)
+        self._ruin_equity = cfg.ruin_floor * cfg.initial_equity
+
         self.rngs = [np.random.default_rng() for _ in range(n_envs)]
         self.row = np.zeros(n_envs, dtype=np.int64)  # global row of the bar just closed
-        self.last_row = np.zeros(n_envs, dtype=np.int64)  # last row of this episode's data
+        self.end_step = np.zeros(n_envs, dtype=np.int64)  # steps until truncation
         self.slot = np.zeros(n_envs, dtype=np.int64)  # index into instrument_ids
         self.position = np.zeros(n_envs)
         self.equity = np.full(n_envs, cfg.initial_equity)
@@ -84,12 +92,15 @@ class MarketSimulator:
             slot = int(rng.integers(len(self.instrument_ids)))
             lo, hi = int(self.lo[slot]), int(self.hi[slot])
             latest_start = hi - 1 - (length or 0)
-            start = lo if length is None or latest_start <= lo else int(
-                rng.integers(lo, latest_start + 1)
+            start = (
+                lo
+                if length is None or latest_start <= lo
+                else int(rng.integers(lo, latest_start + 1))
             )
             self.slot[i] = slot
             self.row[i] = start
-            self.last_row[i] = hi - 1
+            # Truncate at the episode length or when the split's last bar has been filled.
+            self.end_step[i] = min(length or hi, hi - 1 - start)
             self.position[i] = 0.0
             self.equity[i] = self.cfg.initial_equity
             self.steps[i] = 0
@@ -101,7 +112,9 @@ class MarketSimulator:
         if self.window == 1:
             feats = self.market.features[rows]
         else:
-            feats = self.market.features[rows[:, None] + self._window_offsets].reshape(len(rows), -1)
+            feats = self.market.features[rows[:, None] + self._window_offsets].reshape(
+                len(rows), -1
+            )
         obs = np.empty((len(rows), self.obs_dim), dtype=np.float32)
         obs[:, :-1] = feats
         obs[:, -1] = position
@@ -114,30 +127,22 @@ class MarketSimulator:
 
         Returns reward, terminated, truncated, trade (q - p) and cost, each (n,).
         """
-        row, nxt = self.row, self.row + 1
-        prices = self.market
-        old = self.position
-        equity = self.equity
-        if self.fill_at_open:
-            at_fill = equity * (1.0 + old * (prices.open[nxt] / prices.close[row] - 1.0))
-        else:
-            at_fill = equity * (1.0 + old * (prices.close[nxt] / prices.close[row] - 1.0))
+        row, old, equity = self.row, self.position, self.equity
+        at_fill = equity * (1.0 + old * self._held_return[row])
         trade = target - old
         cost = self.cost_rate * np.abs(trade) * at_fill
         new_equity = at_fill - cost
-        if self.fill_at_open:
-            new_equity = new_equity * (1.0 + target * (prices.close[nxt] / prices.open[nxt] - 1.0))
-        new_equity = np.maximum(new_equity, MIN_EQUITY)
+        if self.fill_at_open:  # then held from the fill at the open to the close
+            new_equity *= 1.0 + target * self._intrabar_return[row]
+        np.maximum(new_equity, MIN_EQUITY, out=new_equity)
         reward = np.log(new_equity / equity)
 
         self.equity = new_equity
         self.position = target.astype(np.float64, copy=True)
-        self.row = nxt
+        self.row = row + 1
         self.steps += 1
-        terminated = new_equity < self.cfg.ruin_floor * self.cfg.initial_equity
-        truncated = nxt >= self.last_row
-        if self.cfg.episode_length is not None:
-            truncated |= self.steps >= self.cfg.episode_length
+        terminated = new_equity < self._ruin_equity
+        truncated = self.steps >= self.end_step
         return reward, terminated, truncated & ~terminated, trade, cost
 
 
@@ -166,4 +171,5 @@ def actions_to_targets(actions: np.ndarray, cfg: EnvConfig) -> np.ndarray:
         index = actions.reshape(-1).astype(np.int64)
         return index.astype(np.float64) if cfg.long_only else index.astype(np.float64) - 1.0
     low = 0.0 if cfg.long_only else -1.0
-    return np.clip(actions.reshape(len(actions), -1)[:, 0].astype(np.float64), low, 1.0)
+    first = actions.reshape(len(actions), -1)[:, 0].astype(np.float64)
+    return np.minimum(np.maximum(first, low), 1.0)

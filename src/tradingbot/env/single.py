@@ -59,7 +59,13 @@ class MarketEnv(gym.Env):
         target = actions_to_targets(np.asarray(action)[None], self.cfg)
         reward, terminated, truncated, trade, cost = self.sim.step(target)
         info = self._info(float(trade[0]), float(cost[0]))
-        return self.sim.observe()[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
+        return (
+            self.sim.observe()[0],
+            float(reward[0]),
+            bool(terminated[0]),
+            bool(truncated[0]),
+            info,
+        )
 
     def _info(self, trade: float, cost: float) -> dict[str, Any]:
         return {

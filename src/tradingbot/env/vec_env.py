@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -24,6 +24,45 @@ from tradingbot.env.simulator import (
     make_action_space,
     make_observation_space,
 )
+
+
+class StepInfos(Sequence):
+    """The per-environment ``info`` dicts of one step, built when first read.
+
+    Behaves as the list of dicts SB3 expects (indexing, slicing, iteration, ``len``; a dict,
+    once read, is kept, so writing into it sticks), but a step whose infos nobody reads does
+    not pay for building N dicts: the arrays behind them are computed anyway.
+    """
+
+    __slots__ = ("_columns", "_dicts", "_lists")
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        self._columns = columns
+        self._lists: dict[str, list[Any]] | None = None
+        self._dicts: list[dict[str, Any] | None] = [None] * len(next(iter(columns.values())))
+
+    def __len__(self) -> int:
+        return len(self._dicts)
+
+    def _get(self, i: int) -> dict[str, Any]:
+        info = self._dicts[i]
+        if info is None:
+            if self._lists is None:  # one conversion per column, not per element
+                self._lists = {key: col.tolist() for key, col in self._columns.items()}
+            info = {key: col[i] for key, col in self._lists.items()}
+            self._dicts[i] = info
+        return info
+
+    def __getitem__(self, index: int | slice) -> Any:  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._get(i) for i in range(*index.indices(len(self)))]
+        return self._get(range(len(self))[index])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self._get(i) for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 class MarketVecEnv(VecEnv):
@@ -80,16 +119,15 @@ class MarketVecEnv(VecEnv):
         targets = actions_to_targets(self._actions, self.cfg)
         reward, terminated, truncated, trade, cost = self.sim.step(targets)
         self._episode_return += reward
-        infos: list[dict[str, Any]] = [
-            {"equity": e, "position": p, "trade": tr, "cost": c}
-            for e, p, tr, c in zip(
-                self.sim.equity.tolist(),
-                self.sim.position.tolist(),
-                trade.tolist(),
-                cost.tolist(),
-                strict=True,
-            )
-        ]
+        # Copies: resetting an environment below rewrites its slot of the simulator's arrays.
+        infos = StepInfos(
+            {
+                "equity": self.sim.equity.copy(),
+                "position": self.sim.position.copy(),
+                "trade": trade,
+                "cost": cost,
+            }
+        )
         obs = self.sim.observe()
         done = terminated | truncated
         if done.any():
@@ -121,7 +159,9 @@ class MarketVecEnv(VecEnv):
         return [getattr(self, attr_name) for _ in self._indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        raise AttributeError(f"MarketVecEnv environments share one simulator; cannot set {attr_name}")
+        raise AttributeError(
+            f"MarketVecEnv environments share one simulator; cannot set {attr_name}"
+        )
 
     def env_method(
         self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any

@@ -1,0 +1,29 @@
+from typer.testing import CliRunner
+
+from tradingbot.cli import app
+
+runner = CliRunner()
+
+
+def test_data_list_shows_every_dataset():
+    result = runner.invoke(app, ["data", "list"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for name, rows in (("sp500", "5031"), ("vix", "1259"), ("googl", "2335"), ("eurusd", "6225")):
+        line = next(ln for ln in result.output.splitlines() if f" {name} " in ln)
+        assert rows in line
+    assert "1999-01-04" in result.output and "2018-12-31" in result.output
+
+
+def test_data_show_bundled():
+    result = runner.invoke(app, ["data", "show", "sp500"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "SPX" in result.output and "valid" in result.output
+    assert "ret_20" in result.output and "train" in result.output
+
+
+def test_data_show_invalid_file(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("date,open,high,low,close\n2020-01-01,1,2,0.5,1\n2020-01-02,1,2,3,1\n")
+    result = runner.invoke(app, ["data", "show", str(path)], terminal_width=300)
+    assert result.exit_code == 1
+    assert "[bad]: row 1" in result.output and "high 2.0 < low 3.0" in result.output

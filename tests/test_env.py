@@ -23,13 +23,15 @@ def hand_market(cfg: DataConfig):
 
 def run_actions(short_data_cfg, fill, commission, slippage, actions):
     market, span = hand_market(short_data_cfg)
-    cfg = EnvConfig(fill=fill, commission_bps=commission, slippage_bps=slippage, episode_length=None)
+    cfg = EnvConfig(
+        fill=fill, commission_bps=commission, slippage_bps=slippage, episode_length=None
+    )
     env = MarketEnv(market, span, cfg)
     env.reset(seed=0)
     assert env.sim.row[0] == 2  # first row with every feature defined (two-bar lookback)
     equity, rewards = [], []
     for a in actions:
-        _, r, term, trunc, info = env.step(np.array([a], dtype=np.float32))
+        _, r, term, _, info = env.step(np.array([a], dtype=np.float32))
         equity.append(info["equity"])
         rewards.append(r)
         assert not term
@@ -94,8 +96,11 @@ def test_episode_truncates_at_data_end(short_data_cfg):
 def test_ruin_terminates(short_data_cfg):
     bars = make_bars([100] * 6 + [100, 40, 40, 40], [100] * 6 + [100, 40, 40, 40])
     market = prepare_market(MarketData("crash", {"X": bars}, "t"), short_data_cfg)
-    env = MarketEnv(market, DateRange(bars.index[0], bars.index[-1]),
-                    EnvConfig(episode_length=None, ruin_floor=0.5))
+    env = MarketEnv(
+        market,
+        DateRange(bars.index[0], bars.index[-1]),
+        EnvConfig(episode_length=None, ruin_floor=0.5),
+    )
     env.reset(seed=0)
     terms = [env.step(np.array([1.0], dtype=np.float32))[2] for _ in range(5)]
     assert terms == [False, False, False, False, True]  # the 60% gap at row 7 ruins a long
@@ -107,7 +112,9 @@ def test_ruin_terminates(short_data_cfg):
 )
 def test_discrete_actions_map_to_positions(short_data_cfg, action, long_only, expected):
     market, span = hand_market(short_data_cfg)
-    env = MarketEnv(market, span, EnvConfig(action=action, long_only=long_only, episode_length=None))
+    env = MarketEnv(
+        market, span, EnvConfig(action=action, long_only=long_only, episode_length=None)
+    )
     assert env.action_space.n == len(expected)
     for a, pos in enumerate(expected):
         env.reset(seed=0)
@@ -129,7 +136,11 @@ def synthetic_market():
 
 @pytest.mark.parametrize(
     "cfg",
-    [EnvConfig(), EnvConfig(action="discrete"), EnvConfig(long_only=True, window=3, fill="next_close")],
+    [
+        EnvConfig(),
+        EnvConfig(action="discrete"),
+        EnvConfig(long_only=True, window=3, fill="next_close"),
+    ],
 )
 def test_env_checkers(synthetic_market, cfg):
     gym_check_env(MarketEnv(synthetic_market, "train", cfg), skip_render_check=True)
@@ -178,7 +189,9 @@ def test_features_are_shared_not_copied(synthetic_market):
 
 
 def test_split_boundaries_respected(synthetic_market):
-    env = MarketVecEnv(synthetic_market, "validation", EnvConfig(n_envs=16, episode_length=None), seed=0)
+    env = MarketVecEnv(
+        synthetic_market, "validation", EnvConfig(n_envs=16, episode_length=None), seed=0
+    )
     env.reset()
     inst = synthetic_market.instruments[0]
     from tradingbot.data.splits import rows_in

@@ -54,7 +54,9 @@ def test_observations_do_not_look_ahead(fill):
     data = load_market("sp500")
     market = prepare_market(data, cfg)
     t = int(data.bars["SPX"].index.searchsorted(market.splits["validation"].end)) + 10
-    changed = MarketData("sp500", {"SPX": validate_bars(perturb_after(data.bars["SPX"], t, 1), "x")}, "x")
+    changed = MarketData(
+        "sp500", {"SPX": validate_bars(perturb_after(data.bars["SPX"], t, 1), "x")}, "x"
+    )
     other = prepare_market(changed, cfg)
     np.testing.assert_array_equal(market.features[: t + 1], other.features[: t + 1])
     env_cfg = EnvConfig(fill=fill, window=5)
@@ -69,8 +71,12 @@ def test_observations_do_not_look_ahead(fill):
 
 def test_known_feature_values():
     bars = pd.DataFrame(
-        {"open": [10, 11, 12, 11, 13.0], "high": [11, 12, 13, 12, 14.0],
-         "low": [9, 10, 11, 10, 12.0], "close": [10, 12, 12, 11, 13.0]},
+        {
+            "open": [10, 11, 12, 11, 13.0],
+            "high": [11, 12, 13, 12, 14.0],
+            "low": [9, 10, 11, 10, 12.0],
+            "close": [10, 12, 12, 11, 13.0],
+        },
         index=pd.bdate_range("2020-01-01", periods=5),
     )
     cfg = FeatureConfig(return_windows=[1, 2], volatility_window=3, volume_window=2, vix="off")

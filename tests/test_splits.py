@@ -34,8 +34,10 @@ def test_expanding_folds_with_embargo():
         DAYS, WalkForwardConfig(first_test_start="2012-01-01", test_length="365D", embargo_bars=5)
     )
     assert [f.test.start for f in folds] == [
-        pd.Timestamp("2012-01-01"), pd.Timestamp("2012-12-31"),
-        pd.Timestamp("2013-12-31"), pd.Timestamp("2014-12-31"),
+        pd.Timestamp("2012-01-01"),
+        pd.Timestamp("2012-12-31"),
+        pd.Timestamp("2013-12-31"),
+        pd.Timestamp("2014-12-31"),
     ]
     for f in folds:
         assert f.train.start == DAYS[0]
@@ -45,8 +47,14 @@ def test_expanding_folds_with_embargo():
 
 def test_rolling_folds_keep_train_length():
     folds = walk_forward_folds(
-        DAYS, WalkForwardConfig(first_test_start="2012-01-01", test_length="365D", mode="rolling",
-                                train_length="730D", n_folds=2)
+        DAYS,
+        WalkForwardConfig(
+            first_test_start="2012-01-01",
+            test_length="365D",
+            mode="rolling",
+            train_length="730D",
+            n_folds=2,
+        ),
     )
     assert len(folds) == 2
     for f in folds:

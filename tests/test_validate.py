@@ -87,7 +87,9 @@ def test_multi_instrument_csv_and_parquet(tmp_path):
     for sym, base in (("AAA", 10.0), ("BBB", 50.0)):
         for i, t in enumerate(idx):
             p = base + i
-            rows.append({"Timestamp": t, "Symbol": sym, "open": p, "high": p + 1, "low": p - 1, "close": p})
+            rows.append(
+                {"Timestamp": t, "Symbol": sym, "open": p, "high": p + 1, "low": p - 1, "close": p}
+            )
     frame = pd.DataFrame(rows)
     frame.to_csv(tmp_path / "m.csv", index=False)
     frame.to_parquet(tmp_path / "m.parquet", index=False)
@@ -102,7 +104,7 @@ def test_multi_instrument_csv_and_parquet(tmp_path):
 
 
 def test_unknown_source():
-    with pytest.raises(DataError, match="unknown data source 'spx'.*sp500"):
+    with pytest.raises(DataError, match=r"unknown data source 'spx'.*sp500"):
         load_market("spx")
 
 

@@ -1,0 +1,1 @@
+"""Honest evaluation: backtests through the training env, metrics, baselines."""

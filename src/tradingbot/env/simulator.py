@@ -37,10 +37,16 @@ class MarketSimulator:
     split: the split name or date range the episodes are drawn from.
     cfg: the environment config.
     n_envs: how many environments to step together.
+    instruments: names of the instruments episodes are drawn from (default: all).
     """
 
     def __init__(
-        self, market: PreparedMarket, split: str | DateRange, cfg: EnvConfig, n_envs: int
+        self,
+        market: PreparedMarket,
+        split: str | DateRange,
+        cfg: EnvConfig,
+        n_envs: int,
+        instruments: list[str] | None = None,
     ) -> None:
         self.market = market
         self.cfg = cfg
@@ -49,8 +55,19 @@ class MarketSimulator:
         self.cost_rate = (cfg.commission_bps + cfg.slippage_bps) / 1e4
         self.fill_at_open = cfg.fill == "next_open"
         ranges = market.ranges(split, cfg.window)
+        names = [inst.name for inst in market.instruments]
+        unknown = sorted(set(instruments or []) - set(names))
+        if unknown:
+            raise ValueError(f"unknown instrument(s) {unknown}; available: {names}")
         # Global row ranges [lo, hi) of each instrument that has at least one step in the split.
-        self.instrument_ids = np.array([i for i, (lo, hi) in enumerate(ranges) if hi > lo])
+        self.instrument_ids = np.array(
+            [
+                i
+                for i, (lo, hi) in enumerate(ranges)
+                if hi > lo and (instruments is None or names[i] in instruments)
+            ],
+            dtype=np.int64,
+        )
         if len(self.instrument_ids) == 0:
             raise ValueError(
                 f"split {split} has no instrument with enough bars after the feature warm-up"

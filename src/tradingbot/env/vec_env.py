@@ -81,6 +81,7 @@ class MarketVecEnv(VecEnv):
     cfg: the environment config; ``cfg.n_envs`` environments unless ``n_envs`` is given.
     n_envs: overrides ``cfg.n_envs``.
     seed: seeds environment i with ``seed + i`` before the first reset.
+    instruments: names of the instruments episodes are drawn from (default: all).
     """
 
     def __init__(
@@ -90,9 +91,12 @@ class MarketVecEnv(VecEnv):
         cfg: EnvConfig | None = None,
         n_envs: int | None = None,
         seed: int | None = None,
+        instruments: list[str] | None = None,
     ) -> None:
         self.cfg = cfg or EnvConfig()
-        self.sim = MarketSimulator(market, split, self.cfg, n_envs or self.cfg.n_envs)
+        self.sim = MarketSimulator(
+            market, split, self.cfg, n_envs or self.cfg.n_envs, instruments
+        )
         self.render_mode = None  # read by VecEnv.__init__ through get_attr
         super().__init__(
             self.sim.n_envs, make_observation_space(self.sim), make_action_space(self.cfg)

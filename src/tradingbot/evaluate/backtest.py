@@ -1,0 +1,140 @@
+"""Backtests: a policy run deterministically through the same simulator that training used.
+
+One backtest covers one instrument over a whole split (or date range): the episode starts at
+the split's first usable bar and runs until its data end (or ruin), with the same fills and
+costs as in training. Baselines are policies too, so they see the same bars and costs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from gymnasium import spaces
+
+from tradingbot.config import EnvConfig
+from tradingbot.data.market import PreparedMarket
+from tradingbot.data.splits import DateRange
+from tradingbot.env.vec_env import MarketVecEnv
+from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
+
+BAR_COLUMNS = (
+    "instrument",
+    "action",
+    "position",
+    "trade",
+    "cost",
+    "equity",
+    "reward",
+    "return",
+    "close",
+)
+
+
+class Predictor(Protocol):
+    """Anything with SB3's ``predict`` (DistributionalPPO, RecurrentPPO, PPO, baselines)."""
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]: ...
+
+
+class ConstantPolicy:
+    """Always asks for the same target position (buy-and-hold: 1, flat: 0).
+
+    Parameters
+    ----------
+    position: the target position in [-1, 1].
+    action_space: the environment's action space, to express the position as an action.
+    """
+
+    def __init__(self, position: float, action_space: spaces.Space) -> None:
+        if isinstance(action_space, spaces.Discrete):
+            choices = [0.0, 1.0] if action_space.n == 2 else [-1.0, 0.0, 1.0]
+            if position not in choices:
+                raise ValueError(
+                    f"position {position} is not one of the discrete choices {choices}"
+                )
+            self.action = np.array([choices.index(position)])
+        else:
+            self.action = np.array([[position]], dtype=np.float32)
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        return np.repeat(self.action, len(observation), axis=0), state
+
+
+def run_backtest(
+    policy: Predictor,
+    market: PreparedMarket,
+    split: str | DateRange,
+    env_cfg: EnvConfig,
+    instrument: str,
+) -> pd.DataFrame:
+    """Run ``policy`` deterministically over ``split`` of one instrument.
+
+    Returns one row per filled bar, indexed by that bar's timestamp: the action, the position
+    held over the bar, the trade at its fill, cost, equity at its close, reward (log growth)
+    and simple return after costs, and the close price.
+    """
+    cfg = env_cfg.model_copy(update={"episode_length": None, "n_envs": 1})
+    env = MarketVecEnv(market, split, cfg, n_envs=1, seed=0, instruments=[instrument])
+    inst = next(i for i in market.instruments if i.name == instrument)
+    obs = env.reset()
+    state: Any = None
+    episode_start = np.ones(1, dtype=bool)
+    rows: list[int] = []
+    records: list[tuple[float, ...]] = []
+    while True:
+        action, state = policy.predict(
+            obs, state=state, episode_start=episode_start, deterministic=True
+        )
+        rows.append(int(env.sim.row[0]) + 1 - inst.offset)  # the bar this decision is filled in
+        obs, reward, done, infos = env.step(action)
+        info = infos[0]
+        records.append(
+            (
+                float(np.asarray(action).reshape(-1)[0]),
+                info["position"],
+                info["trade"],
+                info["cost"],
+                info["equity"],
+                float(reward[0]),
+            )
+        )
+        episode_start = done
+        if done[0]:
+            break
+    frame = pd.DataFrame(
+        records, columns=["action", "position", "trade", "cost", "equity", "reward"]
+    )
+    frame["reward"] = np.log(
+        frame["equity"] / frame["equity"].shift(1, fill_value=cfg.initial_equity)
+    )
+    frame["return"] = np.expm1(frame["reward"])
+    frame["close"] = market.close[inst.offset + np.asarray(rows)]
+    frame.insert(0, "instrument", instrument)
+    frame.index = inst.timestamps[rows]
+    frame.index.name = "timestamp"
+    return frame[list(BAR_COLUMNS)]
+
+
+def backtest_metrics(bars: pd.DataFrame, benchmark: pd.DataFrame | None = None) -> dict[str, float]:
+    """Metrics of one backtest's bars (optionally with PSR against a benchmark's bars)."""
+    return performance_metrics(
+        bars["return"].to_numpy(),
+        bars["position"].to_numpy(),
+        bars["trade"].to_numpy(),
+        annualization=periods_per_year(pd.DatetimeIndex(bars.index)),
+        benchmark_returns=None if benchmark is None else benchmark["return"].to_numpy(),
+    )

@@ -1,0 +1,195 @@
+"""Safe checkpoints: one safetensors file whose header carries a validated JSON manifest.
+
+Every tensor (weights, optimizer moments, scaler statistics, normalization statistics, RNG
+states) is stored by safetensors, which reads a JSON header and raw buffers: loading never
+unpickles. The manifest (format version, package version, config, step, metrics,
+hyperparameters, and the name, shape and dtype of every tensor) is validated by a pydantic
+schema before any tensor is used. Writes are atomic: a temporary file in the same directory is
+written, fsynced and renamed over the target, so a crash leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from tradingbot import __version__
+
+FORMAT_VERSION = 1
+MANIFEST_KEY = "tradingbot.manifest"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as it is."""
+
+
+class TensorSpec(BaseModel):
+    """Shape and dtype of one stored tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: list[int]
+    dtype: str
+
+
+class Manifest(BaseModel):
+    """What a checkpoint holds besides the tensors themselves.
+
+    Parameters
+    ----------
+    format_version: the checkpoint format; unknown versions are refused.
+    package_version: the tradingbot version that wrote it.
+    kind: what the tensors belong to (e.g. ``DistributionalPPO``).
+    step: environment steps trained so far.
+    config: the resolved run config (or the algorithm's hyperparameters).
+    hyperparameters: values that may differ from the config (e.g. after a PBT exploit).
+    metrics: the latest scalar metrics.
+    state: JSON-able state that is not a tensor (counters, numpy RNG state, spaces).
+    tensors: the name, shape and dtype of every stored tensor.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int
+    package_version: str
+    kind: str
+    step: int = Field(ge=0)
+    config: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    state: dict[str, Any] = Field(default_factory=dict)
+    tensors: dict[str, TensorSpec]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def save_checkpoint(
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    kind: str,
+    step: int,
+    config: dict[str, Any] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    state: dict[str, Any] | None = None,
+) -> Manifest:
+    """Write ``tensors`` and their manifest to ``path`` atomically; return the manifest."""
+    path = Path(path)
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        package_version=__version__,
+        kind=kind,
+        step=step,
+        config=config or {},
+        hyperparameters=hyperparameters or {},
+        metrics=metrics or {},
+        state=state or {},
+        tensors=specs_of(contiguous),
+    )
+    payload = save(contiguous, metadata={MANIFEST_KEY: manifest.model_dump_json()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+    return manifest
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read and validate only the manifest (the header) of a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({err})") from None
+    if MANIFEST_KEY not in metadata:
+        raise CheckpointError(f"{path}: no tradingbot manifest in the header")
+    try:
+        raw = json.loads(metadata[MANIFEST_KEY])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: manifest is not valid JSON ({err})") from None
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: unknown checkpoint format_version {version!r} (this tradingbot reads "
+            f"version {FORMAT_VERSION})"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise CheckpointError(f"{path}: invalid manifest: {problems}") from None
+
+
+def load_checkpoint(
+    path: str | Path, expected: dict[str, TensorSpec] | None = None
+) -> tuple[dict[str, torch.Tensor], Manifest]:
+    """Load a checkpoint's tensors and manifest, refusing anything inconsistent.
+
+    The stored tensors must match the manifest's list exactly (names, shapes, dtypes), and,
+    when ``expected`` is given, that list too.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: tensor data unreadable ({err})") from None
+    actual = specs_of(tensors)
+    _compare(path, "manifest", manifest.tensors, actual)
+    if expected is not None:
+        _compare(path, "model", expected, actual)
+    return tensors, manifest
+
+
+def _compare(
+    path: Path, what: str, wanted: dict[str, TensorSpec], actual: dict[str, TensorSpec]
+) -> None:
+    missing = sorted(set(wanted) - set(actual))
+    extra = sorted(set(actual) - set(wanted))
+    if missing:
+        raise CheckpointError(f"{path}: tensors missing that the {what} lists: {missing}")
+    if extra:
+        raise CheckpointError(f"{path}: tensors the {what} does not list: {extra}")
+    for key, spec in wanted.items():
+        got = actual[key]
+        if got != spec:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has shape {got.shape} dtype {got.dtype}, the {what} "
+                f"expects shape {spec.shape} dtype {spec.dtype}"
+            )
+
+
+def specs_of(tensors: dict[str, torch.Tensor]) -> dict[str, TensorSpec]:
+    """The specs a model expects, from its own current tensors."""
+    return {
+        k: TensorSpec(shape=list(v.shape), dtype=_dtype_name(v.dtype)) for k, v in tensors.items()
+    }

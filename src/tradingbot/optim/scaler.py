@@ -1,0 +1,213 @@
+"""Variance-based gradient scaler: shrink gradients whose per-element noise dominates their signal.
+
+Per element it tracks EMAs of ``g`` and ``g^2`` over optimizer steps (bias-corrected like Adam), so
+noise that cancels across elements (two weights whose gradients flip sign in opposite directions,
+leaving the tensor's mean gradient at zero) is still seen as variance — tracking the variance of a
+tensor's mean gradient would miss it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+__all__ = ["VarianceGradientScaler"]
+
+_AGGREGATES = ("mean", "percentile")
+
+
+def noise_to_signal_ratio(mean_hat: Tensor, sq_mean_hat: Tensor, eps: float) -> Tensor:
+    """Per-tensor noise-to-signal ratio ``mean(s) / (mean(E[g]^2) + eps)``.
+
+    :param mean_hat: bias-corrected EMA of ``g`` (``E[g]``), per element.
+    :param sq_mean_hat: bias-corrected EMA of ``g^2`` (``E[g^2]``), per element.
+    :param eps: added to the denominator.
+    :return: 0-dim float64 tensor; ``s = max(E[g^2] - E[g]^2, 0)`` is the per-element variance.
+    """
+    signal = mean_hat.square()
+    variance = (sq_mean_hat - signal).clamp_(min=0.0)
+    return variance.mean(dtype=torch.float64) / (signal.mean(dtype=torch.float64) + eps)
+
+
+def aggregate_ratios(ratios: Tensor, aggregate: str, percentile: float) -> Tensor:
+    """Combine per-tensor ratios: their mean, or a percentile (linear interpolation).
+
+    :param ratios: 1-D tensor of per-tensor ratios.
+    :param aggregate: ``"mean"`` or ``"percentile"``.
+    :param percentile: percentile in ``[0, 100]`` used when ``aggregate == "percentile"``.
+    :return: 0-dim tensor.
+    """
+    if aggregate == "mean":
+        return ratios.mean()
+    return torch.quantile(ratios, percentile / 100.0)
+
+
+def scale_factor(ratio: float, alpha: float, min_factor: float) -> float:
+    """``clamp(1 / (1 + alpha * ratio), min_factor, 1)``."""
+    return min(max(1.0 / (1.0 + alpha * ratio), min_factor), 1.0)
+
+
+class VarianceGradientScaler:
+    """Scale all gradients down when their stochastic variance is large relative to their mean.
+
+    Call :meth:`scale_` after ``backward()`` and before gradient-norm clipping. Each call with
+    finite gradients advances the step count ``t`` and, for each tensor with a gradient, the
+    per-element EMAs ``m <- beta m + (1 - beta) g`` and ``q <- beta q + (1 - beta) g^2``
+    (bias-corrected by ``1 - beta^k``, ``k`` the number of updates of that tensor). Then
+    ``s = max(q_hat - m_hat^2, 0)``, the per-tensor ratio is ``mean(s) / (mean(m_hat^2) + eps)``,
+    the ratios of the tensors are aggregated (mean or percentile) into ``r`` and
+    ``factor = clamp(1 / (1 + alpha r), min_factor, 1)``. Once ``t > warmup`` every gradient is
+    multiplied by ``factor``; before, the factor is 1 (statistics are still updated). A call where
+    any gradient holds NaN/inf changes nothing: statistics and step count stay as they were, the
+    gradients are left alone and 1.0 is returned (the caller skips that optimizer step).
+
+    :param params: the parameters whose gradients are scaled (order matters for the state).
+    :param beta: EMA decay of the gradient moments, in ``[0, 1)``.
+    :param alpha: strength: the factor is ``1 / (1 + alpha * ratio)`` before clamping.
+    :param eps: added to the signal term of the ratio.
+    :param warmup: number of steps during which statistics are gathered but the factor is 1.
+    :param min_factor: lower bound of the factor, in ``(0, 1]``.
+    :param aggregate: ``"mean"`` of the per-tensor ratios or a ``"percentile"`` of them.
+    :param percentile: percentile in ``[0, 100]`` for ``aggregate="percentile"``.
+
+    Attributes ``last_factor`` (the factor returned by the latest call) and ``last_ratio`` (the
+    aggregated ratio, ``nan`` before the first finite step) are meant for logging.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        beta: float = 0.99,
+        alpha: float = 1.0,
+        eps: float = 1e-8,
+        warmup: int = 10,
+        min_factor: float = 0.1,
+        aggregate: str = "mean",
+        percentile: float = 90.0,
+    ) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta (need 0 <= beta < 1): {beta}")
+        if alpha < 0.0:
+            raise ValueError(f"Invalid alpha: {alpha}")
+        if eps <= 0.0:
+            raise ValueError(f"Invalid eps: {eps}")
+        if warmup < 0:
+            raise ValueError(f"Invalid warmup: {warmup}")
+        if not 0.0 < min_factor <= 1.0:
+            raise ValueError(f"Invalid min_factor (need 0 < min_factor <= 1): {min_factor}")
+        if aggregate not in _AGGREGATES:
+            raise ValueError(f"Invalid aggregate {aggregate!r}, expected one of {_AGGREGATES}")
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError(f"Invalid percentile: {percentile}")
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("VarianceGradientScaler got an empty parameter list")
+        self.beta = beta
+        self.alpha = alpha
+        self.eps = eps
+        self.warmup = warmup
+        self.min_factor = min_factor
+        self.aggregate = aggregate
+        self.percentile = percentile
+        self.step_count = 0
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                        for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                           for p in self.params]
+        # Per-tensor update counts: a tensor without a gradient on some step keeps its own
+        # bias correction exact.
+        self.tensor_steps = torch.zeros(len(self.params), dtype=torch.int64)
+        self.last_factor = 1.0
+        self.last_ratio = float("nan")
+
+    def _resolve(self, params: Iterable[Tensor] | None) -> list[Tensor]:
+        if params is None:
+            return self.params
+        given = list(params)
+        if len(given) != len(self.params) or any(
+                a.shape != b.shape for a, b in zip(given, self.params, strict=True)):
+            raise ValueError("scale_ got parameters that differ from the constructor's")
+        return given
+
+    @torch.no_grad()
+    def scale_(self, params: Iterable[Tensor] | None = None) -> float:
+        """Update the statistics from the current gradients and scale them in place.
+
+        :param params: the same parameters, in the same order, as given to the constructor
+            (``None``: those).
+        :return: the factor applied to the gradients (1.0 during warmup or on a non-finite step).
+        """
+        params = self._resolve(params)
+        indexed = [(i, p.grad) for i, p in enumerate(params) if p.grad is not None]
+        if not indexed:
+            self.last_factor = 1.0
+            return 1.0
+        finite = torch.stack([torch.isfinite(g).all() for _, g in indexed]).all()
+        if not bool(finite):
+            self.last_factor = 1.0
+            return 1.0
+
+        self.step_count += 1
+        ratios = []
+        for i, grad in indexed:
+            self.tensor_steps[i] += 1
+            bias_correction = 1.0 - self.beta ** int(self.tensor_steps[i])
+            self.exp_avg[i].mul_(self.beta).add_(grad, alpha=1.0 - self.beta)
+            self.exp_avg_sq[i].mul_(self.beta).addcmul_(grad, grad, value=1.0 - self.beta)
+            ratios.append(noise_to_signal_ratio(self.exp_avg[i] / bias_correction,
+                                                self.exp_avg_sq[i] / bias_correction, self.eps))
+        ratio = float(aggregate_ratios(torch.stack(ratios), self.aggregate, self.percentile))
+        self.last_ratio = ratio
+        factor = 1.0
+        if self.step_count > self.warmup:
+            factor = scale_factor(ratio, self.alpha, self.min_factor)
+            if factor != 1.0:
+                for _, grad in indexed:
+                    grad.mul_(factor)
+        self.last_factor = factor
+        return factor
+
+    def state_dict(self) -> dict[str, Tensor | int | float]:
+        """Flat state of tensors and plain numbers (no pickled objects; safetensors-friendly).
+
+        Keys: ``step_count``, ``last_factor``, ``last_ratio``, ``tensor_steps`` and
+        ``exp_avg.{i}``, ``exp_avg_sq.{i}`` per parameter index ``i``. Hyperparameters are not
+        included (they come from the configuration).
+        """
+        state: dict[str, Tensor | int | float] = {
+            "step_count": self.step_count,
+            "last_factor": self.last_factor,
+            "last_ratio": self.last_ratio,
+            "tensor_steps": self.tensor_steps.clone(),
+        }
+        for i, (m, q) in enumerate(zip(self.exp_avg, self.exp_avg_sq, strict=True)):
+            state[f"exp_avg.{i}"] = m.clone()
+            state[f"exp_avg_sq.{i}"] = q.clone()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Tensor | int | float]) -> None:
+        """Restore a state produced by :meth:`state_dict` (values are copied).
+
+        :param state_dict: the flat state; shapes must match this scaler's parameters.
+        """
+        expected = {"step_count", "last_factor", "last_ratio", "tensor_steps"}
+        expected |= {f"{k}.{i}" for i in range(len(self.params)) for k in ("exp_avg", "exp_avg_sq")}
+        if set(state_dict) != expected:
+            missing, extra = expected - set(state_dict), set(state_dict) - expected
+            raise ValueError(f"scaler state mismatch: missing {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        tensor_steps = torch.as_tensor(state_dict["tensor_steps"], dtype=torch.int64)
+        if tensor_steps.shape != self.tensor_steps.shape:
+            raise ValueError("scaler state has a different number of parameters")
+        for i, p in enumerate(self.params):
+            for key, target in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                value = state_dict[f"{key}.{i}"]
+                if not isinstance(value, Tensor) or value.shape != p.shape:
+                    raise ValueError(f"scaler state {key}.{i} does not match parameter {i}")
+                target[i] = value.detach().to(device=p.device, dtype=p.dtype).clone()
+        self.tensor_steps = tensor_steps.clone()
+        self.step_count = int(state_dict["step_count"])
+        self.last_factor = float(state_dict["last_factor"])
+        self.last_ratio = float(state_dict["last_ratio"])

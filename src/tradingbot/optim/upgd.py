@@ -1,0 +1,384 @@
+"""Utility-based Perturbed Gradient Descent (UPGD) and its Adam-based variant.
+
+Elsayed & Mahmood, "Addressing Loss of Plasticity and Catastrophic Forgetting in Continual
+Learning", ICLR 2024 (reference code: github.com/mohmdelsayed/upgd). Both optimizers keep, per
+weight, an exponential moving average of the first-order utility ``u = -g * w`` (the first-order
+estimate of how much the loss would rise if the weight were set to zero), scale it into
+``s = sigmoid(u_hat / max u_hat)`` and use ``1 - s`` to gate the update: useful weights (``s``
+near ``sigmoid(1)``) change less, useless ones (``s`` near 0) are trained and perturbed more.
+
+Two deliberate choices, shared by both classes:
+
+- **Step constant.** The update uses the plain learning rate, as in the paper's equation:
+  ``w <- w (1 - lr wd) - lr (g + noise) (1 - s)``. The repository's README uses ``2 lr``, which
+  makes a weight with zero utility (``s = 0.5``) move exactly like SGD with ``lr``; to reproduce
+  that, pass twice the learning rate.
+- **Non-positive maximum utility.** Where the maximum bias-corrected utility used for the scaling
+  (over all parameters with ``scope="global"``, over one tensor with ``scope="local"``) is
+  ``<= 0`` (or not finite), no weight has a positive estimated utility and the ratio
+  ``u_hat / max`` is meaningless (the reference divides by it, which flips signs, or gives
+  ``inf``/``NaN`` at zero). Every scaled utility is then set to ``sigmoid(0) = 0.5``, the value the
+  formula gives a weight of zero utility: all weights are gated equally, none is protected.
+
+The maximum is taken over the bias-corrected utilities, so the ratio ``u_hat / max u_hat`` equals
+``ema / max ema`` (all parameters share the step count); the reference divides the corrected
+utility by the uncorrected maximum, which inflates the ratio by ``1 / (1 - beta^t)`` early on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+__all__ = ["UPGD", "AdaptiveUPGD", "scaled_utility"]
+
+_SCOPES = ("global", "local")
+# Keys kept in ``param_groups[0]`` by AdaptiveUPGD so the standard state_dict carries them.
+_NORM_EMA_KEY = "grad_norm_ema"
+_NORM_STEPS_KEY = "grad_norm_steps"
+
+
+def scaled_utility(utility: Tensor, max_utility: Tensor) -> Tensor:
+    """Scale bias-corrected utilities into gates ``s`` in ``[0, sigmoid(1)]``.
+
+    :param utility: bias-corrected utilities ``u_hat`` of one tensor.
+    :param max_utility: 0-dim tensor, the maximum ``u_hat`` used for normalization.
+    :return: ``sigmoid(utility / max_utility)`` where ``max_utility > 0`` and finite, else a
+        tensor filled with 0.5 (see the module docstring).
+    """
+    valid = torch.isfinite(max_utility) & (max_utility > 0)
+    # A safe denominator keeps the unused branch of ``where`` free of inf/NaN.
+    denom = torch.where(valid, max_utility, torch.ones_like(max_utility))
+    return torch.where(valid, torch.sigmoid(utility / denom), torch.full_like(utility, 0.5))
+
+
+def _check_common(lr: float, weight_decay: float, beta_utility: float, sigma: float,
+                  scope: str) -> None:
+    if lr < 0.0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if weight_decay < 0.0:
+        raise ValueError(f"Invalid weight_decay: {weight_decay}")
+    if not 0.0 <= beta_utility < 1.0:
+        raise ValueError(f"Invalid beta_utility (need 0 <= beta < 1): {beta_utility}")
+    if sigma < 0.0:
+        raise ValueError(f"Invalid sigma: {sigma}")
+    if scope not in _SCOPES:
+        raise ValueError(f"Invalid scope {scope!r}, expected one of {_SCOPES}")
+
+
+def _gaussian_like(p: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise with ``p``'s shape, drawn from ``generator`` (else the global RNG)."""
+    if generator is None:
+        return torch.randn_like(p, memory_format=torch.contiguous_format)
+    noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=generator.device)
+    return noise.to(p.device)
+
+
+class _UtilityGatedOptimizer(Optimizer):
+    """Shared machinery: utility traces, the global/local scaling, and the per-step statistics."""
+
+    def __init__(self, params: Any, defaults: dict[str, Any],
+                 generator: torch.Generator | None) -> None:
+        super().__init__(params, defaults)
+        self.generator = generator
+        self._stats: dict[str, Tensor | float] = {}
+
+    @property
+    def last_stats(self) -> dict[str, float]:
+        """Statistics of the latest step, as floats (converted lazily to avoid a sync per step).
+
+        ``mean_utility``: mean of the scaled utility ``s`` over all updated elements;
+        ``max_utility``: the largest bias-corrected utility ``u_hat``; ``noise_std``: the standard
+        deviation of the noise actually used (``sigma`` of the first group, or the adaptive one).
+        """
+        return {k: float(v) for k, v in self._stats.items()}
+
+    def _update_utilities(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
+        """Advance the step count and utility EMA of ``params``; return their ``u_hat``."""
+        beta = group["beta_utility"]
+        u_hats = []
+        for p in params:
+            state = self.state[p]
+            state["step"] += 1
+            avg = state["avg_utility"]
+            avg.mul_(beta).addcmul_(p.grad, p, value=-(1.0 - beta))
+            bias_correction = 1.0 - beta ** float(state["step"])
+            u_hats.append(avg / bias_correction)
+        return u_hats
+
+    def _gates(self, groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]],
+               ) -> list[list[Tensor]]:
+        """Scaled utilities ``s`` per group and parameter, normalized by the scope's maximum."""
+        global_maxes = [u.max() for g, _, us in groups if g["scope"] == "global" for u in us]
+        global_max = (torch.stack(global_maxes).max() if global_maxes else None)
+        gates = []
+        for group, _, u_hats in groups:
+            if group["scope"] == "global":
+                gates.append([scaled_utility(u, global_max) for u in u_hats])
+            else:
+                gates.append([scaled_utility(u, u.max()) for u in u_hats])
+        return gates
+
+    def _record_stats(self, gates: list[list[Tensor]], u_hats: list[list[Tensor]],
+                      noise_std: Tensor | float) -> None:
+        flat_s = [s.reshape(-1) for gs in gates for s in gs]
+        if not flat_s:
+            return
+        self._stats = {
+            "mean_utility": torch.cat(flat_s).mean().detach(),
+            "max_utility": torch.stack([u.max() for us in u_hats for u in us]).max().detach(),
+            "noise_std": noise_std,
+        }
+
+
+class UPGD(_UtilityGatedOptimizer):
+    """Utility-based Perturbed Gradient Descent (first-order utility).
+
+    Per step, for each weight ``w`` with gradient ``g``:
+    ``u = -g w``; ``ema <- beta_u ema + (1 - beta_u) u``; ``u_hat = ema / (1 - beta_u^t)``;
+    ``s = sigmoid(u_hat / M)`` with ``M`` the maximum ``u_hat`` over all parameters of all groups
+    with ``scope="global"`` (over the tensor itself with ``scope="local"``);
+    ``noise ~ N(0, sigma^2)`` and
+
+    - ``protect=True`` (the paper's UPGD): ``w <- w (1 - lr wd) - lr (g + noise) (1 - s)``;
+    - ``protect=False`` (non-protecting): ``w <- w (1 - lr wd) - lr (g + noise (1 - s))``.
+
+    The step constant is ``lr`` (the README of the reference repository uses ``2 lr``: pass
+    ``2 * lr`` to reproduce it). When ``M <= 0`` (no weight has positive utility) every ``s`` is
+    0.5 (``sigmoid(0)``) instead of dividing by ``M``. With ``sigma == 0`` no noise is drawn and the
+    random number generator is not advanced; otherwise one draw of ``p.shape`` is made per
+    parameter with a gradient, in ``param_groups`` order. Parameters without a gradient are
+    skipped. The state (``step``, ``avg_utility`` per parameter) is standard optimizer state.
+
+    :param params: iterable of parameters or of parameter-group dicts.
+    :param lr: learning rate.
+    :param weight_decay: decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
+    :param beta_utility: EMA decay of the utility trace, in ``[0, 1)``.
+    :param sigma: standard deviation of the Gaussian perturbation.
+    :param protect: gate gradient and noise by ``1 - s`` (True) or only the noise (False).
+    :param scope: ``"global"``: normalize by the maximum utility over all parameters;
+        ``"local"``: by the maximum within each tensor.
+    :param generator: optional ``torch.Generator`` for the noise (on the device where the noise
+        is drawn); its state is not part of ``state_dict`` — save ``generator.get_state()`` with
+        the other RNG states. ``None`` uses the global RNG.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-2,
+        weight_decay: float = 0.0,
+        beta_utility: float = 0.999,
+        sigma: float = 1e-3,
+        protect: bool = True,
+        scope: str = "global",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        _check_common(lr, weight_decay, beta_utility, sigma, scope)
+        defaults = dict(lr=lr, weight_decay=weight_decay, beta_utility=beta_utility,
+                        sigma=sigma, protect=protect, scope=scope)
+        super().__init__(params, defaults, generator)
+
+    def _init_state(self, p: Tensor) -> None:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = torch.tensor(0.0)
+            state["avg_utility"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one optimization step.
+
+        :param closure: optional closure that re-evaluates the model and returns the loss.
+        :return: the closure's loss, if a closure was given.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        groups = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError("UPGD does not support sparse gradients")
+                self._init_state(p)
+            groups.append((group, params, self._update_utilities(group, params)))
+
+        gates = self._gates(groups)
+        for (group, params, _), group_gates in zip(groups, gates, strict=True):
+            lr, sigma = group["lr"], group["sigma"]
+            for p, s in zip(params, group_gates, strict=True):
+                gate = 1.0 - s
+                update = p.grad.clone()
+                if sigma > 0.0:
+                    noise = _gaussian_like(p, self.generator).mul_(sigma)
+                    update = (update + noise) * gate if group["protect"] else update + noise * gate
+                elif group["protect"]:
+                    update = update * gate
+                p.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
+
+        sigma0 = float(self.param_groups[0]["sigma"])
+        self._record_stats(gates, [us for _, _, us in groups], sigma0)
+        return loss
+
+
+class AdaptiveUPGD(_UtilityGatedOptimizer):
+    """UPGD on Adam's bias-corrected moments.
+
+    Per step, Adam's moments ``m <- beta1 m + (1 - beta1) g``, ``v <- beta2 v + (1 - beta2) g^2``
+    give the direction ``d = m_hat / (sqrt(v_hat) + eps)`` (computed exactly like
+    ``torch.optim.Adam``); the utility and ``s`` are computed as in :class:`UPGD`; then
+
+    - ``protect=True``: ``w <- w (1 - lr wd) - lr (d + noise) (1 - s)`` (as the reference's
+      adaptive variant); with ``sigma = 0`` and every ``s`` equal this is Adam with learning rate
+      ``lr (1 - s)``;
+    - ``protect=False``: ``w <- w (1 - lr wd) - lr (d + noise (1 - s))``.
+
+    Noise is ``N(0, sigma_eff^2)`` with ``sigma_eff = sigma`` or, with ``adaptive_noise=True``,
+    ``sigma_eff = sigma * max(n_hat, min_noise_std)`` where ``n_hat`` is the bias-corrected EMA
+    (decay ``beta_noise``) of the global gradient L2 norm over all parameters of all groups, so
+    that the noise-to-gradient-norm ratio does not change when all gradients are rescaled. That
+    EMA and its step count live in ``param_groups[0]`` (keys ``grad_norm_ema``,
+    ``grad_norm_steps``), so the standard ``state_dict`` carries them; ``adaptive_noise``,
+    ``beta_noise`` and ``min_noise_std`` of the first group decide for all groups. Step
+    constant ``lr`` and the ``max <= 0 -> s = 0.5`` rule are as in :class:`UPGD`. After each step
+    ``last_stats`` holds ``mean_utility``, ``max_utility`` and ``noise_std``.
+
+    :param params: iterable of parameters or of parameter-group dicts.
+    :param lr: learning rate.
+    :param betas: Adam's decay rates of the first and second moments.
+    :param eps: added to ``sqrt(v_hat)`` as in Adam.
+    :param weight_decay: decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
+    :param beta_utility: EMA decay of the utility trace, in ``[0, 1)``.
+    :param sigma: noise standard deviation (relative to the gradient norm if ``adaptive_noise``).
+    :param protect: gate Adam's direction and the noise by ``1 - s`` (True) or only the noise.
+    :param scope: ``"global"`` or ``"local"`` normalization of the utility (see :class:`UPGD`).
+    :param adaptive_noise: scale ``sigma`` by the bias-corrected EMA of the global gradient norm.
+    :param beta_noise: EMA decay of the gradient norm, in ``[0, 1)``.
+    :param min_noise_std: floor of the gradient-norm factor, so ``sigma_eff >= sigma *
+        min_noise_std`` when gradients vanish.
+    :param generator: optional ``torch.Generator`` for the noise (see :class:`UPGD`).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        beta_utility: float = 0.999,
+        sigma: float = 1e-3,
+        protect: bool = True,
+        scope: str = "global",
+        adaptive_noise: bool = False,
+        beta_noise: float = 0.99,
+        min_noise_std: float = 1e-3,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        _check_common(lr, weight_decay, beta_utility, sigma, scope)
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"Invalid betas: {betas}")
+        if eps < 0.0:
+            raise ValueError(f"Invalid eps: {eps}")
+        if not 0.0 <= beta_noise < 1.0:
+            raise ValueError(f"Invalid beta_noise: {beta_noise}")
+        if min_noise_std < 0.0:
+            raise ValueError(f"Invalid min_noise_std: {min_noise_std}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        beta_utility=beta_utility, sigma=sigma, protect=protect, scope=scope,
+                        adaptive_noise=adaptive_noise, beta_noise=beta_noise,
+                        min_noise_std=min_noise_std)
+        super().__init__(params, defaults, generator)
+        # Global (cross-group) counters live in the first group: the standard state_dict keeps
+        # every non-"params" key of each group, and load_state_dict restores them.
+        self.param_groups[0].setdefault(_NORM_EMA_KEY, 0.0)
+        self.param_groups[0].setdefault(_NORM_STEPS_KEY, 0)
+
+    def _init_state(self, p: Tensor) -> None:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = torch.tensor(0.0)
+            state["avg_utility"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _adaptive_noise_std(self, grads: list[Tensor]) -> float:
+        """Advance the gradient-norm EMA and return ``max(n_hat, min_noise_std)``."""
+        head = self.param_groups[0]
+        beta = head["beta_noise"]
+        # One host sync: the per-tensor norms are combined on the device first.
+        norms = torch.stack([torch.linalg.vector_norm(g).to(torch.float64) for g in grads])
+        norm = float(torch.linalg.vector_norm(norms))
+        head[_NORM_EMA_KEY] = beta * head[_NORM_EMA_KEY] + (1.0 - beta) * norm
+        head[_NORM_STEPS_KEY] += 1
+        n_hat = head[_NORM_EMA_KEY] / (1.0 - beta ** head[_NORM_STEPS_KEY])
+        return max(n_hat, head["min_noise_std"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one optimization step.
+
+        :param closure: optional closure that re-evaluates the model and returns the loss.
+        :return: the closure's loss, if a closure was given.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        groups = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
+            beta1, beta2 = group["betas"]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdaptiveUPGD does not support sparse gradients")
+                self._init_state(p)
+                state = self.state[p]
+                state["exp_avg"].lerp_(p.grad, 1.0 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+            groups.append((group, params, self._update_utilities(group, params)))
+
+        all_grads = [p.grad for _, params, _ in groups for p in params]
+        norm_factor = None
+        if self.param_groups[0]["adaptive_noise"] and all_grads:
+            norm_factor = self._adaptive_noise_std(all_grads)
+
+        gates = self._gates(groups)
+        noise_std0 = float(self.param_groups[0]["sigma"])
+        for index, ((group, params, _), group_gates) in enumerate(
+                zip(groups, gates, strict=True)):
+            lr, eps = group["lr"], group["eps"]
+            beta1, beta2 = group["betas"]
+            sigma = group["sigma"] * (norm_factor if norm_factor is not None else 1.0)
+            if index == 0:
+                noise_std0 = sigma
+            for p, s in zip(params, group_gates, strict=True):
+                state = self.state[p]
+                step = float(state["step"])
+                bias_correction1 = 1.0 - beta1**step
+                bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)
+                # Same operation order as torch.optim.Adam (single-tensor path).
+                denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(eps)
+                direction = (state["exp_avg"] / denom).div_(bias_correction1)
+                gate = 1.0 - s
+                if sigma > 0.0:
+                    noise = _gaussian_like(p, self.generator).mul_(sigma)
+                    if group["protect"]:
+                        update = (direction + noise) * gate
+                    else:
+                        update = direction + noise * gate
+                else:
+                    update = direction * gate if group["protect"] else direction
+                p.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
+
+        self._record_stats(gates, [us for _, _, us in groups], noise_std0)
+        return loss

@@ -23,10 +23,11 @@ test: venv lint
 	$(PY) -m pytest -q
 
 demo: venv
-	$(VENV)/bin/tradingbot data show sp500
+	$(VENV)/bin/tradingbot train --config configs/demo.yaml
 
 bench: venv
 	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

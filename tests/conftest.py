@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tradingbot.config import DataConfig, FeatureConfig, SplitConfig
+
+# Small networks run fastest on one thread, and results do not depend on the thread count.
+torch.set_num_threads(1)
 
 
 def make_bars(open_: list[float], close: list[float], start: str = "2020-01-01") -> pd.DataFrame:

@@ -27,3 +27,40 @@ def test_data_show_invalid_file(tmp_path):
     result = runner.invoke(app, ["data", "show", str(path)], terminal_width=300)
     assert result.exit_code == 1
     assert "[bad]: row 1" in result.output and "high 2.0 < low 3.0" in result.output
+
+
+def test_train_writes_run_directory(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            "synthetic",
+            "--no-progress",
+            "--set",
+            "run.total_timesteps=512",
+            "--set",
+            f"run.out_dir={tmp_path}",
+            "--set",
+            "run.name=r",
+            "--set",
+            "env.n_envs=2",
+            "--set",
+            "algo.n_steps=128",
+            "--set",
+            "algo.batch_size=128",
+        ],
+        terminal_width=300,
+    )
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "r"
+    assert f"run directory: {run}" in result.output
+    for name in ("config.yaml", "run.json", "model", "normalization.safetensors", "tb"):
+        assert (run / name).exists(), name
+    assert "source: synthetic" in (run / "config.yaml").read_text()
+
+
+def test_train_rejects_bad_override(tmp_path):
+    result = runner.invoke(app, ["train", "--set", "algo.n_quantile=8"], terminal_width=300)
+    assert result.exit_code == 1
+    assert "algo.n_quantile: unknown key" in result.output and "n_quantiles" in result.output

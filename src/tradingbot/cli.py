@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tradingbot.config import ConfigError, DataConfig
+from tradingbot.config import ConfigError, DataConfig, load_config
 from tradingbot.data.market import prepare_market
 from tradingbot.data.sources import DATASET_NAMES, MarketData, load_market
 from tradingbot.data.validate import DataError
@@ -24,6 +26,37 @@ def fail(message: str) -> None:
     """Print an error and exit with status 1 (no traceback for expected input errors)."""
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
+
+
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="YAML config file (default: built-in defaults)"
+)
+SetOption = typer.Option(
+    [], "--set", "-s", help="override a config value: key.path=value (repeatable)"
+)
+
+
+@app.command("train")
+def train_command(
+    config: Path | None = ConfigOption,
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="bundled dataset name or CSV/Parquet path"
+    ),
+    overrides: list[str] = SetOption,
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Train DistributionalPPO on the training split and write a run directory."""
+    from tradingbot.train import train
+
+    try:
+        cfg = load_config(config, overrides)
+        if data is not None:
+            cfg.data.source = data
+        result = train(cfg, progress_bar=progress)
+    except (DataError, ConfigError, FileExistsError) as err:
+        fail(str(err))
+        return
+    console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 
 
 def _summary_rows(data: MarketData) -> list[tuple[str, str, str, str]]:

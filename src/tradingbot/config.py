@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tradingbot.algo.config import PPOConfig
+
 
 class ConfigError(ValueError):
     """A configuration file or override that does not validate."""
@@ -132,11 +134,13 @@ class EnvConfig(StrictModel):
 
 
 class RunConfig(StrictModel):
-    """Where a run is written and how it is seeded."""
+    """Where a run is written, how it is seeded and how long it trains."""
 
     seed: int = 0
     out_dir: Path = Path("runs")
     name: str | None = None
+    total_timesteps: int = Field(200_000, ge=1)
+    torch_threads: int = Field(1, ge=1)  # small LSTMs run fastest on one thread
 
 
 class TradingConfig(StrictModel):
@@ -144,7 +148,17 @@ class TradingConfig(StrictModel):
 
     data: DataConfig = Field(default_factory=DataConfig)
     env: EnvConfig = Field(default_factory=EnvConfig)
+    algo: PPOConfig = Field(default_factory=PPOConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _one_seed(self) -> TradingConfig:
+        if self.algo.seed is not None:
+            raise ValueError(
+                f"algo.seed ({self.algo.seed}) is not used in a run config: set run.seed, "
+                "which seeds the environments and the algorithm together"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -1,0 +1,110 @@
+"""Training throughput (env steps per second) of DistributionalPPO against its peers.
+
+Runs in one process, all algorithms with the same torch thread count and the same settings:
+8 envs (DummyVecEnv), n_steps 256, batch 512, 4 epochs, LSTM hidden 64 (recurrent ones).
+
+    python benchmarks/throughput.py [--timesteps 16384] [--threads 1] [--skip-recurrent-ppo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import torch as th
+from sb3_contrib import RecurrentPPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
+
+from tradingbot.algo.ppo import DistributionalPPO
+
+N_ENVS = 8
+N_STEPS = 256
+BATCH_SIZE = 512
+N_EPOCHS = 4
+LSTM_HIDDEN = 64
+
+VecEnvFactory = Callable[[], VecEnv]
+
+
+def _steps_per_second(
+    make_model: Callable[[VecEnv], object], make_env: VecEnvFactory, timesteps: int
+) -> float:
+    model = make_model(make_env())
+    model.learn(N_STEPS * N_ENVS)  # warm-up: one rollout and one update (allocations, caches)
+    start = time.perf_counter()
+    model.learn(timesteps, reset_num_timesteps=False)
+    return timesteps / (time.perf_counter() - start)
+
+
+def benchmark_env(
+    name: str, make_env: VecEnvFactory, timesteps: int, skip_recurrent_ppo: bool = False
+) -> dict[str, float]:
+    """Measure the three algorithms on one VecEnv factory and print a table.
+
+    Hook: call this with any factory returning an ``N_ENVS``-env VecEnv (e.g. the trading env)
+    to add a benchmark case; see ``main``.
+    """
+    peers: dict[str, Callable[[VecEnv], object]] = {
+        "DistributionalPPO (32 quantiles, twin critics)": lambda env: DistributionalPPO(
+            "MlpLstmPolicy",
+            env,
+            n_steps=N_STEPS,
+            batch_size=BATCH_SIZE,
+            n_epochs=N_EPOCHS,
+            lstm_hidden_size=LSTM_HIDDEN,
+            n_quantiles=32,
+            twin_critics=True,
+            seed=0,
+        ),
+        "SB3 PPO (MLP)": lambda env: PPO(
+            "MlpPolicy", env, n_steps=N_STEPS, batch_size=BATCH_SIZE, n_epochs=N_EPOCHS, seed=0
+        ),
+    }
+    if not skip_recurrent_ppo:
+        peers["sb3-contrib RecurrentPPO"] = lambda env: RecurrentPPO(
+            "MlpLstmPolicy",
+            env,
+            n_steps=N_STEPS,
+            batch_size=BATCH_SIZE,
+            n_epochs=N_EPOCHS,
+            policy_kwargs={"lstm_hidden_size": LSTM_HIDDEN},
+            seed=0,
+        )
+    results = {label: _steps_per_second(make, make_env, timesteps) for label, make in peers.items()}
+
+    ours = results["DistributionalPPO (32 quantiles, twin critics)"]
+    print(
+        f"\n{name}: {N_ENVS} envs, n_steps {N_STEPS}, batch {BATCH_SIZE}, {N_EPOCHS} epochs, "
+        f"{timesteps} timesteps, torch threads {th.get_num_threads()}"
+    )
+    print(f"{'algorithm':<50} {'steps/s':>9} {'ours / it':>10}")
+    for label, sps in results.items():
+        print(f"{label:<50} {sps:>9.0f} {ours / sps:>10.2f}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--timesteps", type=int, default=16_384)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-recurrent-ppo", action="store_true")
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+    gym.logger.min_level = gym.logger.ERROR
+
+    benchmark_env(
+        "Pendulum-v1",
+        lambda: make_vec_env("Pendulum-v1", n_envs=N_ENVS, seed=0),
+        args.timesteps,
+        args.skip_recurrent_ppo,
+    )
+    # Hook for more cases, e.g. the trading env once it exists:
+    # benchmark_env("trading", lambda: make_trading_vec_env(n_envs=N_ENVS), args.timesteps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Rollout storage for recurrent PPO, served as minibatches of whole sequence chunks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import torch as th
+
+from tradingbot.algo.losses import compute_gae
+from tradingbot.algo.policy import LSTMStates
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceChunks:
+    """Rollout data cut into sequence chunks: every field has shape (chunks, seq_len, ...) except
+    ``initial_states``, the stored LSTM (h, c) before each chunk's first step, each (chunks, H).
+    ``returns`` and ``old_values`` / ``old_quantiles`` are in return units (not normalized)."""
+
+    observations: th.Tensor
+    raw_actions: th.Tensor
+    episode_starts: th.Tensor
+    old_log_probs: th.Tensor
+    old_values: th.Tensor
+    old_quantiles: th.Tensor
+    old_dist_params: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    initial_states: LSTMStates
+
+    @property
+    def n_chunks(self) -> int:
+        return self.episode_starts.shape[0]
+
+    def select(self, chunk_indices: th.Tensor) -> SequenceChunks:
+        """The chunks at ``chunk_indices``."""
+        fields = {
+            field.name: getattr(self, field.name).index_select(0, chunk_indices)
+            for field in dataclasses.fields(self)
+            if field.name != "initial_states"
+        }
+        states = LSTMStates(*(s.index_select(0, chunk_indices) for s in self.initial_states))
+        return SequenceChunks(**fields, initial_states=states)
+
+
+class RecurrentRolloutBuffer:
+    """
+    Preallocated rollout storage of shape (n_steps, n_envs, ...), including the LSTM states of
+    actor and critic before every step, so any chunk can be replayed from its first step.
+
+    :param n_steps: Steps per environment in a rollout.
+    :param n_envs: Number of environments.
+    :param obs_dim: Flattened observation size.
+    :param action_dim: Width of a stored raw action (action dim for Box, 1 for Discrete).
+    :param dist_param_dim: Width of the stored action-distribution parameters.
+    :param n_critics: Number of critic heads.
+    :param n_quantiles: Quantiles per critic.
+    :param hidden_size: Width of the stored LSTM states (2 * lstm_hidden_size unless shared).
+    :param device: Torch device.
+    """
+
+    def __init__(
+        self,
+        n_steps: int,
+        n_envs: int,
+        obs_dim: int,
+        action_dim: int,
+        dist_param_dim: int,
+        n_critics: int,
+        n_quantiles: int,
+        hidden_size: int,
+        device: th.device | str,
+    ) -> None:
+        self.n_steps = n_steps
+        self.n_envs = n_envs
+
+        def zeros(*shape: int) -> th.Tensor:
+            return th.zeros(n_steps, n_envs, *shape, device=device)
+
+        self.observations = zeros(obs_dim)
+        self.raw_actions = zeros(action_dim)
+        self.episode_starts = zeros()
+        self.log_probs = zeros()
+        self.rewards = zeros()
+        # gamma * terminal_values is added to the reward of steps truncated by a time limit.
+        self.terminal_values = zeros()
+        self.values = zeros()
+        self.quantiles = zeros(n_critics, n_quantiles)
+        self.dist_params = zeros(dist_param_dim)
+        # (h, c) before each step, before the episode-start reset; hidden_size is the width of
+        # the (actor and critic) LSTM states.
+        self.lstm_states = th.zeros(n_steps, 2, n_envs, hidden_size, device=device)
+        self.advantages = zeros()
+        self.returns = zeros()
+        self.pos = 0
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    @property
+    def full(self) -> bool:
+        return self.pos == self.n_steps
+
+    def add(
+        self,
+        obs: th.Tensor,
+        episode_starts: th.Tensor,
+        lstm_states: LSTMStates,
+        raw_actions: th.Tensor,
+        log_probs: th.Tensor,
+        values: th.Tensor,
+        quantiles: th.Tensor,
+        dist_params: th.Tensor,
+        rewards: th.Tensor,
+        terminal_values: th.Tensor,
+    ) -> None:
+        """Store one step of all environments. ``values`` and ``quantiles`` in return units."""
+        if self.full:
+            raise RuntimeError(f"rollout buffer is full ({self.n_steps} steps)")
+        t = self.pos
+        self.observations[t] = obs
+        self.episode_starts[t] = episode_starts
+        for i, state in enumerate(lstm_states):
+            self.lstm_states[t, i] = state
+        self.raw_actions[t] = raw_actions
+        self.log_probs[t] = log_probs
+        self.values[t] = values
+        self.quantiles[t] = quantiles
+        self.dist_params[t] = dist_params
+        self.rewards[t] = rewards
+        self.terminal_values[t] = terminal_values
+        self.pos += 1
+
+    def compute_returns_and_advantage(
+        self, last_values: th.Tensor, last_dones: th.Tensor, gamma: float, gae_lambda: float
+    ) -> None:
+        """GAE(lambda) advantages and lambda-returns with the time-limit bootstrap."""
+        self.advantages, self.returns = compute_gae(
+            self.rewards,
+            self.values,
+            self.episode_starts,
+            last_values,
+            last_dones,
+            gamma,
+            gae_lambda,
+            terminal_values=self.terminal_values,
+        )
+
+    def to_chunks(self, seq_len: int) -> SequenceChunks:
+        """Cut the rollout into (n_steps / seq_len) * n_envs chunks of ``seq_len`` steps."""
+        if self.n_steps % seq_len != 0:
+            raise ValueError(f"n_steps ({self.n_steps}) must be a multiple of seq_len ({seq_len})")
+        n_blocks = self.n_steps // seq_len
+
+        def chunk(x: th.Tensor) -> th.Tensor:
+            # (T, E, ...) -> (T/L, L, E, ...) -> (T/L, E, L, ...) -> (T/L * E, L, ...)
+            rest = x.shape[2:]
+            x = x.reshape(n_blocks, seq_len, self.n_envs, *rest).transpose(1, 2)
+            return x.reshape(n_blocks * self.n_envs, seq_len, *rest)
+
+        # (T/L, 2, E, H) -> (2, T/L * E, H), chunk order matching chunk()
+        first_states = self.lstm_states[::seq_len].transpose(0, 1)
+        first_states = first_states.reshape(2, n_blocks * self.n_envs, -1)
+        return SequenceChunks(
+            observations=chunk(self.observations),
+            raw_actions=chunk(self.raw_actions),
+            episode_starts=chunk(self.episode_starts),
+            old_log_probs=chunk(self.log_probs),
+            old_values=chunk(self.values),
+            old_quantiles=chunk(self.quantiles),
+            old_dist_params=chunk(self.dist_params),
+            advantages=chunk(self.advantages),
+            returns=chunk(self.returns),
+            initial_states=LSTMStates(*first_states.unbind(0)),
+        )
+
+    @staticmethod
+    def minibatch_indices(
+        n_chunks: int, chunks_per_batch: int, generator: th.Generator | None = None
+    ) -> Iterator[th.Tensor]:
+        """Random disjoint sets of ``chunks_per_batch`` chunk indices covering all chunks once
+        (the last set is smaller when they do not divide evenly)."""
+        order = th.randperm(n_chunks, generator=generator)
+        for start in range(0, n_chunks, chunks_per_batch):
+            yield order[start : start + chunks_per_batch]

@@ -1,0 +1,136 @@
+"""Small pure functions of DistributionalPPO's math, each tested alone against a known answer."""
+
+from __future__ import annotations
+
+import math
+
+import torch as th
+
+
+def midpoint_taus(
+    n_quantiles: int, device: th.device | str | None = None, dtype: th.dtype = th.float32
+) -> th.Tensor:
+    """Quantile levels ``tau_i = (i + 0.5) / n``, midpoints of ``n`` equal bins, shape (n,)."""
+    return (th.arange(n_quantiles, device=device, dtype=dtype) + 0.5) / n_quantiles
+
+
+def huber(u: th.Tensor, kappa: float = 1.0) -> th.Tensor:
+    """Elementwise Huber: ``u^2 / 2`` for ``|u| <= kappa``, else ``kappa (|u| - kappa / 2)``."""
+    abs_u = u.abs()
+    return th.where(abs_u <= kappa, 0.5 * u.square(), kappa * (abs_u - 0.5 * kappa))
+
+
+def quantile_huber_loss_per_sample(
+    pred_quantiles: th.Tensor, target: th.Tensor, taus: th.Tensor, kappa: float = 1.0
+) -> th.Tensor:
+    """
+    Quantile Huber loss of QR-DQN per sample, shape (B,).
+
+    With ``u = target_j - pred_i``, each pair contributes
+    ``|tau_i - 1{u < 0}| * huber_kappa(u) / kappa``; pairs are summed over the predicted
+    quantiles ``i`` and averaged over the target samples ``j``.
+
+    :param pred_quantiles: Predicted quantiles, shape (B, N).
+    :param target: Target samples, shape (B,) (one sample, e.g. a lambda-return) or (B, M).
+    :param taus: Quantile levels of the predictions, shape (N,).
+    :param kappa: Huber threshold.
+    """
+    if target.ndim == 1:
+        target = target.unsqueeze(-1)
+    # (B, N, M): prediction i against target sample j
+    u = target.unsqueeze(-2) - pred_quantiles.unsqueeze(-1)
+    # The indicator is a step function: no gradient flows through it.
+    weight = (taus.view(-1, 1) - (u.detach() < 0).to(u.dtype)).abs()
+    loss = weight * huber(u, kappa) / kappa
+    return loss.sum(dim=-2).mean(dim=-1)
+
+
+def quantile_huber_loss(
+    pred_quantiles: th.Tensor,
+    target: th.Tensor,
+    taus: th.Tensor,
+    kappa: float = 1.0,
+    reduce: bool = True,
+) -> th.Tensor:
+    """
+    Quantile Huber loss of QR-DQN: summed over predicted quantiles, averaged over target samples
+    and batch (the convention of ``sb3_contrib.common.utils.quantile_huber_loss``).
+
+    :param pred_quantiles: Predicted quantiles, shape (B, N).
+    :param target: Target samples, shape (B,) or (B, M).
+    :param taus: Quantile levels of the predictions, shape (N,).
+    :param kappa: Huber threshold.
+    :param reduce: Return the batch mean (scalar); otherwise the per-sample losses (B,).
+    """
+    per_sample = quantile_huber_loss_per_sample(pred_quantiles, target, taus, kappa)
+    return per_sample.mean() if reduce else per_sample
+
+
+def compute_gae(
+    rewards: th.Tensor,
+    values: th.Tensor,
+    episode_starts: th.Tensor,
+    last_values: th.Tensor,
+    last_dones: th.Tensor,
+    gamma: float,
+    gae_lambda: float,
+    terminal_values: th.Tensor | None = None,
+) -> tuple[th.Tensor, th.Tensor]:
+    """
+    GAE(lambda) advantages and lambda-returns, vectorized over environments.
+
+    Conventions of SB3's ``RolloutBuffer``: ``episode_starts[t]`` is 1 when observation ``t`` is
+    the first of an episode (so step ``t - 1`` ended one), ``last_dones`` is 1 for environments
+    whose last step ended an episode.
+
+    :param rewards: Rewards, shape (T, E).
+    :param values: Value estimates of the observations, shape (T, E).
+    :param episode_starts: Episode-start flags of the observations, shape (T, E).
+    :param last_values: Values of the observations after the last step, shape (E,).
+    :param last_dones: Whether the last step ended an episode, shape (E,).
+    :param gamma: Discount factor.
+    :param gae_lambda: GAE lambda.
+    :param terminal_values: Time-limit bootstrap: value of the terminal observation for steps
+        truncated by a time limit and 0 elsewhere, shape (T, E); ``gamma * terminal_values`` is
+        added to the rewards (as SB3 does) so a truncated episode is not treated as terminated.
+    :return: (advantages, returns), each shape (T, E).
+    """
+    if terminal_values is not None:
+        rewards = rewards + gamma * terminal_values
+    n_steps = rewards.shape[0]
+    next_non_terminal = th.empty_like(rewards)
+    next_non_terminal[:-1] = 1.0 - episode_starts[1:].to(rewards.dtype)
+    next_non_terminal[-1] = 1.0 - last_dones.to(rewards.dtype)
+    next_values = th.cat([values[1:], last_values.reshape(1, -1).to(values.dtype)])
+    deltas = rewards + gamma * next_values * next_non_terminal - values
+    decay = gamma * gae_lambda * next_non_terminal
+
+    advantages = th.empty_like(rewards)
+    last_gae = th.zeros_like(rewards[0])
+    for step in reversed(range(n_steps)):
+        last_gae = deltas[step] + decay[step] * last_gae
+        advantages[step] = last_gae
+    # TD(lambda) return, the target of the critic.
+    return advantages, advantages + values
+
+
+def gaussian_kl(mu0: th.Tensor, std0: th.Tensor, mu1: th.Tensor, std1: th.Tensor) -> th.Tensor:
+    """Exact KL(N(mu0, std0^2) || N(mu1, std1^2)) of diagonal Gaussians, summed over last dim."""
+    var_ratio = (std0 / std1).square()
+    mean_term = ((mu0 - mu1) / std1).square()
+    return 0.5 * (var_ratio + mean_term - 1.0 - var_ratio.log()).sum(dim=-1)
+
+
+def k3_kl(log_ratio: th.Tensor) -> th.Tensor:
+    """k3 estimator of KL(old || new) from ``log_ratio = log p_new - log p_old`` on old samples:
+    ``mean((r - 1) - log r)``, unbiased and always >= 0 (Schulman, "Approximating KL")."""
+    return (th.expm1(log_ratio) - log_ratio).mean()
+
+
+def explained_variance(y_pred: th.Tensor, y_true: th.Tensor) -> float:
+    """``1 - Var[y_true - y_pred] / Var[y_true]``: 1 is perfect, 0 is no better than a constant,
+    NaN when ``y_true`` is constant."""
+    var_y = th.var(y_true)
+    if var_y == 0:
+        return math.nan
+    return float(1.0 - th.var(y_true - y_pred) / var_y)

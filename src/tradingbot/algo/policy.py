@@ -1,0 +1,374 @@
+"""Recurrent actor-critic: squashed Gaussian (or categorical) actor, twin quantile critics."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from torch import nn
+from torch.nn import functional as F
+
+from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.losses import midpoint_taus
+from tradingbot.algo.sequence import lstm_over_chunks
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+class LSTMStates(NamedTuple):
+    """Hidden and cell states, each (batch, n_lstms * hidden): columns ``[0, H)`` belong to the
+    actor LSTM and ``[H, 2H)`` to the critic LSTM (absent with a shared LSTM)."""
+
+    h: th.Tensor
+    c: th.Tensor
+
+
+class PolicyStep(NamedTuple):
+    """Output of one rollout step for a batch of environments.
+
+    ``action`` is what the env receives (squashed into the Box, or a Discrete index);
+    ``raw_action`` is what the buffer stores (the pre-squash Gaussian sample, or the index as
+    float); ``quantiles`` (batch, n_critics, n_quantiles) and ``value`` (batch,) are in the
+    critic's normalized return units; ``dist_params`` are mean and std concatenated (Box) or
+    logits (Discrete)."""
+
+    action: th.Tensor
+    raw_action: th.Tensor
+    log_prob: th.Tensor
+    value: th.Tensor
+    quantiles: th.Tensor
+    dist_params: th.Tensor
+    states: LSTMStates
+
+
+class SequenceEvaluation(NamedTuple):
+    """Training-time evaluation of stored actions over sequence chunks, flattened to
+    (chunks * seq_len, ...)."""
+
+    log_prob: th.Tensor
+    entropy: th.Tensor
+    quantiles: th.Tensor
+    dist_params: th.Tensor
+
+
+class TwinQuantileHead(nn.Module):
+    """``n_critics`` independent MLP heads evaluated in one batched matmul per layer, each
+    outputting monotone quantiles: first quantile plus a cumulative sum of softplus gaps."""
+
+    def __init__(self, in_dim: int, net_arch: list[int], n_critics: int, n_quantiles: int) -> None:
+        super().__init__()
+        self.n_critics = n_critics
+        sizes = [*net_arch, n_quantiles]
+        # The first layer sees the same features for every critic: one wide Linear.
+        self.first = nn.Linear(in_dim, n_critics * sizes[0])
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        n_layers = len(sizes) - 1
+        for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+            weight = th.empty(n_critics, fan_in, fan_out)
+            gain = 1.0 if layer == n_layers - 1 else math.sqrt(2)
+            for k in range(n_critics):
+                nn.init.orthogonal_(weight[k], gain=gain)
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(th.zeros(n_critics, 1, fan_out)))
+        nn.init.orthogonal_(self.first.weight, gain=math.sqrt(2) if net_arch else 1.0)
+        nn.init.zeros_(self.first.bias)
+        # Initial quantile gaps spread the quantiles over about 4 normalized units.
+        gap = 4.0 / max(n_quantiles - 1, 1)
+        with th.no_grad():
+            last_bias = self.biases[-1] if len(self.biases) else None
+            inverse_softplus_gap = math.log(math.expm1(gap))
+            if last_bias is not None:
+                last_bias[..., 1:] = inverse_softplus_gap
+            else:
+                self.first.bias.view(n_critics, -1)[:, 1:] = inverse_softplus_gap
+
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        """Quantiles of every critic, shape (batch, n_critics, n_quantiles)."""
+        x = self.first(features).view(-1, self.n_critics, self.first.out_features // self.n_critics)
+        x = x.transpose(0, 1)
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            x = th.baddbmm(bias, th.tanh(x), weight)
+        x = x.transpose(0, 1)
+        gaps = F.softplus(x[..., 1:])
+        return th.cat([x[..., :1], x[..., :1] + th.cumsum(gaps, dim=-1)], dim=-1)
+
+
+def _mlp(in_dim: int, net_arch: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for size in net_arch:
+        linear = nn.Linear(in_dim, size)
+        nn.init.orthogonal_(linear.weight, gain=math.sqrt(2))
+        nn.init.zeros_(linear.bias)
+        layers += [linear, nn.Tanh()]
+        in_dim = size
+    return nn.Sequential(*layers)
+
+
+class RecurrentActorCritic(nn.Module):
+    """
+    Recurrent actor-critic for DistributionalPPO.
+
+    Actor and critic each read the observation through their own single-layer LSTM (or one shared
+    LSTM), then an MLP. The two LSTMs are stored and run as one LSTM with a block-diagonal
+    recurrent weight (see ``__init__``). The actor is a diagonal Gaussian with a
+    state-independent log-std bounded to ``[log_std_min, log_std_max]`` by a sigmoid, squashed by
+    tanh into the Box action range (log-probabilities include the change of variables), or a
+    categorical for Discrete actions. The critic has 2 (twin) or 1 quantile heads reading the
+    critic LSTM; each head has its own MLP and outputs monotone quantiles at midpoint taus. LSTM
+    states are multiplied by ``1 - episode_start`` before a step, in rollouts and in training.
+
+    :param observation_space: Box observation space (flattened).
+    :param action_space: Box (finite bounds) or Discrete action space.
+    :param config: Hyperparameters; the policy reads ``lstm_hidden_size``, ``shared_lstm``,
+        ``net_arch``, ``n_quantiles``, ``twin_critics``, ``critic_value`` and the ``log_std_*``.
+    """
+
+    def __init__(
+        self, observation_space: spaces.Space, action_space: spaces.Space, config: PPOConfig
+    ) -> None:
+        super().__init__()
+        if not isinstance(observation_space, spaces.Box):
+            raise TypeError(f"observation space must be a Box, got {observation_space}")
+        self.obs_dim = int(np.prod(observation_space.shape))
+        self.hidden_size = config.lstm_hidden_size
+        self.shared_lstm = config.shared_lstm
+        self.critic_value = config.critic_value
+        self.n_critics = 2 if config.twin_critics else 1
+        self.discrete = isinstance(action_space, spaces.Discrete)
+
+        # Actor and critic LSTMs run as ONE LSTM of n_lstms * H units whose recurrent weight is
+        # block diagonal (one block per network), so both advance in a single call. Units
+        # [0, H) are the actor's, [H, 2H) the critic's. The off-diagonal blocks are zero and
+        # their gradients are masked, so the two networks stay independent.
+        n_lstms = 1 if self.shared_lstm else 2
+        self.lstm = nn.LSTM(self.obs_dim, n_lstms * self.hidden_size, batch_first=True)
+        unit_owner = th.arange(n_lstms * self.hidden_size) // self.hidden_size
+        recurrent_mask = (unit_owner.view(-1, 1) == unit_owner.view(1, -1)).float().repeat(4, 1)
+        self.register_buffer("recurrent_mask", recurrent_mask)
+        # Rows of the LSTM's gate-major parameters (4 gates x units) owned by the actor.
+        self.register_buffer("actor_lstm_rows", (unit_owner == 0).repeat(4))
+        with th.no_grad():
+            self.lstm.weight_hh_l0.mul_(recurrent_mask)
+        self.lstm.weight_hh_l0.register_hook(lambda grad: grad * self.recurrent_mask)
+        self.actor_mlp = _mlp(self.hidden_size, config.net_arch)
+        actor_out = config.net_arch[-1] if config.net_arch else self.hidden_size
+        if self.discrete:
+            self.action_dim = 1
+            self.actor_head = nn.Linear(actor_out, int(action_space.n))
+        elif isinstance(action_space, spaces.Box):
+            if not np.all(np.isfinite(action_space.low)) or not np.all(
+                np.isfinite(action_space.high)
+            ):
+                raise ValueError(f"Box action space must have finite bounds, got {action_space}")
+            self.action_dim = int(np.prod(action_space.shape))
+            self.actor_head = nn.Linear(actor_out, self.action_dim)
+            low = th.as_tensor(action_space.low, dtype=th.float32).reshape(-1)
+            high = th.as_tensor(action_space.high, dtype=th.float32).reshape(-1)
+            self.register_buffer("action_center", (high + low) / 2)
+            self.register_buffer("action_half_range", (high - low) / 2)
+            self.log_std_min = config.log_std_min
+            self.log_std_range = config.log_std_max - config.log_std_min
+            init_fraction = (config.log_std_init - config.log_std_min) / self.log_std_range
+            self.log_std_logit = nn.Parameter(
+                th.full((self.action_dim,), math.log(init_fraction / (1 - init_fraction)))
+            )
+        else:
+            raise TypeError(f"action space must be Box or Discrete, got {action_space}")
+        # Small initial actor outputs keep the first policy near uniform / centred (as SB3 does).
+        nn.init.orthogonal_(self.actor_head.weight, gain=0.01)
+        nn.init.zeros_(self.actor_head.bias)
+        self.critic_head = TwinQuantileHead(
+            self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles
+        )
+        self.register_buffer("taus", midpoint_taus(config.n_quantiles))
+
+    # ----------------------------------------------------------------------------------------
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the critic: its quantile heads and the shared-with-the-actor LSTM
+        tensors (of which only the critic's rows matter to it)."""
+        return [*self.critic_head.parameters(), *self.lstm.parameters()]
+
+    def clip_grad_norms(self, max_norm: float) -> tuple[float, float]:
+        """Clip the gradient norm of the actor and of the critic separately, each over all of
+        its parameters (its own LSTM rows included). With a shared LSTM the LSTM counts with
+        the actor. Returns the (actor, critic) norms before clipping."""
+        lstm_grads = [p.grad for p in self.lstm.parameters() if p.grad is not None]
+        head_params = {
+            "actor": [p for n, p in self.named_parameters() if n.startswith(("actor", "log_std"))],
+            "critic": list(self.critic_head.parameters()),
+        }
+        row_scale = th.ones_like(self.actor_lstm_rows, dtype=th.float32)
+        norms = []
+        for network, rows in (("actor", self.actor_lstm_rows), ("critic", ~self.actor_lstm_rows)):
+            grads = [p.grad for p in head_params[network] if p.grad is not None]
+            squares = [g.square().sum() for g in grads] + [
+                g[rows].square().sum() for g in lstm_grads
+            ]
+            norm = th.stack(squares).sum().sqrt() if squares else th.zeros(())
+            scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+            for g in grads:
+                g.mul_(scale)
+            row_scale[rows] = scale
+            norms.append(float(norm))
+        for g in lstm_grads:
+            g.mul_(row_scale.view(-1, *([1] * (g.ndim - 1))))
+        return norms[0], norms[1]
+
+    @th.no_grad()
+    def keep_lstms_independent(self) -> None:
+        """Re-zero the off-diagonal recurrent blocks after an optimizer step (an optimizer that
+        adds noise or weight decay would otherwise couple actor and critic LSTMs)."""
+        self.lstm.weight_hh_l0.mul_(self.recurrent_mask)
+
+    def initial_state(self, batch_size: int) -> LSTMStates:
+        """Zero LSTM states for ``batch_size`` environments."""
+        zeros = th.zeros(batch_size, self.lstm.hidden_size, device=self.taus.device)
+        return LSTMStates(zeros, zeros.clone())
+
+    def log_std(self) -> th.Tensor:
+        """Bounded log standard deviation of the pre-squash Gaussian, shape (action_dim,)."""
+        return self.log_std_min + self.log_std_range * th.sigmoid(self.log_std_logit)
+
+    def value_from_quantiles(self, quantiles: th.Tensor) -> th.Tensor:
+        """Min (or mean) over critics of each critic's quantile mean: (..., K, N) -> (...)."""
+        means = quantiles.mean(dim=-1)
+        return means.min(dim=-1).values if self.critic_value == "min" else means.mean(dim=-1)
+
+    def squash(self, raw_action: th.Tensor) -> th.Tensor:
+        """Map pre-squash Gaussian samples into the Box action range."""
+        return self.action_center + self.action_half_range * th.tanh(raw_action)
+
+    # ----------------------------------------------------------------------------------------
+    def _action_log_prob(
+        self, actor_out: th.Tensor, raw_action: th.Tensor, log_std: th.Tensor | None
+    ) -> th.Tensor:
+        """Log-probability of ``raw_action`` (pre-squash sample, or index) in the env's action
+        space, computed from the actor head's output without Distribution objects."""
+        if self.discrete:
+            log_probs = F.log_softmax(actor_out, dim=-1)
+            return log_probs.gather(-1, raw_action.long()).squeeze(-1)
+        assert log_std is not None
+        z = (raw_action - actor_out) * th.exp(-log_std)
+        gaussian = -0.5 * z.square() - log_std - 0.5 * _LOG_2PI
+        # log |d action / d u| of action = center + half_range * tanh(u), stable form of
+        # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
+        log_det = 2.0 * (_LOG_2 - raw_action - F.softplus(-2.0 * raw_action))
+        log_det = log_det + th.log(self.action_half_range)
+        return (gaussian - log_det).sum(dim=-1)
+
+    def _run_lstm_one_step(
+        self, obs: th.Tensor, states: LSTMStates, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, LSTMStates]:
+        """One LSTM cell step written out with addmm: a fraction of ``nn.LSTM``'s per-call cost
+        for a single time step."""
+        keep = (1.0 - episode_starts).unsqueeze(-1)
+        lstm = self.lstm
+        gates = th.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, obs, lstm.weight_ih_l0.t())
+        gates = gates.addmm_(states.h * keep, lstm.weight_hh_l0.t())
+        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)
+        c = th.sigmoid(forget_gate) * (states.c * keep) + th.sigmoid(in_gate) * th.tanh(cell_gate)
+        h = th.sigmoid(out_gate) * th.tanh(c)
+        critic_features = h if self.shared_lstm else h[:, self.hidden_size :]
+        return h[:, : self.hidden_size], critic_features, LSTMStates(h, c)
+
+    @th.inference_mode()
+    def step(
+        self,
+        obs: th.Tensor,
+        states: LSTMStates,
+        episode_starts: th.Tensor,
+        deterministic: bool = False,
+    ) -> PolicyStep:
+        """
+        One rollout step for a batch of environments.
+
+        :param obs: Observations, shape (n_envs, obs_dim).
+        :param states: LSTM states before this step (not yet reset).
+        :param episode_starts: 1.0 where ``obs`` is the first of an episode, shape (n_envs,).
+        :param deterministic: Take the mode (tanh of the mean, or the argmax) instead of sampling.
+        """
+        actor_features, critic_features, new_states = self._run_lstm_one_step(
+            obs, states, episode_starts
+        )
+        actor_out = self.actor_head(self.actor_mlp(actor_features))
+        quantiles = self.critic_head(critic_features)
+        if self.discrete:
+            if deterministic:
+                index = actor_out.argmax(dim=-1, keepdim=True)
+            else:
+                index = th.multinomial(F.softmax(actor_out, dim=-1), 1)
+            raw_action = index.to(th.float32)
+            action = index.squeeze(-1)
+            log_std = None
+            dist_params = actor_out
+        else:
+            log_std = self.log_std().expand_as(actor_out)
+            if deterministic:
+                raw_action = actor_out
+            else:
+                raw_action = actor_out + th.exp(log_std) * th.randn_like(actor_out)
+            action = self.squash(raw_action)
+            dist_params = th.cat([actor_out, th.exp(log_std)], dim=-1)
+        return PolicyStep(
+            action=action,
+            raw_action=raw_action,
+            log_prob=self._action_log_prob(actor_out, raw_action, log_std),
+            value=self.value_from_quantiles(quantiles),
+            quantiles=quantiles,
+            dist_params=dist_params,
+            states=new_states,
+        )
+
+    @th.inference_mode()
+    def predict_values(
+        self, obs: th.Tensor, states: LSTMStates, episode_starts: th.Tensor
+    ) -> th.Tensor:
+        """Critic value (normalized units) of ``obs`` given the states before it, shape (batch,)."""
+        _, critic_features, _ = self._run_lstm_one_step(obs, states, episode_starts)
+        return self.value_from_quantiles(self.critic_head(critic_features))
+
+    def evaluate_sequences(
+        self,
+        obs: th.Tensor,
+        episode_starts: th.Tensor,
+        initial_states: LSTMStates,
+        raw_actions: th.Tensor,
+    ) -> SequenceEvaluation:
+        """
+        Evaluate stored actions over sequence chunks (training, with gradients).
+
+        :param obs: Observations, shape (C, L, obs_dim).
+        :param episode_starts: Episode-start flags, shape (C, L).
+        :param initial_states: Stored LSTM states before each chunk's first step, each (C, 2H).
+        :param raw_actions: Stored raw actions, shape (C, L, action_dim).
+        :return: Flattened (C * L, ...) log-probs, entropies, quantiles and distribution params.
+        """
+        n_chunks, seq_len = episode_starts.shape
+        lstm_seq = lstm_over_chunks(
+            self.lstm, obs, episode_starts, initial_states.h, initial_states.c
+        )
+        actor_seq = lstm_seq[..., : self.hidden_size]
+        critic_seq = lstm_seq if self.shared_lstm else lstm_seq[..., self.hidden_size :]
+        batch = n_chunks * seq_len
+        actor_out = self.actor_head(self.actor_mlp(actor_seq.reshape(batch, -1)))
+        quantiles = self.critic_head(critic_seq.reshape(batch, -1))
+        raw_actions = raw_actions.reshape(batch, -1)
+        if self.discrete:
+            log_probs = F.log_softmax(actor_out, dim=-1)
+            entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+            log_prob = log_probs.gather(-1, raw_actions.long()).squeeze(-1)
+            dist_params = actor_out
+        else:
+            log_std = self.log_std().expand_as(actor_out)
+            # Entropy of the pre-squash Gaussian: the squashed distribution's entropy has no
+            # closed form, and the Gaussian's is a standard, monotone proxy for exploration.
+            entropy = (0.5 + 0.5 * _LOG_2PI + log_std).sum(dim=-1)
+            log_prob = self._action_log_prob(actor_out, raw_actions, log_std)
+            dist_params = th.cat([actor_out, th.exp(log_std)], dim=-1)
+        return SequenceEvaluation(log_prob, entropy, quantiles, dist_params)

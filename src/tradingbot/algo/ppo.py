@@ -1,0 +1,534 @@
+"""DistributionalPPO: recurrent PPO with twin quantile critics, in Stable-Baselines3 conventions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from safetensors.torch import load_file, save_file
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+from stable_baselines3.common.utils import safe_mean
+from stable_baselines3.common.vec_env import VecEnv
+
+import tradingbot
+from tradingbot.algo.buffer import RecurrentRolloutBuffer
+from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.losses import explained_variance, k3_kl, quantile_huber_loss_per_sample
+from tradingbot.algo.policy import LSTMStates, RecurrentActorCritic
+
+SelfDistributionalPPO = TypeVar("SelfDistributionalPPO", bound="DistributionalPPO")
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TENSORS_FILE = "tensors.safetensors"
+
+
+class DistributionalPPO(BaseAlgorithm):
+    """
+    Recurrent (LSTM) PPO whose twin critics learn quantiles of the normalized return.
+
+    One update: collect ``n_steps`` per env with the LSTM states carried across rollouts, compute
+    GAE(lambda) with the time-limit bootstrap from the de-normalized critic value, update the
+    return statistics with this rollout's lambda-returns, then ``n_epochs`` passes over
+    minibatches of whole ``seq_len`` chunks replayed from their stored LSTM states.
+
+    Choices worth knowing: the entropy bonus uses the entropy of the pre-squash Gaussian (the
+    tanh-squashed one has no closed form); the gradient norm is clipped separately for actor and
+    critic (see ``train``); values and stored quantiles are in return units, the critic's
+    outputs in normalized units.
+
+    :param policy: ``"MlpLstmPolicy"`` or the :class:`RecurrentActorCritic` class.
+    :param env: Gymnasium env, SB3 ``VecEnv`` or env id (``None`` only when loading).
+    :param config: Hyperparameters as a :class:`PPOConfig`; or pass its fields as keyword
+        arguments (``**hyperparams``), validated by :class:`PPOConfig` — not both.
+    :param tensorboard_log: TensorBoard log directory (``None``: no TensorBoard).
+    :param verbose: 0 silent, 1 training information, 2 debug.
+    :param _init_setup_model: Build networks and buffers now (``load`` builds them later).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[Any]]] = {"MlpLstmPolicy": RecurrentActorCritic}
+    policy: RecurrentActorCritic  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentActorCritic],
+        env: GymEnv | str | None,
+        config: PPOConfig | None = None,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+        _init_setup_model: bool = True,
+        **hyperparams: Any,
+    ) -> None:
+        if config is None:
+            config = PPOConfig(**hyperparams)
+        elif hyperparams:
+            raise TypeError(
+                "pass hyperparameters either as config=PPOConfig(...) or as keyword arguments, "
+                f"not both (got config and {sorted(hyperparams)})"
+            )
+        self.config = config
+        super().__init__(
+            policy=policy,  # type: ignore[arg-type]
+            env=env,
+            learning_rate=config.learning_rate,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=config.device,
+            support_multi_env=True,
+            seed=config.seed,
+            supported_action_spaces=(spaces.Box, spaces.Discrete),
+        )
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        cfg = self.config
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(self.observation_space, self.action_space, cfg)
+        self.policy = self.policy.to(self.device)
+        self.optimizer = th.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        if isinstance(self.action_space, spaces.Discrete):
+            dist_param_dim = int(self.action_space.n)
+        else:
+            dist_param_dim = 2 * self.policy.action_dim
+        self.rollout_buffer = RecurrentRolloutBuffer(
+            n_steps=cfg.n_steps,
+            n_envs=self.n_envs,
+            obs_dim=self.policy.obs_dim,
+            action_dim=self.policy.action_dim,
+            dist_param_dim=dist_param_dim,
+            n_critics=self.policy.n_critics,
+            n_quantiles=cfg.n_quantiles,
+            hidden_size=self.policy.lstm.hidden_size,
+            device=self.device,
+        )
+        # Running statistics of the lambda-returns; the critic predicts (G - mean) / std.
+        self.return_rms = RunningMeanStd(shape=())
+        self._last_lstm_states = self.policy.initial_state(self.n_envs)
+
+    # ---------------------------------------------------------------------------------------
+    def _return_scale(self) -> tuple[float, float]:
+        """(mean, std) mapping the critic's normalized outputs to return units."""
+        if not self.config.normalize_returns:
+            return 0.0, 1.0
+        return float(self.return_rms.mean), float(np.sqrt(self.return_rms.var + 1e-8))
+
+    def _obs_tensor(self, obs: np.ndarray) -> th.Tensor:
+        obs_t = th.as_tensor(obs, dtype=th.float32, device=self.device)
+        return obs_t.reshape(-1, self.policy.obs_dim)
+
+    def _env_actions(self, action: th.Tensor) -> np.ndarray:
+        action_np = action.cpu().numpy()
+        if isinstance(self.action_space, spaces.Box):
+            return action_np.reshape(-1, *self.action_space.shape)
+        return action_np.reshape(-1)
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RecurrentRolloutBuffer
+    ) -> bool:
+        """Fill ``rollout_buffer`` with ``n_steps`` steps per env; False if a callback stopped
+        training. Values and quantiles are stored in return units (de-normalized)."""
+        assert self._last_obs is not None and self._last_episode_starts is not None
+        ret_mean, ret_std = self._return_scale()
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        states = self._last_lstm_states
+        while not rollout_buffer.full:
+            obs = self._obs_tensor(self._last_obs)  # type: ignore[arg-type]
+            episode_starts = th.as_tensor(self._last_episode_starts, dtype=th.float32)
+            step = self.policy.step(obs, states, episode_starts)
+            new_obs, rewards, dones, infos = env.step(self._env_actions(step.action))
+            self.num_timesteps += env.num_envs
+
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+
+            # Time-limit bootstrap: a truncated episode continues in expectation, so the critic's
+            # value of the terminal observation (from that env's current LSTM state) is added
+            # to the reward as gamma * V, as SB3 does.
+            terminal_values = th.zeros(env.num_envs)
+            truncated = [
+                i
+                for i in np.flatnonzero(dones)
+                if infos[i].get("terminal_observation") is not None
+                and infos[i].get("TimeLimit.truncated", False)
+            ]
+            if truncated:
+                index = th.as_tensor(truncated)
+                terminal_obs = self._obs_tensor(
+                    np.stack([infos[i]["terminal_observation"] for i in truncated])
+                )
+                terminal_states = LSTMStates(*(s[index] for s in step.states))
+                value = self.policy.predict_values(
+                    terminal_obs, terminal_states, th.zeros(len(truncated))
+                )
+                terminal_values[index] = value * ret_std + ret_mean
+
+            rollout_buffer.add(
+                obs=obs,
+                episode_starts=episode_starts,
+                lstm_states=states,
+                raw_actions=step.raw_action,
+                log_probs=step.log_prob,
+                values=step.value * ret_std + ret_mean,
+                quantiles=step.quantiles * ret_std + ret_mean,
+                dist_params=step.dist_params,
+                rewards=th.as_tensor(rewards, dtype=th.float32),
+                terminal_values=terminal_values,
+            )
+            states = step.states
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        self._last_lstm_states = states
+        last_dones = th.as_tensor(dones, dtype=th.float32)
+        last_values = self.policy.predict_values(self._obs_tensor(new_obs), states, last_dones)
+        rollout_buffer.compute_returns_and_advantage(
+            last_values * ret_std + ret_mean, last_dones, self.config.gamma, self.config.gae_lambda
+        )
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def train(self) -> None:
+        """One PPO update over the rollout in the buffer."""
+        cfg = self.config
+        buffer = self.rollout_buffer
+        self._update_learning_rate(self.optimizer)
+
+        # Return normalization without lag: this rollout's returns update the statistics before
+        # they normalize this update's value targets.
+        if cfg.normalize_returns:
+            self.return_rms.update(buffer.returns.reshape(-1).double().cpu().numpy())
+        ret_mean, ret_std = self._return_scale()
+        if cfg.advantage_normalization == "rollout":
+            advantages = buffer.advantages
+            buffer.advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        # Extension point: CVaR return shaping (mean_cvar / cvar_constraint) rewrites the
+        # advantages here, from the returns and the stored quantiles.
+
+        chunks = buffer.to_chunks(cfg.seq_len)
+        chunks_per_batch = cfg.batch_size // cfg.seq_len
+        taus = self.policy.taus
+        stats: dict[str, list[float]] = defaultdict(list)
+        continue_training = True
+        for epoch in range(cfg.n_epochs):
+            for chunk_indices in buffer.minibatch_indices(chunks.n_chunks, chunks_per_batch):
+                batch = chunks.select(chunk_indices)
+                evaluation = self.policy.evaluate_sequences(
+                    batch.observations,
+                    batch.episode_starts,
+                    batch.initial_states,
+                    batch.raw_actions,
+                )
+
+                # Policy loss: clipped surrogate, log-ratio clamped before exp.
+                advantages = batch.advantages.reshape(-1)
+                if cfg.advantage_normalization == "minibatch":
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                log_ratio = evaluation.log_prob - batch.old_log_probs.reshape(-1)
+                log_ratio = log_ratio.clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
+                ratio = th.exp(log_ratio)
+                clipped_ratio = ratio.clamp(1.0 - cfg.clip_range, 1.0 + cfg.clip_range)
+                policy_loss = -th.min(advantages * ratio, advantages * clipped_ratio).mean()
+
+                # Critic loss: quantile Huber loss of every critic against the normalized
+                # lambda-return. Extension point: value clipping modes and DSAC-T per-sample
+                # weights act on these per-sample losses.
+                value_targets = (batch.returns.reshape(-1) - ret_mean) / ret_std
+                per_sample_losses = th.stack(
+                    [
+                        quantile_huber_loss_per_sample(
+                            evaluation.quantiles[:, k], value_targets, taus, cfg.huber_kappa
+                        )
+                        for k in range(self.policy.n_critics)
+                    ]
+                )
+                # Mean over critics: vf_coef means the same with or without twin critics.
+                value_loss = per_sample_losses.mean()
+
+                # Extension point: entropy coefficient schedule.
+                entropy_loss = -evaluation.entropy.mean()
+                loss = policy_loss + cfg.ent_coef * entropy_loss + cfg.vf_coef * value_loss
+
+                with th.no_grad():
+                    approx_kl = float(k3_kl(log_ratio))
+                    clip_fraction = float(((ratio - 1.0).abs() > cfg.clip_range).float().mean())
+                stats["policy_loss"].append(policy_loss.item())
+                stats["value_loss"].append(value_loss.item())
+                stats["entropy_loss"].append(entropy_loss.item())
+                stats["approx_kl"].append(approx_kl)
+                stats["clip_fraction"].append(clip_fraction)
+                # Extension point: exact Gaussian KL early stop from batch.old_dist_params.
+                if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at epoch {epoch} with k3 KL {approx_kl:.4f}")
+                    break
+
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                # Extension point: gradient accumulation, non-finite step skipping and the
+                # gradient-variance scaler sit between backward and the norm clip.
+                # The norm is clipped per network: the critic's loss sums over n_quantiles, so its
+                # gradient norm is ~n_quantiles times the actor's and a single global clip would
+                # all but freeze the actor.
+                actor_grad_norm, critic_grad_norm = self.policy.clip_grad_norms(cfg.max_grad_norm)
+                stats["actor_grad_norm"].append(actor_grad_norm)
+                stats["critic_grad_norm"].append(critic_grad_norm)
+                self.optimizer.step()
+                self.policy.keep_lstms_independent()
+                self._n_updates += 1
+            if not continue_training:
+                break
+
+        values, returns = buffer.values.reshape(-1), buffer.returns.reshape(-1)
+        for name, values_list in stats.items():
+            self.logger.record(f"train/{name}", float(np.mean(values_list)))
+        self.logger.record("train/explained_variance", explained_variance(values, returns))
+        if not self.policy.discrete:
+            with th.no_grad():
+                self.logger.record("train/std", float(th.exp(self.policy.log_std()).mean()))
+        self.logger.record("train/return_mean", ret_mean)
+        self.logger.record("train/return_std", ret_std)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    # ---------------------------------------------------------------------------------------
+    def learn(
+        self: SelfDistributionalPPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "DistributionalPPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfDistributionalPPO:
+        """Train for at least ``total_timesteps`` env steps (whole rollouts), SB3-style."""
+        iteration = 0
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        assert self.env is not None
+        while self.num_timesteps < total_timesteps:
+            if not self.collect_rollouts(self.env, callback, self.rollout_buffer):
+                break
+            iteration += 1
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            if log_interval is not None and iteration % log_interval == 0:
+                self.dump_logs(iteration)
+            self.train()
+        callback.on_training_end()
+        return self
+
+    def dump_logs(self, iteration: int = 0) -> None:
+        """Write rollout statistics and fps to the SB3 logger (as SB3's on-policy algorithms)."""
+        assert self.ep_info_buffer is not None
+        time_elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
+        fps = int((self.num_timesteps - self._num_timesteps_at_start) / time_elapsed)
+        self.logger.record("time/iterations", iteration, exclude="tensorboard")
+        if len(self.ep_info_buffer) > 0:
+            self.logger.record(
+                "rollout/ep_rew_mean", safe_mean([e["r"] for e in self.ep_info_buffer])
+            )
+            self.logger.record(
+                "rollout/ep_len_mean", safe_mean([e["l"] for e in self.ep_info_buffer])
+            )
+        self.logger.record("time/fps", fps)
+        self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(step=self.num_timesteps)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        Action for an observation (or a batch) given the LSTM state, like RecurrentPPO.
+
+        :param observation: One observation or a batch (n_envs, *obs_shape).
+        :param state: The state returned by the previous call (``None``: zeros).
+        :param episode_start: 1 where an observation starts an episode (``None``: no reset).
+        :param deterministic: Use the mode of the action distribution.
+        :return: (actions, state) where state is the LSTM (h, c), each (n_envs, 2 * hidden).
+        """
+        obs = np.asarray(observation, dtype=np.float32)
+        vectorized = obs.shape != self.observation_space.shape
+        obs_t = self._obs_tensor(obs)
+        n_envs = obs_t.shape[0]
+        if state is None:
+            states = self.policy.initial_state(n_envs)
+        else:
+            states = LSTMStates(
+                *(th.as_tensor(s, dtype=th.float32, device=self.device) for s in state)
+            )
+        if episode_start is None:
+            starts = th.zeros(n_envs, device=self.device)
+        else:
+            starts = th.as_tensor(np.asarray(episode_start, dtype=np.float32), device=self.device)
+        step = self.policy.step(obs_t, states, starts.reshape(n_envs), deterministic=deterministic)
+        actions = self._env_actions(step.action)
+        new_state = tuple(s.cpu().numpy() for s in step.states)
+        return (actions if vectorized else actions[0]), new_state
+
+    # ---------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Write ``path/`` with ``tensors.safetensors`` (policy, Adam state, return statistics)
+        and ``manifest.json`` (format, versions, hyperparameters, spaces). No pickle. A trailing
+        ``.zip`` (SB3's CheckpointCallback appends one) is dropped from the directory name."""
+        directory = _checkpoint_directory(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            f"policy.{k}": v.detach().cpu().contiguous()
+            for k, v in self.policy.state_dict().items()
+        }
+        optimizer_state = self.optimizer.state_dict()
+        for param_index, param_state in optimizer_state["state"].items():
+            for name, value in param_state.items():
+                tensors[f"optimizer.{param_index}.{name}"] = (
+                    th.as_tensor(value).detach().cpu().clone()
+                )
+        tensors["return_rms.mean"] = th.tensor(float(self.return_rms.mean), dtype=th.float64)
+        tensors["return_rms.var"] = th.tensor(float(self.return_rms.var), dtype=th.float64)
+        tensors["return_rms.count"] = th.tensor(float(self.return_rms.count), dtype=th.float64)
+        param_groups = [
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"}
+            for group in optimizer_state["param_groups"]
+        ]
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "algorithm": type(self).__name__,
+            "package_version": tradingbot.__version__,
+            "torch_version": th.__version__,
+            "hyperparameters": self.config.model_dump(mode="json"),
+            "observation_space": describe_space(self.observation_space),
+            "action_space": describe_space(self.action_space),
+            "num_timesteps": self.num_timesteps,
+            "optimizer_param_groups": param_groups,
+        }
+        tmp_tensors = directory / (TENSORS_FILE + ".tmp")
+        save_file(tensors, str(tmp_tensors))
+        os.replace(tmp_tensors, directory / TENSORS_FILE)
+        _write_atomic(directory / MANIFEST_FILE, json.dumps(manifest, indent=2))
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfDistributionalPPO],
+        path: str | os.PathLike[str],
+        env: GymEnv | None = None,
+        **kwargs: Any,
+    ) -> SelfDistributionalPPO:
+        """Rebuild a model saved by :meth:`save` (safetensors + JSON, never unpickles). ``env``
+        (optional) must have the saved observation and action spaces."""
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        directory = _checkpoint_directory(path)
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{directory / MANIFEST_FILE}: unsupported format_version "
+                f"{manifest.get('format_version')!r} (this version reads {FORMAT_VERSION})"
+            )
+        config = PPOConfig(**manifest["hyperparameters"])
+        observation_space = space_from_description(manifest["observation_space"])
+        action_space = space_from_description(manifest["action_space"])
+        model = cls("MlpLstmPolicy", env, config=config, _init_setup_model=False)
+        if env is None:
+            model.observation_space, model.action_space, model.n_envs = (
+                observation_space,
+                action_space,
+                1,
+            )
+        elif model.observation_space != observation_space or model.action_space != action_space:
+            raise ValueError(
+                f"env spaces ({model.observation_space}, {model.action_space}) differ from the "
+                f"saved ones ({observation_space}, {action_space})"
+            )
+        model._setup_model()
+
+        tensors = load_file(str(directory / TENSORS_FILE))
+        model.policy.load_state_dict(
+            {k.removeprefix("policy."): v for k, v in tensors.items() if k.startswith("policy.")}
+        )
+        optimizer_state: dict[str, Any] = {"state": defaultdict(dict), "param_groups": []}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, param_index, name = key.split(".", 2)
+                optimizer_state["state"][int(param_index)][name] = value
+        n_params = 0
+        for group, saved in zip(
+            model.optimizer.param_groups, manifest["optimizer_param_groups"], strict=True
+        ):
+            restored = dict(saved, params=list(range(n_params, n_params + len(group["params"]))))
+            restored["betas"] = tuple(restored["betas"])
+            optimizer_state["param_groups"].append(restored)
+            n_params += len(group["params"])
+        optimizer_state["state"] = dict(optimizer_state["state"])
+        model.optimizer.load_state_dict(optimizer_state)
+        model.return_rms.mean = tensors["return_rms.mean"].numpy().copy()
+        model.return_rms.var = tensors["return_rms.var"].numpy().copy()
+        model.return_rms.count = float(tensors["return_rms.count"])
+        model.num_timesteps = int(manifest["num_timesteps"])
+        return model
+
+
+def describe_space(space: spaces.Space) -> dict[str, Any]:
+    """JSON description of a Box or Discrete space (non-finite bounds as strings)."""
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+            "low": [_json_float(x) for x in space.low.reshape(-1)],
+            "high": [_json_float(x) for x in space.high.reshape(-1)],
+        }
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    raise TypeError(f"cannot describe space {space}")
+
+
+def space_from_description(description: dict[str, Any]) -> spaces.Space:
+    """Inverse of :func:`describe_space`."""
+    if description["type"] == "Box":
+        shape, dtype = tuple(description["shape"]), np.dtype(description["dtype"])
+        low = np.array([float(x) for x in description["low"]], dtype=dtype).reshape(shape)
+        high = np.array([float(x) for x in description["high"]], dtype=dtype).reshape(shape)
+        return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+    if description["type"] == "Discrete":
+        return spaces.Discrete(description["n"], start=description["start"])
+    raise ValueError(f"unknown space type {description['type']!r}")
+
+
+def _checkpoint_directory(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix == ".zip" else path
+
+
+def _json_float(x: float) -> float | str:
+    return float(x) if np.isfinite(x) else str(float(x))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -94,9 +94,7 @@ class MarketVecEnv(VecEnv):
         instruments: list[str] | None = None,
     ) -> None:
         self.cfg = cfg or EnvConfig()
-        self.sim = MarketSimulator(
-            market, split, self.cfg, n_envs or self.cfg.n_envs, instruments
-        )
+        self.sim = MarketSimulator(market, split, self.cfg, n_envs or self.cfg.n_envs, instruments)
         self.render_mode = None  # read by VecEnv.__init__ through get_attr
         super().__init__(
             self.sim.n_envs, make_observation_space(self.sim), make_action_space(self.cfg)

@@ -112,10 +112,12 @@ class VarianceGradientScaler:
         self.aggregate = aggregate
         self.percentile = percentile
         self.step_count = 0
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format)
-                        for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format)
-                           for p in self.params]
+        self.exp_avg = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
+        self.exp_avg_sq = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
         # Per-tensor update counts: a tensor without a gradient on some step keeps its own
         # bias correction exact.
         self.tensor_steps = torch.zeros(len(self.params), dtype=torch.int64)
@@ -127,7 +129,8 @@ class VarianceGradientScaler:
             return self.params
         given = list(params)
         if len(given) != len(self.params) or any(
-                a.shape != b.shape for a, b in zip(given, self.params, strict=True)):
+            a.shape != b.shape for a, b in zip(given, self.params, strict=True)
+        ):
             raise ValueError("scale_ got parameters that differ from the constructor's")
         return given
 
@@ -156,8 +159,13 @@ class VarianceGradientScaler:
             bias_correction = 1.0 - self.beta ** int(self.tensor_steps[i])
             self.exp_avg[i].mul_(self.beta).add_(grad, alpha=1.0 - self.beta)
             self.exp_avg_sq[i].mul_(self.beta).addcmul_(grad, grad, value=1.0 - self.beta)
-            ratios.append(noise_to_signal_ratio(self.exp_avg[i] / bias_correction,
-                                                self.exp_avg_sq[i] / bias_correction, self.eps))
+            ratios.append(
+                noise_to_signal_ratio(
+                    self.exp_avg[i] / bias_correction,
+                    self.exp_avg_sq[i] / bias_correction,
+                    self.eps,
+                )
+            )
         ratio = float(aggregate_ratios(torch.stack(ratios), self.aggregate, self.percentile))
         self.last_ratio = ratio
         factor = 1.0
@@ -196,8 +204,9 @@ class VarianceGradientScaler:
         expected |= {f"{k}.{i}" for i in range(len(self.params)) for k in ("exp_avg", "exp_avg_sq")}
         if set(state_dict) != expected:
             missing, extra = expected - set(state_dict), set(state_dict) - expected
-            raise ValueError(f"scaler state mismatch: missing {sorted(missing)}, "
-                             f"unexpected {sorted(extra)}")
+            raise ValueError(
+                f"scaler state mismatch: missing {sorted(missing)}, unexpected {sorted(extra)}"
+            )
         tensor_steps = torch.as_tensor(state_dict["tensor_steps"], dtype=torch.int64)
         if tensor_steps.shape != self.tensor_steps.shape:
             raise ValueError("scaler state has a different number of parameters")

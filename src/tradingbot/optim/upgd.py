@@ -57,8 +57,9 @@ def scaled_utility(utility: Tensor, max_utility: Tensor) -> Tensor:
     return torch.where(valid, torch.sigmoid(utility / denom), torch.full_like(utility, 0.5))
 
 
-def _check_common(lr: float, weight_decay: float, beta_utility: float, sigma: float,
-                  scope: str) -> None:
+def _check_common(
+    lr: float, weight_decay: float, beta_utility: float, sigma: float, scope: str
+) -> None:
     if lr < 0.0:
         raise ValueError(f"Invalid learning rate: {lr}")
     if weight_decay < 0.0:
@@ -82,8 +83,9 @@ def _gaussian_like(p: Tensor, generator: torch.Generator | None) -> Tensor:
 class _UtilityGatedOptimizer(Optimizer):
     """Shared machinery: utility traces, the global/local scaling, and the per-step statistics."""
 
-    def __init__(self, params: Any, defaults: dict[str, Any],
-                 generator: torch.Generator | None) -> None:
+    def __init__(
+        self, params: Any, defaults: dict[str, Any], generator: torch.Generator | None
+    ) -> None:
         super().__init__(params, defaults)
         self.generator = generator
         self._stats: dict[str, Tensor | float] = {}
@@ -111,11 +113,13 @@ class _UtilityGatedOptimizer(Optimizer):
             u_hats.append(avg / bias_correction)
         return u_hats
 
-    def _gates(self, groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]],
-               ) -> list[list[Tensor]]:
+    def _gates(
+        self,
+        groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]],
+    ) -> list[list[Tensor]]:
         """Scaled utilities ``s`` per group and parameter, normalized by the scope's maximum."""
         global_maxes = [u.max() for g, _, us in groups if g["scope"] == "global" for u in us]
-        global_max = (torch.stack(global_maxes).max() if global_maxes else None)
+        global_max = torch.stack(global_maxes).max() if global_maxes else None
         gates = []
         for group, _, u_hats in groups:
             if group["scope"] == "global":
@@ -124,8 +128,9 @@ class _UtilityGatedOptimizer(Optimizer):
                 gates.append([scaled_utility(u, u.max()) for u in u_hats])
         return gates
 
-    def _record_stats(self, gates: list[list[Tensor]], u_hats: list[list[Tensor]],
-                      noise_std: Tensor | float) -> None:
+    def _record_stats(
+        self, gates: list[list[Tensor]], u_hats: list[list[Tensor]], noise_std: Tensor | float
+    ) -> None:
         flat_s = [s.reshape(-1) for gs in gates for s in gs]
         if not flat_s:
             return
@@ -180,8 +185,14 @@ class UPGD(_UtilityGatedOptimizer):
         generator: torch.Generator | None = None,
     ) -> None:
         _check_common(lr, weight_decay, beta_utility, sigma, scope)
-        defaults = dict(lr=lr, weight_decay=weight_decay, beta_utility=beta_utility,
-                        sigma=sigma, protect=protect, scope=scope)
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            beta_utility=beta_utility,
+            sigma=sigma,
+            protect=protect,
+            scope=scope,
+        )
         super().__init__(params, defaults, generator)
 
     def _init_state(self, p: Tensor) -> None:
@@ -292,10 +303,19 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
             raise ValueError(f"Invalid beta_noise: {beta_noise}")
         if min_noise_std < 0.0:
             raise ValueError(f"Invalid min_noise_std: {min_noise_std}")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        beta_utility=beta_utility, sigma=sigma, protect=protect, scope=scope,
-                        adaptive_noise=adaptive_noise, beta_noise=beta_noise,
-                        min_noise_std=min_noise_std)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            beta_utility=beta_utility,
+            sigma=sigma,
+            protect=protect,
+            scope=scope,
+            adaptive_noise=adaptive_noise,
+            beta_noise=beta_noise,
+            min_noise_std=min_noise_std,
+        )
         super().__init__(params, defaults, generator)
         # Global (cross-group) counters live in the first group: the standard state_dict keeps
         # every non-"params" key of each group, and load_state_dict restores them.
@@ -354,8 +374,7 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
 
         gates = self._gates(groups)
         noise_std0 = float(self.param_groups[0]["sigma"])
-        for index, ((group, params, _), group_gates) in enumerate(
-                zip(groups, gates, strict=True)):
+        for index, ((group, params, _), group_gates) in enumerate(zip(groups, gates, strict=True)):
             lr, eps = group["lr"], group["eps"]
             beta1, beta2 = group["betas"]
             sigma = group["sigma"] * (norm_factor if norm_factor is not None else 1.0)

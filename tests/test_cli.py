@@ -55,7 +55,7 @@ def test_train_writes_run_directory(tmp_path):
     assert result.exit_code == 0, result.output
     run = tmp_path / "r"
     assert f"run directory: {run}" in result.output
-    for name in ("config.yaml", "run.json", "model", "normalization.safetensors", "tb"):
+    for name in ("config.yaml", "run.json", "model.safetensors", "normalization.safetensors", "tb"):
         assert (run / name).exists(), name
     assert "source: synthetic" in (run / "config.yaml").read_text()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import time
 
@@ -23,6 +22,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.checkpoint import read_manifest
 
 SMALL = {"n_steps": 32, "batch_size": 64, "n_epochs": 2, "seq_len": 16, "lstm_hidden_size": 16}
 
@@ -115,14 +115,12 @@ def test_save_load_round_trip_without_pickle(env_id: str, tmp_path, monkeypatch)
     env = make_vec_env(env_id, n_envs=2, seed=0)
     model = DistributionalPPO("MlpLstmPolicy", env, seed=0, **SMALL)
     model.learn(128)
-    model.save(tmp_path / "model")
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
-        "manifest.json",
-        "tensors.safetensors",
-    ]
-    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
-    assert manifest["format_version"] == 1
-    assert manifest["hyperparameters"] == model.config.model_dump(mode="json")
+    written = model.save(tmp_path / "model")
+    assert written == tmp_path / "model.safetensors"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    manifest = read_manifest(written)
+    assert manifest.format_version == 1 and manifest.kind == "DistributionalPPO"
+    assert manifest.hyperparameters == model.config.model_dump(mode="json")
 
     def refuse(*args, **kwargs):
         raise AssertionError("loading must not unpickle")
@@ -170,7 +168,7 @@ def test_learn_with_vecnormalize_eval_and_checkpoint_callbacks(tmp_path) -> None
     assert np.isfinite(eval_callback.last_mean_reward)
     # CheckpointCallback counts calls (2 envs per call) and asks for "<name>.zip".
     saved = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert saved == ["rl_model_256_steps", "rl_model_512_steps"]
+    assert saved == ["rl_model_256_steps.safetensors", "rl_model_512_steps.safetensors"]
     restored = DistributionalPPO.load(tmp_path / "ckpt" / "rl_model_256_steps.zip")
     assert restored.num_timesteps == 256
     header = (tmp_path / "logs" / "progress.csv").read_text().splitlines()[0].split(",")

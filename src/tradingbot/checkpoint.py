@@ -100,6 +100,9 @@ def save_checkpoint(
     payload = save(contiguous, metadata={MANIFEST_KEY: manifest.model_dump_json()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make checkpoints private to the writer
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)

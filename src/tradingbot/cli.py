@@ -59,6 +59,50 @@ def train_command(
     console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 
 
+@app.command("backtest")
+def backtest_command(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `tradingbot train`"),
+    split: str = typer.Option("test", help="train, validation or test"),
+    data: str | None = typer.Option(None, "--data", "-d", help="other data (name or file)"),
+) -> None:
+    """Backtest the run's agent, buy-and-hold and flat on a split; print their metrics."""
+    import pandas as pd
+
+    from tradingbot.evaluate.runs import backtest_run
+
+    try:
+        out = backtest_run(run_dir, split, data)
+    except (DataError, ConfigError, FileNotFoundError, ValueError) as err:
+        fail(str(err))
+        return
+    metrics = pd.read_csv(out / "metrics.csv")
+    table = Table(title=f"{split} split")
+    columns = ["policy", "instrument", "total_return", "sharpe", "max_drawdown", "cvar_5"]
+    for col in columns:
+        table.add_column(col)
+    for _, row in metrics.iterrows():
+        table.add_row(
+            *[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        )
+    console.print(table)
+    console.print(f"backtest written to {out}", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_command(
+    run_dir: Path = typer.Argument(..., help="a run directory"),
+) -> None:
+    """Build the run's self-contained report.html."""
+    from tradingbot.report import build_report
+
+    try:
+        path = build_report(run_dir)
+    except FileNotFoundError as err:
+        fail(str(err))
+        return
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
 def _summary_rows(data: MarketData) -> list[tuple[str, str, str, str]]:
     rows = []
     for inst, bars in data.bars.items():

@@ -14,7 +14,7 @@ from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.run import create_run_dir
 
-MODEL_FILE = "model"
+MODEL_FILE = "model.safetensors"
 NORMALIZATION_FILE = "normalization.safetensors"
 
 
@@ -50,7 +50,7 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     env = MarketVecEnv(market, "train", config.env, seed=config.run.seed)
     model = build_model(config, env, tensorboard_log=str(run_dir / "tb"))
     model.learn(config.run.total_timesteps, tb_log_name="train", progress_bar=progress_bar)
-    model.save(run_dir / MODEL_FILE)
+    model.save(run_dir / MODEL_FILE, config=config.to_dict())
     save_file(
         market.normalizer.state_dict(),
         str(run_dir / NORMALIZATION_FILE),

@@ -131,6 +131,34 @@ class RecurrentRolloutBuffer:
         self.terminal_values[t] = terminal_values
         self.pos += 1
 
+    def store_rollout(
+        self,
+        episode_starts: th.Tensor,
+        lstm_h: th.Tensor,
+        lstm_c: th.Tensor,
+        raw_actions: th.Tensor,
+        log_probs: th.Tensor,
+        values: th.Tensor,
+        quantiles: th.Tensor,
+        dist_params: th.Tensor,
+        rewards: th.Tensor,
+        terminal_values: th.Tensor,
+    ) -> None:
+        """Store a whole rollout at once (each field (n_steps, n_envs, ...), as in :meth:`add`)
+        except the observations, which the caller writes to ``observations[t]`` as it steps
+        (an env may reuse its observation array). Marks the buffer full."""
+        self.episode_starts.copy_(episode_starts)
+        self.lstm_states[:, 0].copy_(lstm_h)
+        self.lstm_states[:, 1].copy_(lstm_c)
+        self.raw_actions.copy_(raw_actions)
+        self.log_probs.copy_(log_probs)
+        self.values.copy_(values)
+        self.quantiles.copy_(quantiles)
+        self.dist_params.copy_(dist_params)
+        self.rewards.copy_(rewards)
+        self.terminal_values.copy_(terminal_values)
+        self.pos = self.n_steps
+
     def compute_returns_and_advantage(
         self, last_values: th.Tensor, last_dones: th.Tensor, gamma: float, gae_lambda: float
     ) -> None:

@@ -56,6 +56,24 @@ class SequenceEvaluation(NamedTuple):
     dist_params: th.Tensor
 
 
+class RolloutWeights(NamedTuple):
+    """Inference-time weights derived from the parameters (see
+    :meth:`RecurrentActorCritic.rollout_weights`); valid until the parameters change.
+
+    The LSTM's gate rows are reordered to (input, forget, output, cell) so one sigmoid covers
+    three gates; its weights are transposed for ``addmm``. ``layers`` are the actor MLP + head
+    and the critic MLPs fused layer by layer into one block-diagonal (or, on a shared LSTM's
+    features, concatenated) matmul each: the last layer's output is the actor's output followed
+    by every critic's pre-quantile output."""
+
+    lstm_weight_ih: th.Tensor
+    lstm_weight_hh: th.Tensor
+    lstm_bias: th.Tensor
+    layers: list[tuple[th.Tensor, th.Tensor]]
+    log_std: th.Tensor | None
+    std: th.Tensor | None
+
+
 class TwinQuantileHead(nn.Module):
     """``n_critics`` independent MLP heads evaluated in one batched matmul per layer, each
     outputting monotone quantiles: first quantile plus a cumulative sum of softplus gaps."""
@@ -94,7 +112,11 @@ class TwinQuantileHead(nn.Module):
         x = x.transpose(0, 1)
         for weight, bias in zip(self.weights, self.biases, strict=True):
             x = th.baddbmm(bias, th.tanh(x), weight)
-        x = x.transpose(0, 1)
+        return self.monotone(x.transpose(0, 1))
+
+    @staticmethod
+    def monotone(x: th.Tensor) -> th.Tensor:
+        """Quantiles from the last layer's output: first value plus cumulative softplus gaps."""
         gaps = F.softplus(x[..., 1:])
         return th.cat([x[..., :1], x[..., :1] + th.cumsum(gaps, dim=-1)], dim=-1)
 
@@ -242,19 +264,24 @@ class RecurrentActorCritic(nn.Module):
 
     def squash(self, raw_action: th.Tensor) -> th.Tensor:
         """Map pre-squash Gaussian samples into the Box action range."""
-        return self.action_center + self.action_half_range * th.tanh(raw_action)
+        return th.addcmul(self.action_center, self.action_half_range, th.tanh(raw_action))
 
     # ----------------------------------------------------------------------------------------
     def _action_log_prob(
-        self, actor_out: th.Tensor, raw_action: th.Tensor, log_std: th.Tensor | None
+        self,
+        actor_out: th.Tensor,
+        raw_action: th.Tensor,
+        log_std: th.Tensor | None,
+        noise: th.Tensor | None = None,
     ) -> th.Tensor:
         """Log-probability of ``raw_action`` (pre-squash sample, or index) in the env's action
-        space, computed from the actor head's output without Distribution objects."""
+        space, computed from the actor head's output without Distribution objects. ``noise``:
+        the standardized sample ``(raw_action - mean) / std`` when known."""
         if self.discrete:
             log_probs = F.log_softmax(actor_out, dim=-1)
             return log_probs.gather(-1, raw_action.long()).squeeze(-1)
         assert log_std is not None
-        z = (raw_action - actor_out) * th.exp(-log_std)
+        z = (raw_action - actor_out) * th.exp(-log_std) if noise is None else noise
         gaussian = -0.5 * z.square() - log_std - 0.5 * _LOG_2PI
         # log |d action / d u| of action = center + half_range * tanh(u), stable form of
         # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
@@ -262,20 +289,128 @@ class RecurrentActorCritic(nn.Module):
         log_det = log_det + th.log(self.action_half_range)
         return (gaussian - log_det).sum(dim=-1)
 
-    def _run_lstm_one_step(
-        self, obs: th.Tensor, states: LSTMStates, episode_starts: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor, LSTMStates]:
-        """One LSTM cell step written out with addmm: a fraction of ``nn.LSTM``'s per-call cost
-        for a single time step."""
-        keep = (1.0 - episode_starts).unsqueeze(-1)
+    @th.no_grad()
+    def rollout_weights(self) -> RolloutWeights:
+        """Derive the inference weights of :meth:`rollout_step` from the parameters (a few dozen
+        small ops: compute once per rollout, again after any parameter change)."""
         lstm = self.lstm
-        gates = th.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, obs, lstm.weight_ih_l0.t())
-        gates = gates.addmm_(states.h * keep, lstm.weight_hh_l0.t())
-        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)
-        c = th.sigmoid(forget_gate) * (states.c * keep) + th.sigmoid(in_gate) * th.tanh(cell_gate)
-        h = th.sigmoid(out_gate) * th.tanh(c)
-        critic_features = h if self.shared_lstm else h[:, self.hidden_size :]
-        return h[:, : self.hidden_size], critic_features, LSTMStates(h, c)
+        n = lstm.hidden_size
+        # Gate rows (i, f, g, o) -> (i, f, o, g).
+        order = th.cat(
+            [th.arange(0, 2 * n), th.arange(3 * n, 4 * n), th.arange(2 * n, 3 * n)]
+        ).to(lstm.weight_ih_l0.device)
+        weight_ih = lstm.weight_ih_l0.index_select(0, order).t().contiguous()
+        weight_hh = lstm.weight_hh_l0.index_select(0, order).t().contiguous()
+        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).index_select(0, order)
+
+        actor_linears = [m for m in self.actor_mlp if isinstance(m, nn.Linear)]
+        actor_linears.append(self.actor_head)
+        head = self.critic_head
+        layers = []
+        for depth, actor_linear in enumerate(actor_linears):
+            if depth == 0:
+                critic_w, critic_b = head.first.weight.t(), head.first.bias
+                if self.shared_lstm:
+                    weight = th.cat([actor_linear.weight.t(), critic_w], dim=1)
+                else:
+                    weight = th.block_diag(actor_linear.weight.t(), critic_w)
+            else:
+                critic_weights = head.weights[depth - 1]
+                critic_b = head.biases[depth - 1].reshape(-1)
+                weight = th.block_diag(actor_linear.weight.t(), *critic_weights.unbind(0))
+            layers.append((weight.contiguous(), th.cat([actor_linear.bias, critic_b])))
+        log_std = std = None
+        if not self.discrete:
+            log_std = self.log_std()
+            std = th.exp(log_std)
+        return RolloutWeights(weight_ih, weight_hh, bias, layers, log_std, std)
+
+    def rollout_step(
+        self,
+        obs: th.Tensor,
+        states: LSTMStates,
+        keep: th.Tensor | None,
+        weights: RolloutWeights,
+    ) -> tuple[th.Tensor, th.Tensor, LSTMStates]:
+        """
+        The network part of a rollout step, with few small ops (no grad; call it under
+        ``th.inference_mode``): one LSTM cell step and the fused actor/critic layers.
+
+        :param obs: Observations, shape (n_envs, obs_dim).
+        :param states: LSTM states before this step (not yet reset).
+        :param keep: ``1 - episode_starts`` of shape (n_envs, 1), or ``None`` when no env
+            starts an episode.
+        :param weights: From :meth:`rollout_weights` of the current parameters.
+        :return: Actor output (Gaussian mean or logits) (n_envs, out), the critics' pre-quantile
+            output (n_envs, n_critics, n_quantiles) (see :meth:`rollout_outputs`) and the new
+            LSTM states.
+        """
+        h, c = states
+        if keep is not None:
+            h = h * keep
+            c = c * keep
+        gates = th.addmm(weights.lstm_bias, obs, weights.lstm_weight_ih)
+        gates = gates.addmm_(h, weights.lstm_weight_hh)
+        n = h.shape[1]
+        sig = th.sigmoid(gates[:, : 3 * n])
+        c = th.addcmul(sig[:, n : 2 * n] * c, sig[:, :n], th.tanh(gates[:, 3 * n :]))
+        h = sig[:, 2 * n :] * th.tanh(c)
+        x = h
+        for depth, (weight, bias) in enumerate(weights.layers):
+            if depth:
+                x = th.tanh(x)
+            x = th.addmm(bias, x, weight)
+        n_actor = self.actor_head.out_features
+        critic_raw = x[:, n_actor:].view(x.shape[0], self.n_critics, -1)
+        return x[:, :n_actor], critic_raw, LSTMStates(h, c)
+
+    def sample_action(
+        self,
+        actor_out: th.Tensor,
+        weights: RolloutWeights,
+        noise: th.Tensor | None = None,
+        deterministic: bool = False,
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """(env action, raw action) from the actor output. ``noise`` is the standard normal
+        sample of a Gaussian policy (drawn here when ``None``)."""
+        if self.discrete:
+            if deterministic:
+                index = actor_out.argmax(dim=-1, keepdim=True)
+            else:
+                index = th.multinomial(F.softmax(actor_out, dim=-1), 1)
+            return index.squeeze(-1), index.to(th.float32)
+        if deterministic:
+            raw_action = actor_out
+        else:
+            if noise is None:
+                noise = th.randn_like(actor_out)
+            raw_action = th.addcmul(actor_out, weights.std, noise)
+        return self.squash(raw_action), raw_action
+
+    def rollout_outputs(
+        self,
+        actor_out: th.Tensor,
+        critic_raw: th.Tensor,
+        raw_action: th.Tensor,
+        weights: RolloutWeights,
+        noise: th.Tensor | None = None,
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """
+        (log_prob, value, quantiles, dist_params) of :meth:`rollout_step` outputs with any
+        leading shape, so a whole rollout's can be computed in one pass at its end.
+
+        :param noise: The standard normal sample behind ``raw_action`` (Gaussian policy): the
+            log-probability then uses it instead of recomputing it from ``raw_action``.
+        """
+        quantiles = TwinQuantileHead.monotone(critic_raw)
+        if self.discrete:
+            log_prob = self._action_log_prob(actor_out, raw_action, None)
+            dist_params = actor_out
+        else:
+            assert weights.log_std is not None and weights.std is not None
+            log_prob = self._action_log_prob(actor_out, raw_action, weights.log_std, noise)
+            dist_params = th.cat([actor_out, weights.std.expand_as(actor_out)], dim=-1)
+        return log_prob, self.value_from_quantiles(quantiles), quantiles, dist_params
 
     @th.inference_mode()
     def step(
@@ -284,42 +419,36 @@ class RecurrentActorCritic(nn.Module):
         states: LSTMStates,
         episode_starts: th.Tensor,
         deterministic: bool = False,
+        weights: RolloutWeights | None = None,
     ) -> PolicyStep:
         """
-        One rollout step for a batch of environments.
+        One rollout step for a batch of environments (rollouts use :meth:`rollout_step` and
+        :meth:`rollout_outputs` directly, which compute the same).
 
         :param obs: Observations, shape (n_envs, obs_dim).
         :param states: LSTM states before this step (not yet reset).
         :param episode_starts: 1.0 where ``obs`` is the first of an episode, shape (n_envs,).
         :param deterministic: Take the mode (tanh of the mean, or the argmax) instead of sampling.
+        :param weights: :meth:`rollout_weights` of the current parameters (computed if ``None``).
         """
-        actor_features, critic_features, new_states = self._run_lstm_one_step(
-            obs, states, episode_starts
+        if weights is None:
+            weights = self.rollout_weights()
+        keep = (1.0 - episode_starts).unsqueeze(-1)
+        actor_out, critic_raw, new_states = self.rollout_step(obs, states, keep, weights)
+        noise = None
+        if not self.discrete and not deterministic:
+            noise = th.randn_like(actor_out)
+        action, raw_action = self.sample_action(actor_out, weights, noise, deterministic)
+        if deterministic and not self.discrete:
+            noise = th.zeros_like(actor_out)
+        log_prob, value, quantiles, dist_params = self.rollout_outputs(
+            actor_out, critic_raw, raw_action, weights, noise
         )
-        actor_out = self.actor_head(self.actor_mlp(actor_features))
-        quantiles = self.critic_head(critic_features)
-        if self.discrete:
-            if deterministic:
-                index = actor_out.argmax(dim=-1, keepdim=True)
-            else:
-                index = th.multinomial(F.softmax(actor_out, dim=-1), 1)
-            raw_action = index.to(th.float32)
-            action = index.squeeze(-1)
-            log_std = None
-            dist_params = actor_out
-        else:
-            log_std = self.log_std().expand_as(actor_out)
-            if deterministic:
-                raw_action = actor_out
-            else:
-                raw_action = actor_out + th.exp(log_std) * th.randn_like(actor_out)
-            action = self.squash(raw_action)
-            dist_params = th.cat([actor_out, th.exp(log_std)], dim=-1)
         return PolicyStep(
             action=action,
             raw_action=raw_action,
-            log_prob=self._action_log_prob(actor_out, raw_action, log_std),
-            value=self.value_from_quantiles(quantiles),
+            log_prob=log_prob,
+            value=value,
             quantiles=quantiles,
             dist_params=dist_params,
             states=new_states,
@@ -327,11 +456,18 @@ class RecurrentActorCritic(nn.Module):
 
     @th.inference_mode()
     def predict_values(
-        self, obs: th.Tensor, states: LSTMStates, episode_starts: th.Tensor
+        self,
+        obs: th.Tensor,
+        states: LSTMStates,
+        episode_starts: th.Tensor,
+        weights: RolloutWeights | None = None,
     ) -> th.Tensor:
         """Critic value (normalized units) of ``obs`` given the states before it, shape (batch,)."""
-        _, critic_features, _ = self._run_lstm_one_step(obs, states, episode_starts)
-        return self.value_from_quantiles(self.critic_head(critic_features))
+        if weights is None:
+            weights = self.rollout_weights()
+        keep = (1.0 - episode_starts).unsqueeze(-1)
+        _, critic_raw, _ = self.rollout_step(obs, states, keep, weights)
+        return self.value_from_quantiles(TwinQuantileHead.monotone(critic_raw))
 
     def evaluate_sequences(
         self,

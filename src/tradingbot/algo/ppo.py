@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -13,7 +12,6 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from safetensors.torch import load_file, save_file
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.running_mean_std import RunningMeanStd
@@ -21,17 +19,20 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
-import tradingbot
 from tradingbot.algo.buffer import RecurrentRolloutBuffer
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.losses import explained_variance, k3_kl, quantile_huber_loss_per_sample
-from tradingbot.algo.policy import LSTMStates, RecurrentActorCritic
+from tradingbot.algo.persistence import (
+    checkpoint_path,
+    restore_model,
+    save_model,
+    space_from_description,
+)
+from tradingbot.algo.policy import LSTMStates, PolicyStep, RecurrentActorCritic
+from tradingbot.checkpoint import read_manifest
 
 SelfDistributionalPPO = TypeVar("SelfDistributionalPPO", bound="DistributionalPPO")
 
-FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
-TENSORS_FILE = "tensors.safetensors"
 
 
 class DistributionalPPO(BaseAlgorithm):
@@ -144,12 +145,31 @@ class DistributionalPPO(BaseAlgorithm):
         ret_mean, ret_std = self._return_scale()
         rollout_buffer.reset()
         callback.on_rollout_start()
+        policy = self.policy
+        n_steps, n_envs = rollout_buffer.n_steps, env.num_envs
+        # Per rollout, not per step: the inference weights (fixed until the next update), the
+        # Gaussian noise of every step, and (after the loop) log-probs, quantiles, values and
+        # distribution parameters from the stacked raw network outputs.
+        weights = policy.rollout_weights()
+        noise = None
+        if not policy.discrete:
+            noise = th.randn(n_steps, n_envs, policy.action_dim, device=self.device)
+        terminal_values = th.zeros(n_steps, n_envs)
+        hs, cs, actor_outs, critic_raws, raw_actions, starts, rewards_list = ([] for _ in range(7))
         states = self._last_lstm_states
-        while not rollout_buffer.full:
+        for t in range(n_steps):
+            starts_np = np.asarray(self._last_episode_starts, dtype=np.float32).reshape(n_envs)
+            keep = None
+            if starts_np.any():
+                keep = th.as_tensor(1.0 - starts_np, device=self.device).unsqueeze(-1)
             obs = self._obs_tensor(self._last_obs)  # type: ignore[arg-type]
-            episode_starts = th.as_tensor(self._last_episode_starts, dtype=th.float32)
-            step = self.policy.step(obs, states, episode_starts)
-            new_obs, rewards, dones, infos = env.step(self._env_actions(step.action))
+            rollout_buffer.observations[t] = obs
+            with th.inference_mode():
+                actor_out, critic_raw, new_states = policy.rollout_step(obs, states, keep, weights)
+                action, raw_action = policy.sample_action(
+                    actor_out, weights, None if noise is None else noise[t]
+                )
+            new_obs, rewards, dones, infos = env.step(self._env_actions(action))
             self.num_timesteps += env.num_envs
 
             callback.update_locals(locals())
@@ -160,7 +180,6 @@ class DistributionalPPO(BaseAlgorithm):
             # Time-limit bootstrap: a truncated episode continues in expectation, so the critic's
             # value of the terminal observation (from that env's current LSTM state) is added
             # to the reward as gamma * V, as SB3 does.
-            terminal_values = th.zeros(env.num_envs)
             truncated = [
                 i
                 for i in np.flatnonzero(dones)
@@ -172,31 +191,44 @@ class DistributionalPPO(BaseAlgorithm):
                 terminal_obs = self._obs_tensor(
                     np.stack([infos[i]["terminal_observation"] for i in truncated])
                 )
-                terminal_states = LSTMStates(*(s[index] for s in step.states))
-                value = self.policy.predict_values(
-                    terminal_obs, terminal_states, th.zeros(len(truncated))
+                terminal_states = LSTMStates(*(s[index] for s in new_states))
+                value = policy.predict_values(
+                    terminal_obs, terminal_states, th.zeros(len(truncated)), weights
                 )
-                terminal_values[index] = value * ret_std + ret_mean
+                terminal_values[t, index] = value * ret_std + ret_mean
 
-            rollout_buffer.add(
-                obs=obs,
-                episode_starts=episode_starts,
-                lstm_states=states,
-                raw_actions=step.raw_action,
-                log_probs=step.log_prob,
-                values=step.value * ret_std + ret_mean,
-                quantiles=step.quantiles * ret_std + ret_mean,
-                dist_params=step.dist_params,
-                rewards=th.as_tensor(rewards, dtype=th.float32),
-                terminal_values=terminal_values,
-            )
-            states = step.states
+            hs.append(states.h)
+            cs.append(states.c)
+            actor_outs.append(actor_out)
+            critic_raws.append(critic_raw)
+            raw_actions.append(raw_action)
+            starts.append(starts_np)
+            rewards_list.append(np.asarray(rewards, dtype=np.float32))
+            states = new_states
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
 
+        with th.inference_mode():
+            raw_action_all = th.stack(raw_actions)
+            log_probs, values, quantiles, dist_params = policy.rollout_outputs(
+                th.stack(actor_outs), th.stack(critic_raws), raw_action_all, weights, noise
+            )
+            rollout_buffer.store_rollout(
+                episode_starts=th.from_numpy(np.stack(starts)),
+                lstm_h=th.stack(hs),
+                lstm_c=th.stack(cs),
+                raw_actions=raw_action_all,
+                log_probs=log_probs,
+                values=values * ret_std + ret_mean,
+                quantiles=quantiles * ret_std + ret_mean,
+                dist_params=dist_params,
+                rewards=th.from_numpy(np.stack(rewards_list)),
+                terminal_values=terminal_values,
+            )
+
         self._last_lstm_states = states
         last_dones = th.as_tensor(dones, dtype=th.float32)
-        last_values = self.policy.predict_values(self._obs_tensor(new_obs), states, last_dones)
+        last_values = policy.predict_values(self._obs_tensor(new_obs), states, last_dones, weights)
         rollout_buffer.compute_returns_and_advantage(
             last_values * ret_std + ret_mean, last_dones, self.config.gamma, self.config.gae_lambda
         )
@@ -369,6 +401,20 @@ class DistributionalPPO(BaseAlgorithm):
         :param deterministic: Use the mode of the action distribution.
         :return: (actions, state) where state is the LSTM (h, c), each (n_envs, 2 * hidden).
         """
+        actions, new_state, _ = self.predict_details(
+            observation, state, episode_start, deterministic
+        )
+        return actions, new_state
+
+    def predict_details(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], PolicyStep]:
+        """:meth:`predict`, plus the policy's full step output (quantiles and value in return
+        units, de-normalized; action distribution parameters) for backtests and signals."""
         obs = np.asarray(observation, dtype=np.float32)
         vectorized = obs.shape != self.observation_space.shape
         obs_t = self._obs_tensor(obs)
@@ -384,49 +430,26 @@ class DistributionalPPO(BaseAlgorithm):
         else:
             starts = th.as_tensor(np.asarray(episode_start, dtype=np.float32), device=self.device)
         step = self.policy.step(obs_t, states, starts.reshape(n_envs), deterministic=deterministic)
+        ret_mean, ret_std = self._return_scale()
+        step = step._replace(
+            quantiles=step.quantiles * ret_std + ret_mean, value=step.value * ret_std + ret_mean
+        )
         actions = self._env_actions(step.action)
         new_state = tuple(s.cpu().numpy() for s in step.states)
-        return (actions if vectorized else actions[0]), new_state
+        return (actions if vectorized else actions[0]), new_state, step
 
     # ---------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        """Write ``path/`` with ``tensors.safetensors`` (policy, Adam state, return statistics)
-        and ``manifest.json`` (format, versions, hyperparameters, spaces). No pickle. A trailing
-        ``.zip`` (SB3's CheckpointCallback appends one) is dropped from the directory name."""
-        directory = _checkpoint_directory(path)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            f"policy.{k}": v.detach().cpu().contiguous()
-            for k, v in self.policy.state_dict().items()
-        }
-        optimizer_state = self.optimizer.state_dict()
-        for param_index, param_state in optimizer_state["state"].items():
-            for name, value in param_state.items():
-                tensors[f"optimizer.{param_index}.{name}"] = (
-                    th.as_tensor(value).detach().cpu().clone()
-                )
-        tensors["return_rms.mean"] = th.tensor(float(self.return_rms.mean), dtype=th.float64)
-        tensors["return_rms.var"] = th.tensor(float(self.return_rms.var), dtype=th.float64)
-        tensors["return_rms.count"] = th.tensor(float(self.return_rms.count), dtype=th.float64)
-        param_groups = [
-            {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"}
-            for group in optimizer_state["param_groups"]
-        ]
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "algorithm": type(self).__name__,
-            "package_version": tradingbot.__version__,
-            "torch_version": th.__version__,
-            "hyperparameters": self.config.model_dump(mode="json"),
-            "observation_space": describe_space(self.observation_space),
-            "action_space": describe_space(self.action_space),
-            "num_timesteps": self.num_timesteps,
-            "optimizer_param_groups": param_groups,
-        }
-        tmp_tensors = directory / (TENSORS_FILE + ".tmp")
-        save_file(tensors, str(tmp_tensors))
-        os.replace(tmp_tensors, directory / TENSORS_FILE)
-        _write_atomic(directory / MANIFEST_FILE, json.dumps(manifest, indent=2))
+    def save(  # type: ignore[override]
+        self,
+        path: str | os.PathLike[str],
+        config: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> Path:
+        """Write the full training state to one safetensors checkpoint (see
+        :mod:`tradingbot.algo.persistence`); no pickle. A ``.zip`` suffix (SB3's
+        CheckpointCallback adds one) becomes ``.safetensors``. Returns the file written."""
+        save_model(self, path, config=config, metrics=metrics)
+        return checkpoint_path(path)
 
     @classmethod
     def load(  # type: ignore[override]
@@ -435,100 +458,25 @@ class DistributionalPPO(BaseAlgorithm):
         env: GymEnv | None = None,
         **kwargs: Any,
     ) -> SelfDistributionalPPO:
-        """Rebuild a model saved by :meth:`save` (safetensors + JSON, never unpickles). ``env``
-        (optional) must have the saved observation and action spaces."""
+        """Rebuild a model from :meth:`save`'s checkpoint (never unpickles). ``env``
+        (optional) must have the saved observation and action spaces; with it, training
+        continues exactly where the checkpoint left off (``learn(...,
+        reset_num_timesteps=False)``)."""
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        directory = _checkpoint_directory(path)
-        manifest = json.loads((directory / MANIFEST_FILE).read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{directory / MANIFEST_FILE}: unsupported format_version "
-                f"{manifest.get('format_version')!r} (this version reads {FORMAT_VERSION})"
-            )
-        config = PPOConfig(**manifest["hyperparameters"])
-        observation_space = space_from_description(manifest["observation_space"])
-        action_space = space_from_description(manifest["action_space"])
+        manifest = read_manifest(checkpoint_path(path))
+        config = PPOConfig(**manifest.hyperparameters)
+        observation_space = space_from_description(manifest.state["observation_space"])
+        action_space = space_from_description(manifest.state["action_space"])
         model = cls("MlpLstmPolicy", env, config=config, _init_setup_model=False)
         if env is None:
-            model.observation_space, model.action_space, model.n_envs = (
-                observation_space,
-                action_space,
-                1,
-            )
+            model.observation_space, model.action_space = observation_space, action_space
+            model.n_envs = 1
         elif model.observation_space != observation_space or model.action_space != action_space:
             raise ValueError(
                 f"env spaces ({model.observation_space}, {model.action_space}) differ from the "
                 f"saved ones ({observation_space}, {action_space})"
             )
         model._setup_model()
-
-        tensors = load_file(str(directory / TENSORS_FILE))
-        model.policy.load_state_dict(
-            {k.removeprefix("policy."): v for k, v in tensors.items() if k.startswith("policy.")}
-        )
-        optimizer_state: dict[str, Any] = {"state": defaultdict(dict), "param_groups": []}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, param_index, name = key.split(".", 2)
-                optimizer_state["state"][int(param_index)][name] = value
-        n_params = 0
-        for group, saved in zip(
-            model.optimizer.param_groups, manifest["optimizer_param_groups"], strict=True
-        ):
-            restored = dict(saved, params=list(range(n_params, n_params + len(group["params"]))))
-            restored["betas"] = tuple(restored["betas"])
-            optimizer_state["param_groups"].append(restored)
-            n_params += len(group["params"])
-        optimizer_state["state"] = dict(optimizer_state["state"])
-        model.optimizer.load_state_dict(optimizer_state)
-        model.return_rms.mean = tensors["return_rms.mean"].numpy().copy()
-        model.return_rms.var = tensors["return_rms.var"].numpy().copy()
-        model.return_rms.count = float(tensors["return_rms.count"])
-        model.num_timesteps = int(manifest["num_timesteps"])
+        restore_model(model, path)
         return model
-
-
-def describe_space(space: spaces.Space) -> dict[str, Any]:
-    """JSON description of a Box or Discrete space (non-finite bounds as strings)."""
-    if isinstance(space, spaces.Box):
-        return {
-            "type": "Box",
-            "shape": list(space.shape),
-            "dtype": str(space.dtype),
-            "low": [_json_float(x) for x in space.low.reshape(-1)],
-            "high": [_json_float(x) for x in space.high.reshape(-1)],
-        }
-    if isinstance(space, spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    raise TypeError(f"cannot describe space {space}")
-
-
-def space_from_description(description: dict[str, Any]) -> spaces.Space:
-    """Inverse of :func:`describe_space`."""
-    if description["type"] == "Box":
-        shape, dtype = tuple(description["shape"]), np.dtype(description["dtype"])
-        low = np.array([float(x) for x in description["low"]], dtype=dtype).reshape(shape)
-        high = np.array([float(x) for x in description["high"]], dtype=dtype).reshape(shape)
-        return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
-    if description["type"] == "Discrete":
-        return spaces.Discrete(description["n"], start=description["start"])
-    raise ValueError(f"unknown space type {description['type']!r}")
-
-
-def _checkpoint_directory(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    return path.with_suffix("") if path.suffix == ".zip" else path
-
-
-def _json_float(x: float) -> float | str:
-    return float(x) if np.isfinite(x) else str(float(x))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -18,6 +18,8 @@ data end, and terminated when equity falls below ``ruin_floor * initial_equity``
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from gymnasium import spaces
 
@@ -94,6 +96,25 @@ class MarketSimulator:
         self.position = np.zeros(n_envs)
         self.equity = np.full(n_envs, cfg.initial_equity)
         self.steps = np.zeros(n_envs, dtype=np.int64)
+
+    STATE_ARRAYS = ("row", "end_step", "slot", "position", "equity", "steps")
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays of the environments' state and each generator's state (JSON-able)."""
+        arrays = {name: getattr(self, name).copy() for name in self.STATE_ARRAYS}
+        return arrays, {"rngs": [rng.bit_generator.state for rng in self.rngs]}
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, refusing a different number of envs."""
+        for name in self.STATE_ARRAYS:
+            value = np.asarray(arrays[name])
+            if value.shape != (self.n_envs,):
+                raise ValueError(
+                    f"env state {name!r} has shape {value.shape}, expected ({self.n_envs},)"
+                )
+            setattr(self, name, value.astype(getattr(self, name).dtype, copy=True))
+        for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
+            rng.bit_generator.state = rng_state
 
     def seed(self, seeds: list[int | None]) -> None:
         """Re-seed environment i with ``seeds[i]`` (None leaves its generator as it is)."""

@@ -150,6 +150,17 @@ class MarketVecEnv(VecEnv):
     def close(self) -> None:
         pass
 
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The environments' full state (for exact resume from a checkpoint)."""
+        arrays, state = self.sim.state_dict()
+        arrays["episode_return"] = self._episode_return.copy()
+        return arrays, state
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        self.sim.load_state_dict(arrays, state)
+        self._episode_return = np.asarray(arrays["episode_return"], dtype=np.float64).copy()
+
     def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
         if indices is None:
             return range(self.num_envs)

@@ -1,0 +1,125 @@
+"""Evaluating a run directory: load its model safely, backtest it and its baselines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from safetensors import safe_open
+
+from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.config import TradingConfig, load_config
+from tradingbot.data.features import FeatureNormalizer, feature_lookback
+from tradingbot.data.market import PreparedMarket, prepare_market
+from tradingbot.data.sources import load_market
+from tradingbot.env.simulator import make_action_space
+from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
+from tradingbot.train import MODEL_FILE, NORMALIZATION_FILE
+
+BASELINES = {"buy_and_hold": 1.0, "flat": 0.0}
+
+
+@dataclass
+class LoadedRun:
+    """A run directory's config, model and feature normalization."""
+
+    run_dir: Path
+    config: TradingConfig
+    model: DistributionalPPO
+    normalizer: FeatureNormalizer
+
+
+def load_normalizer(path: Path, clip: float) -> FeatureNormalizer:
+    """The feature normalization a run stored (safetensors, never unpickled)."""
+    with safe_open(str(path), framework="numpy") as handle:
+        names = (handle.metadata() or {}).get("features", "").split(",")
+        mean, std = handle.get_tensor("mean"), handle.get_tensor("std")
+    return FeatureNormalizer(names=names, mean=mean, std=std, clip=clip)
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Load a run directory written by ``tradingbot train``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+    config = load_config(run_dir / "config.yaml")
+    model = DistributionalPPO.load(run_dir / MODEL_FILE)
+    normalizer = load_normalizer(run_dir / NORMALIZATION_FILE, config.data.features.clip)
+    return LoadedRun(run_dir, config, model, normalizer)
+
+
+def prepare_for_run(run: LoadedRun, source: str | None = None) -> PreparedMarket:
+    """The run's data (or ``source``) with the run's stored feature normalization."""
+    cfg = (
+        run.config.data if source is None else run.config.data.model_copy(update={"source": source})
+    )
+    min_rows = feature_lookback(cfg.features) + run.config.env.window + 1
+    data = load_market(
+        cfg.source, cfg.synthetic, cfg.instruments if source is None else None, min_rows
+    )
+    return prepare_market(data, cfg, run.config.env.window, normalizer=run.normalizer)
+
+
+class RecordingAgent:
+    """A run's model as a deterministic predictor that keeps what the critic said at each bar.
+
+    ``records`` gets, per call, the twin critics' quantiles averaged and sorted (return units)
+    and the value.
+    """
+
+    def __init__(self, model: DistributionalPPO) -> None:
+        self.model = model
+        self.quantiles: list[np.ndarray] = []
+        self.values: list[float] = []
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        actions, new_state, step = self.model.predict_details(
+            observation, state, episode_start, deterministic=True
+        )
+        quantiles = step.quantiles.mean(dim=1).sort(dim=-1).values
+        self.quantiles.append(quantiles[0].numpy().astype(np.float64))
+        self.values.append(float(step.value[0]))
+        return actions, new_state
+
+
+def backtest_run(run_dir: str | Path, split: str = "test", source: str | None = None) -> Path:
+    """Backtest a run's agent and the baselines on ``split`` of every instrument.
+
+    Writes ``backtest/<split>/bars_<instrument>_<policy>.csv`` (the agent's with the critic's
+    quantiles ``q_0..q_{N-1}``) and ``metrics.csv``; returns that directory.
+    """
+    run = load_run(run_dir)
+    market = prepare_for_run(run, source)
+    out = run.run_dir / "backtest" / split
+    out.mkdir(parents=True, exist_ok=True)
+    env_cfg = run.config.env
+    space = make_action_space(env_cfg)
+    rows = []
+    for inst in market.instruments:
+        results = {
+            name: run_backtest(ConstantPolicy(pos, space), market, split, env_cfg, inst.name)
+            for name, pos in BASELINES.items()
+        }
+        agent = RecordingAgent(run.model)
+        bars = run_backtest(agent, market, split, env_cfg, inst.name)
+        quantiles = np.stack(agent.quantiles)
+        for i in range(quantiles.shape[1]):
+            bars[f"q_{i}"] = quantiles[:, i]
+        results = {"agent": bars, **results}
+        for name, frame in results.items():
+            frame.to_csv(out / f"bars_{inst.name}_{name}.csv")
+            benchmark = results["buy_and_hold"] if name == "agent" else None
+            rows.append(
+                {"policy": name, "instrument": inst.name, **backtest_metrics(frame, benchmark)}
+            )
+    pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+    return out

@@ -1,0 +1,354 @@
+"""``tradingbot report RUN_DIR``: one self-contained, offline ``report.html`` for a run.
+
+The report reads what training and evaluation wrote into the run directory:
+
+- ``config.yaml`` and ``run.json`` (the resolved config; hash, seed, versions, command);
+- ``backtest/<split>/bars_<instrument>_<policy>.csv`` and ``backtest/<split>/metrics.csv``;
+- ``tb/<name>_<n>/events.out.tfevents.*`` (Stable-Baselines3's TensorBoard scalars);
+- optionally ``evaluation/folds.csv``, ``evaluation/summary.csv``, ``evaluation/regimes.csv``.
+
+plotly.js is embedded once, inline, so the file opens without a network. A missing optional piece
+becomes a short note in the report, never an error. A small inline script lists any JavaScript
+error and any chart that did not render at the top of the page (the browser test reads it).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from tradingbot import report_charts as charts
+
+POLICY_ORDER = ("agent", "buy_and_hold", "flat")
+SPLIT_ORDER = ("test", "validation", "train")
+EVALUATION_TABLES = (
+    ("folds.csv", "Walk-forward folds (per fold, seed, policy and instrument)"),
+    ("summary.csv", "Summary over folds and seeds (mean and confidence interval)"),
+    ("regimes.csv", "By volatility regime"),
+)
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1500px;
+padding:0 24px 48px;color:#222;background:#fafafa}
+h1{margin:24px 0 4px}h2{margin-top:40px;border-bottom:2px solid #ddd;padding-bottom:4px}
+h3{margin:28px 0 8px}.note{color:#8a6d3b;background:#fcf8e3;padding:6px 10px;border-radius:4px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0 16px;background:#fff}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}th{background:#f0f0f0}
+td.text,th.text{text-align:left}.scroll{overflow-x:auto}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(600px,1fr));gap:12px}
+.chart{background:#fff;border:1px solid #e3e3e3;border-radius:4px;padding:4px;min-height:200px}
+pre{background:#fff;border:1px solid #ddd;padding:12px;overflow-x:auto;font-size:12px}
+nav a{margin-right:14px}#report-errors{background:#f2dede;color:#a94442;padding:8px 12px}
+"""
+
+# Collects JavaScript errors, failed resource loads and charts that did not render into
+# #report-errors (shown at the top of the page), and records each chart's rendered size.
+ERROR_CAPTURE_JS = """
+(function () {
+  var errors = [];
+  function render() {
+    var box = document.getElementById("report-errors");
+    if (!box) { return; }
+    box.setAttribute("data-count", String(errors.length));
+    if (errors.length === 0) { return; }
+    box.hidden = false;
+    var list = box.querySelector("ul");
+    list.textContent = "";
+    errors.forEach(function (msg) {
+      var li = document.createElement("li"); li.textContent = msg; list.appendChild(li);
+    });
+  }
+  function record(msg) { errors.push(String(msg)); render(); }
+  window.addEventListener("error", function (e) {
+    var t = e.target;
+    if (t && t !== window && (t.src || t.href)) { record("failed to load " + (t.src || t.href)); }
+    else { record(e.message || "error"); }
+  }, true);
+  window.addEventListener("unhandledrejection", function (e) {
+    record("unhandled rejection: " + ((e.reason && e.reason.message) || e.reason));
+  });
+  var consoleError = console.error;
+  console.error = function () {
+    record(Array.prototype.join.call(arguments, " "));
+    return consoleError.apply(console, arguments);
+  };
+  document.addEventListener("DOMContentLoaded", render);
+  window.addEventListener("load", function () {
+    var divs = document.querySelectorAll(".plotly-graph-div");
+    divs.forEach(function (div) {
+      var rect = div.getBoundingClientRect();
+      var svg = div.querySelector("svg.main-svg");
+      var size = Math.round(rect.width) + "x" + Math.round(rect.height);
+      div.setAttribute("data-rendered-size", size);
+      if (!svg || rect.width <= 0 || rect.height <= 0) {
+        record("chart " + div.id + " did not render (" + size + ")");
+      }
+    });
+    document.body.setAttribute("data-charts", String(divs.length));
+    render();
+  });
+})();
+"""
+
+
+def _id(*parts: str) -> str:
+    return "-".join(re.sub(r"[^A-Za-z0-9_]+", "_", p) for p in parts)
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _fmt(value: Any) -> str:
+    """A table cell: floats to 4 decimals (tiny ones in scientific notation), NaN as a dash."""
+    if isinstance(value, float):
+        if value != value:
+            return "&ndash;"
+        if value == 0 or abs(value) >= 1e-3:
+            return f"{value:.4f}"
+        return f"{value:.3g}"
+    return html.escape(str(value))
+
+
+def html_table(frame: pd.DataFrame, caption: str | None = None) -> str:
+    """A DataFrame as a minimal HTML table (numbers right-aligned, text left-aligned).
+
+    Parameters
+    ----------
+    frame: the table; its index is not shown (reset it first to keep it).
+    caption: an optional caption above the table.
+    """
+    numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])}
+    head = "".join(
+        f'<th class="{"" if c in numeric else "text"}">{html.escape(str(c))}</th>'
+        for c in frame.columns
+    )
+    body = []
+    for row in frame.itertuples(index=False):
+        cells = "".join(
+            f'<td class="{"" if c in numeric else "text"}">{_fmt(v)}</td>'
+            for c, v in zip(frame.columns, row, strict=True)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (
+        f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def figure_html(fig: go.Figure, div_id: str) -> str:
+    """One figure as an HTML fragment with the given div id, without plotly.js.
+
+    Parameters
+    ----------
+    fig: the figure.
+    div_id: the id of the chart's div (unique in the page).
+    """
+    inner = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id)
+    return f'<div class="chart">{inner}</div>'
+
+
+def _ordered(names: Iterable[str], order: tuple[str, ...]) -> list[str]:
+    names = list(names)
+    return [n for n in order if n in names] + sorted(n for n in names if n not in order)
+
+
+def read_bars(split_dir: Path) -> dict[str, dict[str, pd.DataFrame]]:
+    """The bars of one split: instrument -> policy -> bars, indexed by timestamp.
+
+    The instrument is read from the file's ``instrument`` column, and the policy is what follows
+    ``bars_<instrument>_`` in the file name (so names with underscores parse unambiguously).
+
+    Parameters
+    ----------
+    split_dir: ``RUN_DIR/backtest/<split>``.
+    """
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for path in sorted(split_dir.glob("bars_*.csv")):
+        frame = pd.read_csv(path, index_col="timestamp")
+        frame.index = pd.DatetimeIndex(pd.to_datetime(frame.index), name="timestamp")
+        stem = path.stem.removeprefix("bars_")
+        instrument = str(frame["instrument"].iloc[0]) if len(frame) else ""
+        if instrument and stem.startswith(instrument + "_"):
+            policy = stem[len(instrument) + 1 :]
+        else:
+            policy = next((p for p in POLICY_ORDER if stem.endswith("_" + p)), stem.split("_")[-1])
+            instrument = stem[: -len(policy) - 1] or instrument
+        out.setdefault(instrument, {})[policy] = frame
+    return {
+        inst: {p: out[inst][p] for p in _ordered(out[inst], POLICY_ORDER)} for inst in sorted(out)
+    }
+
+
+def read_scalars(tb_dir: Path) -> dict[str, pd.DataFrame]:
+    """TensorBoard scalars of every run under ``tb_dir``: tag -> frame of ``run, step, value``.
+
+    Parameters
+    ----------
+    tb_dir: ``RUN_DIR/tb`` (one sub-directory per SB3 ``learn`` call, e.g. ``DistributionalPPO_1``).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dirs = sorted({p.parent for p in tb_dir.rglob("events.out.tfevents.*")})
+    rows: dict[str, list[tuple[str, int, float]]] = {}
+    for run_dir in run_dirs:
+        accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        name = run_dir.relative_to(tb_dir).as_posix() if run_dir != tb_dir else tb_dir.name
+        for tag in accumulator.Tags().get("scalars", []):
+            rows.setdefault(tag, []).extend(
+                (name, int(e.step), float(e.value)) for e in accumulator.Scalars(tag)
+            )
+    return {tag: pd.DataFrame(r, columns=["run", "step", "value"]) for tag, r in rows.items()}
+
+
+def _instrument_section(split: str, instrument: str, bars: dict[str, pd.DataFrame]) -> str:
+    parts = [
+        f'<h3 id="{_id(split, instrument)}">{html.escape(split)}: {html.escape(instrument)}</h3>'
+    ]
+    figures: list[tuple[str, go.Figure]] = [
+        ("equity", charts.equity_figure(bars, f"Equity ({', '.join(bars)})")),
+        ("drawdown", charts.drawdown_figure(bars)),
+    ]
+    agent = bars.get("agent")
+    if agent is not None:
+        figures.append(("position", charts.position_figure(agent)))
+    figures.append(("rolling_sharpe", charts.rolling_sharpe_figure(bars)))
+    figures.append(("returns", charts.return_histogram_figure(bars)))
+    notes = []
+    if agent is None:
+        notes.append("No agent bars for this instrument: position and quantile charts skipped.")
+    elif charts.quantile_columns(agent):
+        figures.append(("quantiles", charts.quantile_fan_figure(agent)))
+    else:
+        notes.append("The agent's bars have no critic quantiles (q_0 ...): fan chart skipped.")
+    parts.extend(_note(n) for n in notes)
+    grid = "".join(figure_html(fig, _id(split, instrument, key)) for key, fig in figures)
+    parts.append(f'<div class="grid">{grid}</div>')
+    return "\n".join(parts)
+
+
+def _split_section(split_dir: Path) -> str:
+    split = split_dir.name
+    parts = [f'<h2 id="{_id("split", split)}">Backtest: {html.escape(split)}</h2>']
+    metrics = split_dir / "metrics.csv"
+    if metrics.exists():
+        parts.append(html_table(pd.read_csv(metrics), f"Metrics on {split}"))
+    else:
+        parts.append(_note(f"No metrics.csv for {split}."))
+    try:
+        bars = read_bars(split_dir)
+    except (KeyError, ValueError) as err:
+        return "\n".join([*parts, _note(f"Could not read the bars of {split}: {err}")])
+    if not bars:
+        parts.append(_note(f"No bars_*.csv for {split}."))
+    for instrument, by_policy in bars.items():
+        parts.append(_instrument_section(split, instrument, by_policy))
+    return "\n".join(parts)
+
+
+def _run_facts(run_dir: Path) -> str:
+    path = run_dir / "run.json"
+    if not path.exists():
+        return _note("No run.json.")
+    try:
+        facts = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        return _note(f"run.json is not valid JSON: {err}")
+    rows: list[tuple[str, str]] = [("run directory", str(run_dir))]
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            rows.extend((f"{key}.{k}", str(v)) for k, v in value.items())
+        elif isinstance(value, list):
+            rows.append((key, " ".join(map(str, value))))
+        else:
+            rows.append((key, str(value)))
+    return html_table(pd.DataFrame(rows, columns=["fact", "value"]))
+
+
+def _training_section(run_dir: Path) -> str:
+    parts = ['<h2 id="training">Training curves</h2>']
+    tb_dir = run_dir / "tb"
+    scalars = read_scalars(tb_dir) if tb_dir.is_dir() else {}
+    if not scalars:
+        parts.append(_note("No TensorBoard scalars under tb/."))
+    else:
+        parts.append(figure_html(charts.training_curves_figure(scalars), "training-curves"))
+    return "\n".join(parts)
+
+
+def _evaluation_section(run_dir: Path) -> str:
+    parts = ['<h2 id="evaluation">Walk-forward evaluation</h2>']
+    found = False
+    for name, caption in EVALUATION_TABLES:
+        path = run_dir / "evaluation" / name
+        if path.exists():
+            found = True
+            parts.append(f"<h3>{html.escape(caption)}</h3>")
+            parts.append(html_table(pd.read_csv(path)))
+    if not found:
+        parts.append(_note("No evaluation/ tables (folds, summary, regimes) in this run."))
+    return "\n".join(parts)
+
+
+def _config_section(run_dir: Path) -> str:
+    path = run_dir / "config.yaml"
+    body = (
+        f"<pre>{html.escape(path.read_text())}</pre>" if path.exists() else _note("No config.yaml.")
+    )
+    return f'<h2 id="config">Resolved config</h2>\n{body}'
+
+
+def build_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the run's self-contained HTML report and return its path.
+
+    Parameters
+    ----------
+    run_dir: the run directory (``config.yaml``, ``run.json``, ``tb/``, ``backtest/``, ...).
+    out: where to write the report (default ``run_dir / "report.html"``).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    out = run_dir / "report.html" if out is None else Path(out)
+    backtest = run_dir / "backtest"
+    splits = [p.name for p in backtest.iterdir() if p.is_dir()] if backtest.is_dir() else []
+    split_dirs = [backtest / s for s in _ordered(splits, SPLIT_ORDER)]
+    nav = "".join(
+        f'<a href="#{_id("split", d.name)}">backtest: {html.escape(d.name)}</a>' for d in split_dirs
+    )
+    nav += '<a href="#evaluation">evaluation</a><a href="#training">training</a>'
+    nav += '<a href="#config">config</a>'
+    sections = [_split_section(d) for d in split_dirs] or [_note("No backtest/ results.")]
+    title = f"tradingbot report: {run_dir.name}"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style>
+<script>{ERROR_CAPTURE_JS}</script>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head><body>
+<div id="report-errors" hidden><strong>Problems while rendering this report:</strong><ul></ul></div>
+<h1>{html.escape(title)}</h1>
+<nav>{nav}</nav>
+<h2 id="run">Run</h2>
+{_run_facts(run_dir)}
+{"".join(sections)}
+{_evaluation_section(run_dir)}
+{_training_section(run_dir)}
+{_config_section(run_dir)}
+</body></html>
+"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out

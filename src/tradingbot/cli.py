@@ -44,16 +44,26 @@ def train_command(
     ),
     overrides: list[str] = SetOption,
     progress: bool = typer.Option(True, help="show a progress bar"),
+    resume_dir: Path | None = typer.Option(
+        None, "--resume", help="continue this run directory from its newest checkpoint"
+    ),
 ) -> None:
     """Train DistributionalPPO on the training split and write a run directory."""
-    from tradingbot.train import train
+    from tradingbot.train import resume, train
 
     try:
-        cfg = load_config(config, overrides)
-        if data is not None:
-            cfg.data.source = data
-        result = train(cfg, progress_bar=progress)
-    except (DataError, ConfigError, FileExistsError) as err:
+        if resume_dir is not None:
+            if config is not None or data is not None or overrides:
+                raise ConfigError(
+                    "--resume continues a run with its own config; drop other options"
+                )
+            result = resume(resume_dir, progress_bar=progress)
+        else:
+            cfg = load_config(config, overrides)
+            if data is not None:
+                cfg.data.source = data
+            result = train(cfg, progress_bar=progress)
+    except (DataError, ConfigError, FileExistsError, FileNotFoundError) as err:
         fail(str(err))
         return
     console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)

@@ -141,6 +141,8 @@ class RunConfig(StrictModel):
     name: str | None = None
     total_timesteps: int = Field(200_000, ge=1)
     torch_threads: int = Field(1, ge=1)  # small LSTMs run fastest on one thread
+    checkpoint_every: int = Field(10, ge=1)  # updates between checkpoints
+    keep_checkpoints: int = Field(3, ge=1)  # the newest this many are kept
 
 
 class TradingConfig(StrictModel):

@@ -22,8 +22,14 @@ lint: venv
 test: venv lint
 	$(PY) -m pytest -q
 
+# train -> backtest (validation and test splits) -> report, on the bundled S&P 500 data.
 demo: venv
-	$(VENV)/bin/tradingbot train --config configs/demo.yaml
+	@set -e; \
+	run=$$($(VENV)/bin/tradingbot train --config configs/demo.yaml | tee /dev/stderr \
+	       | sed -n 's/^run directory: //p'); \
+	$(VENV)/bin/tradingbot backtest "$$run" --split validation; \
+	$(VENV)/bin/tradingbot backtest "$$run" --split test; \
+	$(VENV)/bin/tradingbot report "$$run"
 
 bench: venv
 	$(PY) benchmarks/env_throughput.py

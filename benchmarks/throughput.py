@@ -1,9 +1,12 @@
 """Training throughput (env steps per second) of DistributionalPPO against its peers.
 
 Runs in one process, all algorithms with the same torch thread count and the same settings:
-8 envs (DummyVecEnv), n_steps 256, batch 512, 4 epochs, LSTM hidden 64 (recurrent ones).
+8 envs, n_steps 256, batch 512, 4 epochs, LSTM hidden 64 (recurrent ones); steps per second
+is wall time including training. Two cases: Pendulum-v1 (DummyVecEnv) and the trading env
+(MarketVecEnv on the prepared sp500 data, already vectorized; a fresh instance per algorithm).
 
     python benchmarks/throughput.py [--timesteps 16384] [--threads 1] [--skip-recurrent-ppo]
+                                    [--envs pendulum trading]
 """
 
 from __future__ import annotations
@@ -84,7 +87,23 @@ def benchmark_env(
     print(f"{'algorithm':<50} {'steps/s':>9} {'ours / it':>10}")
     for label, sps in results.items():
         print(f"{label:<50} {sps:>9.0f} {ours / sps:>10.2f}")
+    ratios = [
+        f"ours / {short} = {ours / results[label]:.2f}"
+        for short, label in (("RecurrentPPO", "sb3-contrib RecurrentPPO"), ("PPO", "SB3 PPO (MLP)"))
+        if label in results
+    ]
+    print(", ".join(ratios))
     return results
+
+
+def make_trading_vec_env() -> VecEnv:
+    """The trading env on the prepared sp500 data (train split), ``N_ENVS`` envs."""
+    from tradingbot.config import DataConfig, EnvConfig
+    from tradingbot.data.market import load_prepared
+    from tradingbot.env import MarketVecEnv
+
+    market = load_prepared(DataConfig(source="sp500"))
+    return MarketVecEnv(market, "train", EnvConfig(n_envs=N_ENVS), seed=0)
 
 
 def main() -> None:
@@ -92,18 +111,27 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=16_384)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-recurrent-ppo", action="store_true")
+    parser.add_argument(
+        "--envs", nargs="+", choices=("pendulum", "trading"), default=["pendulum", "trading"]
+    )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     gym.logger.min_level = gym.logger.ERROR
 
-    benchmark_env(
-        "Pendulum-v1",
-        lambda: make_vec_env("Pendulum-v1", n_envs=N_ENVS, seed=0),
-        args.timesteps,
-        args.skip_recurrent_ppo,
-    )
-    # Hook for more cases, e.g. the trading env once it exists:
-    # benchmark_env("trading", lambda: make_trading_vec_env(n_envs=N_ENVS), args.timesteps)
+    if "pendulum" in args.envs:
+        benchmark_env(
+            "Pendulum-v1",
+            lambda: make_vec_env("Pendulum-v1", n_envs=N_ENVS, seed=0),
+            args.timesteps,
+            args.skip_recurrent_ppo,
+        )
+    if "trading" in args.envs:
+        benchmark_env(
+            "trading (MarketVecEnv, sp500)",
+            make_trading_vec_env,
+            args.timesteps,
+            args.skip_recurrent_ppo,
+        )
 
 
 if __name__ == "__main__":

@@ -11,10 +11,15 @@ from gymnasium import spaces
 from sb3_contrib.common.utils import quantile_huber_loss as sb3_quantile_huber_loss
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.utils import explained_variance as sb3_explained_variance
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Categorical, Normal, kl_divergence
 
 from tradingbot.algo.losses import (
+    categorical_kl,
+    clip_quantiles,
+    clipped_surrogate,
     compute_gae,
+    critic_loss_per_sample,
+    dsac_t_weights,
     explained_variance,
     gaussian_kl,
     k3_kl,
@@ -22,6 +27,7 @@ from tradingbot.algo.losses import (
     quantile_huber_loss,
     quantile_huber_loss_per_sample,
 )
+from tradingbot.algo.update import exact_kl
 
 
 def test_midpoint_taus() -> None:
@@ -183,3 +189,130 @@ def test_explained_variance_matches_sb3() -> None:
     expected = sb3_explained_variance(y_pred, y_true)
     assert explained_variance(th.as_tensor(y_pred), th.as_tensor(y_true)) == pytest.approx(expected)
     assert math.isnan(explained_variance(th.zeros(3), th.ones(3)))
+
+
+def test_gae_does_not_leak_non_finite_rewards_across_episode_ends() -> None:
+    rewards = th.tensor([[1.0], [float("nan")], [1.0]])
+    starts = th.tensor([[1.0], [1.0], [0.0]])  # episode ends after step 0
+    adv, _ = compute_gae(rewards, th.zeros(3, 1), starts, th.zeros(1), th.ones(1), 0.9, 0.95)
+    assert th.isfinite(adv[0]).all() and th.isnan(adv[1]).all() and th.isfinite(adv[2]).all()
+
+
+def test_exact_kl_equals_torch_kl_divergence() -> None:
+    gen = th.Generator().manual_seed(3)
+    mu0, mu1 = th.randn(6, 2, generator=gen), th.randn(6, 2, generator=gen)
+    std0, std1 = th.rand(6, 2, generator=gen) + 0.2, th.rand(6, 2, generator=gen) + 0.2
+    expected = kl_divergence(Normal(mu0, std0), Normal(mu1, std1)).sum(-1)
+    got = exact_kl(th.cat([mu0, std0], -1), th.cat([mu1, std1], -1), discrete=False)
+    assert th.allclose(got, expected, rtol=1e-5, atol=1e-6)
+    logits0, logits1 = th.randn(6, 4, generator=gen), th.randn(6, 4, generator=gen)
+    expected = kl_divergence(Categorical(logits=logits0), Categorical(logits=logits1))
+    assert th.allclose(categorical_kl(logits0, logits1), expected, atol=1e-6)
+    assert th.allclose(exact_kl(logits0, logits1, discrete=True), expected, atol=1e-6)
+
+
+def test_k3_is_non_negative() -> None:
+    log_ratio = th.linspace(-10, 10, 1001)
+    assert (th.expm1(log_ratio) - log_ratio >= 0).all()
+    assert float(k3_kl(log_ratio)) >= 0
+    assert float(k3_kl(th.randn(1000, generator=th.Generator().manual_seed(0)))) >= 0
+
+
+def test_clipped_surrogate_and_dual_clip_by_hand() -> None:
+    adv = th.tensor([1.0, 1.0, -1.0, -1.0, -1.0])
+    ratio = th.tensor([1.5, 0.5, 1.5, 5.0, 0.5])
+    plain = clipped_surrogate(adv, ratio, 0.2)
+    assert th.allclose(plain, th.tensor([1.2, 0.5, -1.5, -5.0, -0.8]))
+    dual = clipped_surrogate(adv, ratio, 0.2, dual_clip=3.0)
+    # Negative advantages: bounded below at 3 * A = -3.
+    assert th.allclose(dual, th.tensor([1.2, 0.5, -1.5, -3.0, -0.8]))
+
+
+def test_mean_shift_clipping_keeps_shape_and_bounds_the_mean() -> None:
+    gen = th.Generator().manual_seed(4)
+    old = th.sort(th.randn(20, 2, 8, generator=gen), dim=-1).values
+    new = th.sort(old + 2.0 * th.randn(20, 2, 8, generator=gen), dim=-1).values
+    clipped = clip_quantiles(new, old, "mean_shift", 0.3)
+    shape_new = new - new.mean(-1, keepdim=True)
+    shape_clipped = clipped - clipped.mean(-1, keepdim=True)
+    assert th.allclose(shape_new, shape_clipped, atol=1e-5)
+    change = clipped.mean(-1) - old.mean(-1)
+    assert (change.abs() <= 0.3 + 1e-5).all()
+    raw_change = new.mean(-1) - old.mean(-1)
+    assert th.allclose(change, raw_change.clamp(-0.3, 0.3), atol=1e-5)
+
+
+def test_per_quantile_clipping_clamps_each_quantile() -> None:
+    old = th.tensor([[0.0, 1.0, 2.0]])
+    new = th.tensor([[1.0, 1.1, 0.0]])
+    clipped = clip_quantiles(new, old, "per_quantile", 0.5)
+    assert th.allclose(clipped, th.tensor([[0.5, 1.1, 1.5]]))
+    assert th.equal(clip_quantiles(new, old, "none", 0.5), new)
+
+
+def test_value_clip_loss_is_mean_of_per_sample_max() -> None:
+    taus = midpoint_taus(4)
+    gen = th.Generator().manual_seed(5)
+    old = th.sort(th.randn(16, 2, 4, generator=gen), dim=-1).values
+    new = th.sort(old + th.randn(16, 2, 4, generator=gen), dim=-1).values
+    target = 2.0 * th.randn(16, generator=gen)
+    for mode in ["mean_shift", "per_quantile"]:
+        per_sample = critic_loss_per_sample(
+            new, target, taus, 1.0, old_quantiles=old, clip_mode=mode, clip_range=0.2
+        )
+        clipped = clip_quantiles(new, old, mode, 0.2)
+        unclipped_loss = th.stack(
+            [quantile_huber_loss_per_sample(new[:, k], target, taus) for k in range(2)], 1
+        )
+        clipped_loss = th.stack(
+            [quantile_huber_loss_per_sample(clipped[:, k], target, taus) for k in range(2)], 1
+        )
+        expected = th.max(unclipped_loss, clipped_loss)
+        assert th.allclose(per_sample, expected)
+        # mean(max(., .)) differs from max(mean, mean) on this data.
+        max_of_means = th.max(unclipped_loss.mean(), clipped_loss.mean())
+        assert per_sample.mean() > max_of_means + 1e-4
+    plain = critic_loss_per_sample(new, target, taus, 1.0)
+    assert th.allclose(plain, unclipped_loss)
+
+
+def test_dsac_t_gradient_is_weight_times_plain_gradient() -> None:
+    taus = midpoint_taus(5)
+    gen = th.Generator().manual_seed(6)
+    base = th.sort(th.randn(8, 2, 5, generator=gen, dtype=th.float64), dim=-1).values
+    base = base * th.linspace(0.2, 3.0, 8, dtype=th.float64).view(8, 1, 1)  # varied spreads
+    target = th.randn(8, generator=gen, dtype=th.float64)
+    sigma_bar, eps = 0.7, 1e-2
+
+    plain_q = base.clone().requires_grad_(True)
+    critic_loss_per_sample(plain_q, target, taus.double(), 1.0).sum().backward()
+    adjusted_q = base.clone().requires_grad_(True)
+    critic_loss_per_sample(
+        adjusted_q, target, taus.double(), 1.0, sigma_bar=sigma_bar, eps=eps
+    ).sum().backward()
+
+    sigma = base.std(dim=-1, unbiased=False)
+    weight = (sigma_bar**2 + eps) / (sigma**2 + eps)
+    assert th.allclose(dsac_t_weights(base, sigma_bar, eps), weight)
+    assert not th.allclose(weight, th.ones_like(weight))
+    assert th.allclose(adjusted_q.grad, weight.unsqueeze(-1) * plain_q.grad)
+    # Mode none (no sigma_bar): the plain quantile Huber gradient.
+    reference_q = base.clone().requires_grad_(True)
+    th.stack(
+        [quantile_huber_loss_per_sample(reference_q[:, k], target, taus.double()) for k in range(2)]
+    ).sum().backward()
+    assert th.allclose(plain_q.grad, reference_q.grad)
+
+
+def test_dsac_t_target_clipping() -> None:
+    taus = midpoint_taus(2)
+    q = th.tensor([[[-1.0, 1.0]]])  # mean 0
+    far = critic_loss_per_sample(
+        q, th.tensor([100.0]), taus, 1.0, sigma_bar=1.0, target_clip_xi=3.0
+    )
+    at_limit = critic_loss_per_sample(
+        q, th.tensor([3.0]), taus, 1.0, sigma_bar=1.0, target_clip_xi=3.0
+    )
+    assert th.allclose(far, at_limit)
+    unclipped = critic_loss_per_sample(q, th.tensor([100.0]), taus, 1.0, sigma_bar=1.0)
+    assert unclipped > far

@@ -270,3 +270,132 @@ def test_clip_grad_norms_clips_each_network_alone() -> None:
     assert min(expected_norms) > max_norm  # both were clipped
     for got, actor, critic in zip(_grads(policy), *expected_grads, strict=True):
         assert th.allclose(got, actor + critic, atol=1e-7)
+
+
+@pytest.mark.parametrize("net_arch", [[], [16, 12]])
+@pytest.mark.parametrize("action_space", [BOX_ACTIONS, spaces.Discrete(3)])
+@pytest.mark.parametrize("shared_lstm", [False, True])
+def test_batched_rollout_outputs_match_sequence_evaluation(
+    net_arch: list[int], action_space, shared_lstm: bool
+) -> None:
+    """The rollout path (fused-weight steps, pre-drawn noise, outputs computed once for the
+    whole rollout) equals the training-time evaluation, for any MLP depth."""
+    th.manual_seed(0)
+    config = PPOConfig(
+        lstm_hidden_size=8, net_arch=net_arch, n_quantiles=5, shared_lstm=shared_lstm
+    )
+    policy = RecurrentActorCritic(OBS_SPACE, action_space, config)
+    n_envs, n_steps = 3, 9
+    gen = th.Generator().manual_seed(2)
+    obs = th.randn(n_steps, n_envs, 3, generator=gen)
+    starts = (th.rand(n_steps, n_envs, generator=gen) < 0.3).float()
+    states = LSTMStates(*th.randn(2, n_envs, policy.lstm.hidden_size, generator=gen))
+    initial = states
+    noise = None if policy.discrete else th.randn(n_steps, n_envs, policy.action_dim)
+    weights = policy.rollout_weights()
+    actor_outs, critic_raws, raw_actions = [], [], []
+    with th.inference_mode():
+        for t in range(n_steps):
+            keep = (1.0 - starts[t]).unsqueeze(-1) if bool(starts[t].any()) else None
+            actor_out, critic_raw, states = policy.rollout_step(obs[t], states, keep, weights)
+            _, raw_action = policy.sample_action(
+                actor_out, weights, None if noise is None else noise[t]
+            )
+            actor_outs.append(actor_out)
+            critic_raws.append(critic_raw)
+            raw_actions.append(raw_action)
+        log_prob, value, quantiles, dist_params = policy.rollout_outputs(
+            th.stack(actor_outs), th.stack(critic_raws), th.stack(raw_actions), weights, noise
+        )
+    evaluation = policy.evaluate_sequences(
+        obs.transpose(0, 1), starts.transpose(0, 1), initial, th.stack(raw_actions, dim=1)
+    )
+
+    def by_env(x: th.Tensor) -> th.Tensor:
+        return x.transpose(0, 1).flatten(0, 1)
+
+    assert th.allclose(evaluation.log_prob, by_env(log_prob), atol=1e-5)
+    assert th.allclose(evaluation.quantiles, by_env(quantiles), atol=1e-5)
+    assert th.allclose(evaluation.dist_params, by_env(dist_params), atol=1e-5)
+    assert th.allclose(policy.value_from_quantiles(evaluation.quantiles), by_env(value))
+
+
+@pytest.mark.parametrize("p_start", [0.0, 0.2])
+def test_lstm_blocks_match_the_block_diagonal_lstm(p_start: float) -> None:
+    """Running actor and critic blocks as two LSTM calls gives the block-diagonal LSTM's
+    outputs and parameter gradients."""
+    policy = _policy(BOX_ACTIONS)
+    lstm = policy.lstm
+    gen = th.Generator().manual_seed(3)
+    inputs = th.randn(5, 6, 3, generator=gen)
+    starts = (th.rand(5, 6, generator=gen) < p_start).float()
+    h0, c0 = th.randn(2, 5, lstm.hidden_size, generator=gen)
+    head = th.randn(lstm.hidden_size, generator=gen)
+    results = []
+    for n_blocks in (1, 2):
+        lstm.zero_grad()
+        out = lstm_over_chunks(lstm, inputs, starts, h0, c0, n_blocks=n_blocks)
+        (out * head).sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in lstm.parameters()]))
+    (out_1, grads_1), (out_2, grads_2) = results
+    assert th.allclose(out_1, out_2, atol=1e-6)
+    for g1, g2 in zip(grads_1, grads_2, strict=True):
+        assert th.allclose(g1, g2, atol=1e-5)
+
+
+def test_collected_rollout_matches_sequence_evaluation() -> None:
+    """What collect_rollouts stores (log-probs, quantiles, values in return units, dist params)
+    is what the training-time evaluation recomputes from the stored chunks."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from tradingbot.algo.ppo import DistributionalPPO
+
+    model = DistributionalPPO(
+        "MlpLstmPolicy",
+        make_vec_env("Pendulum-v1", n_envs=2, seed=0),
+        n_steps=64,
+        batch_size=32,
+        n_epochs=1,
+        lstm_hidden_size=8,
+        n_quantiles=5,
+        seq_len=16,
+        seed=0,
+    )
+    model.learn(256)  # a few updates: return statistics and parameters away from their init
+    buffer = model.rollout_buffer
+    assert model.collect_rollouts(model.env, model._init_callback(None), buffer)
+    assert buffer.full
+    chunks = buffer.to_chunks(16)
+    with th.no_grad():
+        evaluation = model.policy.evaluate_sequences(
+            chunks.observations, chunks.episode_starts, chunks.initial_states, chunks.raw_actions
+        )
+    mean, std = model._return_scale()
+    assert th.allclose(evaluation.log_prob, chunks.old_log_probs.reshape(-1), atol=1e-4)
+    assert th.allclose(evaluation.dist_params, chunks.old_dist_params.flatten(0, 1), atol=1e-5)
+    quantiles = evaluation.quantiles * std + mean
+    assert th.allclose(quantiles, chunks.old_quantiles.flatten(0, 1), rtol=1e-5, atol=1e-4)
+
+
+def test_rollout_weights_follow_parameter_updates() -> None:
+    """The cached rollout weights are re-derived after an optimizer step or a state load."""
+    policy = _policy(BOX_ACTIONS)
+    obs, starts = th.randn(4, 3), th.zeros(4)
+    first = policy.rollout_weights()
+    assert policy.rollout_weights() is first
+    optimizer = th.optim.Adam(policy.parameters(), lr=0.1)
+    evaluation = policy.evaluate_sequences(
+        obs.unsqueeze(1), starts.unsqueeze(1), policy.initial_state(4), th.zeros(4, 1, 2)
+    )
+    (evaluation.log_prob.sum() + evaluation.quantiles.sum()).backward()
+    optimizer.step()
+    updated = policy.rollout_weights()
+    assert updated is not first
+    assert not th.equal(updated.lstm_weight_ih, first.lstm_weight_ih)
+    other = _policy(BOX_ACTIONS)
+    other.step(obs, other.initial_state(4), starts)  # caches the weights of the initial state
+    other.load_state_dict(policy.state_dict())
+    other_step = other.step(obs, other.initial_state(4), starts, deterministic=True)
+    step = policy.step(obs, policy.initial_state(4), starts, deterministic=True)
+    assert th.allclose(other_step.quantiles, step.quantiles)
+    assert th.allclose(other_step.action, step.action)

@@ -69,6 +69,41 @@ def train_command(
     console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 
 
+@app.command("walkforward")
+def walkforward_command(
+    config: Path | None = ConfigOption,
+    data: str | None = typer.Option(None, "--data", "-d", help="bundled dataset name or file"),
+    overrides: list[str] = SetOption,
+) -> None:
+    """Train and test an agent per walk-forward fold and seed; summarize with 95% CIs."""
+    import pandas as pd
+
+    from tradingbot.evaluate.walkforward import walk_forward
+    from tradingbot.report import build_report
+
+    try:
+        cfg = load_config(config, overrides)
+        if data is not None:
+            cfg.data.source = data
+        run_dir = walk_forward(cfg)
+    except (DataError, ConfigError, FileExistsError, ValueError) as err:
+        fail(str(err))
+        return
+    summary = pd.read_csv(run_dir / "evaluation" / "summary.csv")
+    table = Table(title="walk-forward: mean [95% CI] over folds and seeds")
+    for col in ("policy", "sharpe", "max_drawdown", "cvar_5"):
+        table.add_column(col)
+    for policy, group in summary.groupby("policy", sort=False):
+        cells = [str(policy)]
+        for metric in ("sharpe", "max_drawdown", "cvar_5"):
+            row = group[group["metric"] == metric].iloc[0]
+            cells.append(f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
+    console.print(f"report: {build_report(run_dir)}", highlight=False, soft_wrap=True)
+
+
 @app.command("backtest")
 def backtest_command(
     run_dir: Path = typer.Argument(..., help="a run directory written by `tradingbot train`"),
@@ -96,6 +131,26 @@ def backtest_command(
         )
     console.print(table)
     console.print(f"backtest written to {out}", highlight=False, soft_wrap=True)
+
+
+@app.command("signals")
+def signals_command(
+    run_dir: Path = typer.Argument(..., help="a run directory"),
+    data: str = typer.Option(..., "--data", "-d", help="bars to score: a CSV/Parquet file or name"),
+    out: Path = typer.Option(..., "--out", "-o", help="where to write the signals"),
+    fmt: str | None = typer.Option(None, "--format", help="csv, parquet or json (default: suffix)"),
+) -> None:
+    """Positions and risk estimates (value, VaR, CVaR) of a trained agent for every bar."""
+    from tradingbot.signals import signals_for_run
+
+    if fmt not in (None, "csv", "parquet", "json"):
+        fail(f"--format must be csv, parquet or json, got {fmt!r}")
+    try:
+        path = signals_for_run(run_dir, data, out, fmt)  # type: ignore[arg-type]
+    except (DataError, ConfigError, FileNotFoundError, ValueError) as err:
+        fail(str(err))
+        return
+    console.print(f"signals written to {path}", highlight=False, soft_wrap=True)
 
 
 @app.command("report")

@@ -145,6 +145,12 @@ class RunConfig(StrictModel):
     keep_checkpoints: int = Field(3, ge=1)  # the newest this many are kept
 
 
+class EvaluationConfig(StrictModel):
+    """Walk-forward evaluation: an agent per fold and seed (folds in ``data.walk_forward``)."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+
+
 class TradingConfig(StrictModel):
     """The whole configuration of a run."""
 
@@ -152,6 +158,7 @@ class TradingConfig(StrictModel):
     env: EnvConfig = Field(default_factory=EnvConfig)
     algo: PPOConfig = Field(default_factory=PPOConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @model_validator(mode="after")
     def _one_seed(self) -> TradingConfig:

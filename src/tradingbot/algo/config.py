@@ -7,6 +7,139 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RiskConfig(_Section):
+    """
+    CVaR risk objective (see :mod:`tradingbot.algo.risk`).
+
+    :param mode: ``none`` (risk-neutral); ``mean_cvar`` (maximize E[G] + weight * CVaR_alpha(G)
+        by Rockafellar-Uryasev shaping of the return used for the advantage); ``cvar_constraint``
+        (the same shaping with the weight a Lagrange multiplier, updated by dual ascent to keep
+        the estimated CVaR_alpha of the rollout's returns >= ``cvar_limit``).
+    :param alpha: CVaR level (the worst ``alpha`` fraction of outcomes).
+    :param weight: lambda of ``mean_cvar``; the initial multiplier of ``cvar_constraint``.
+    :param cvar_limit: Lower limit of CVaR_alpha (return units) for ``cvar_constraint``.
+    :param dual_lr: Dual-ascent step: ``lambda <- clip(lambda + dual_lr * (limit - CVaR))``.
+    :param max_multiplier: Upper bound of the Lagrange multiplier.
+    """
+
+    mode: Literal["none", "mean_cvar", "cvar_constraint"] = "none"
+    alpha: float = Field(0.05, gt=0, le=1)
+    weight: float = Field(0.5, ge=0)
+    cvar_limit: float = -1.0
+    dual_lr: float = Field(0.1, gt=0)
+    max_multiplier: float = Field(10.0, gt=0)
+
+
+class CriticAdjustConfig(_Section):
+    """
+    Variance-based critic gradient adjusting from DSAC-T (arXiv 2310.05858).
+
+    :param mode: ``none`` (plain quantile loss) or ``dsac_t``: each sample's loss is weighted by
+        ``(sigma_bar^2 + eps) / (sigma_i^2 + eps)`` (detached), ``sigma_i`` the std of its
+        predicted quantiles and ``sigma_bar`` a moving average of the batch-mean ``sigma``.
+    :param eps: The ``eps`` of the weight.
+    :param rate: Moving-average rate of ``sigma_bar`` (``sigma_bar += rate * (mean - sigma_bar)``).
+    :param target_clip: Clip the target to within ``xi * sigma_bar`` of the predicted mean.
+    :param xi: The clipping width in units of ``sigma_bar``.
+    """
+
+    mode: Literal["none", "dsac_t"] = "none"
+    eps: float = Field(1e-2, gt=0)
+    rate: float = Field(0.01, gt=0, le=1)
+    target_clip: bool = False
+    xi: float = Field(3.0, gt=0)
+
+
+class ValueClipConfig(_Section):
+    """
+    Value clipping of the distributional critic, with ``PPOConfig.clip_range_vf`` (in the
+    critic's normalized units): ``mean_shift`` clips the change of the quantiles' mean to
+    +-clip_range_vf around the old mean and shifts every quantile by the same amount;
+    ``per_quantile`` clamps each quantile to +-clip_range_vf around its old value. The loss is
+    the mean over samples of max(unclipped, clipped).
+    """
+
+    mode: Literal["none", "mean_shift", "per_quantile"] = "none"
+
+
+class EntropyConfig(_Section):
+    """
+    Entropy-coefficient schedule around ``PPOConfig.ent_coef`` (the initial coefficient).
+
+    coef = max(linear(ent_coef -> final over training progress) * boost, minimum), where the
+    boost is multiplied by ``boost_factor`` (up to ``boost_max``) after each update whose
+    rollout explained variance is below ``ev_threshold``, and reset to 1 otherwise.
+
+    :param final: Coefficient at the end of training (``None``: constant ``ent_coef``).
+    :param boost_factor: Multiplicative boost per low-EV update (1: no boost).
+    :param boost_max: Bound of the boost.
+    :param ev_threshold: Explained-variance threshold below which the boost grows.
+    :param minimum: Lower clamp of the coefficient, applied after decay and boost.
+    """
+
+    final: float | None = Field(None, ge=0)
+    boost_factor: float = Field(1.0, ge=1)
+    boost_max: float = Field(4.0, ge=1)
+    ev_threshold: float = 0.0
+    minimum: float = Field(0.0, ge=0)
+
+
+class AWRConfig(_Section):
+    """
+    Advantage-weighted behaviour cloning term ``-coef * mean(w * log pi(a|s))`` with
+    ``w = exp(clamp(A / beta, max=log(max_weight)))`` on the raw (unnormalized) advantages.
+
+    :param enabled: Add the term.
+    :param coef: Initial coefficient.
+    :param beta: Temperature of the weights.
+    :param max_weight: Upper bound of a weight.
+    :param max_ratio: Bound of |BC loss| / |PPO loss|; above it (mean over an update) the
+        coefficient is multiplied by ``decay``.
+    :param decay: Coefficient decay factor.
+    """
+
+    enabled: bool = False
+    coef: float = Field(0.1, ge=0)
+    beta: float = Field(1.0, gt=0)
+    max_weight: float = Field(20.0, gt=1)
+    max_ratio: float = Field(1.0, gt=0)
+    decay: float = Field(0.5, gt=0, lt=1)
+
+
+class UPGDConfig(_Section):
+    """
+    Options of :class:`tradingbot.optim.UPGD` / :class:`tradingbot.optim.AdaptiveUPGD` (the
+    learning rate is ``PPOConfig.learning_rate``). ``adaptive_noise``, ``beta_noise`` and
+    ``min_noise_std`` only apply to ``adaptive_upgd``.
+    """
+
+    sigma: float = Field(1e-3, ge=0)
+    beta_utility: float = Field(0.999, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    protect: bool = True
+    scope: Literal["global", "local"] = "global"
+    adaptive_noise: bool = False
+    beta_noise: float = Field(0.99, ge=0, lt=1)
+    min_noise_std: float = Field(1e-3, ge=0)
+
+
+class GradScalerConfig(_Section):
+    """Options of :class:`tradingbot.optim.VarianceGradientScaler`, applied after backward and
+    before the gradient-norm clip when ``enabled``."""
+
+    enabled: bool = False
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(0.99, ge=0, lt=1)
+    warmup: int = Field(10, ge=0)
+    min_factor: float = Field(0.1, gt=0, le=1)
+    aggregate: Literal["mean", "percentile"] = "mean"
+    percentile: float = Field(90.0, ge=0, le=100)
+
+
 class PPOConfig(BaseModel):
     """
     Hyperparameters of :class:`tradingbot.algo.ppo.DistributionalPPO`.
@@ -18,13 +151,23 @@ class PPOConfig(BaseModel):
     :param gamma: Discount factor.
     :param gae_lambda: GAE(lambda) trace parameter.
     :param clip_range: PPO surrogate clip range epsilon.
-    :param clip_range_vf: Reserved for distributional value clipping (not implemented yet);
-        must stay ``None``.
-    :param ent_coef: Entropy bonus coefficient.
+    :param clip_range_vf: Clip range of distributional value clipping, in the critic's
+        normalized units; required by, and only allowed with, ``value_clip.mode != "none"``.
+    :param value_clip: Value-clipping mode (:class:`ValueClipConfig`).
+    :param ent_coef: Entropy bonus coefficient (the initial one when ``entropy.final`` is set).
+    :param entropy: Entropy-coefficient schedule (:class:`EntropyConfig`).
     :param vf_coef: Critic loss coefficient.
     :param max_grad_norm: Gradient-norm clip, applied to the actor and to the critic parameters.
-    :param target_kl: Stop the update's epochs when the k3 KL estimate of a minibatch exceeds
-        ``1.5 * target_kl`` (``None`` disables early stopping).
+    :param target_kl: Stop the update's epochs when the KL of a minibatch (estimator
+        ``kl_early_stop``) exceeds ``1.5 * target_kl`` (``None`` disables early stopping); also
+        the target of the adaptive KL penalty.
+    :param kl_early_stop: KL used for the early stop: ``k3`` estimator ``mean((r - 1) - log r)``
+        or ``exact`` KL(old || new) of the action distributions (Gaussian / categorical).
+    :param kl_penalty: Add ``beta * exact KL`` to the loss; beta is doubled after an update whose
+        mean exact KL exceeds ``1.5 * target_kl`` and halved below ``target_kl / 1.5``.
+    :param kl_beta_init: Initial beta of the KL penalty.
+    :param dual_clip: Dual-clip constant c (> 1): for negative advantages the surrogate is
+        bounded below by ``c * A`` (``None``: off).
     :param log_ratio_clamp: The new/old log-probability ratio is clamped to +-this before ``exp``.
     :param advantage_normalization: ``minibatch`` (per minibatch), ``rollout`` (once over the
         whole rollout) or ``none``.
@@ -40,6 +183,14 @@ class PPOConfig(BaseModel):
     :param log_std_min: Lower bound of the log standard deviation.
     :param log_std_max: Upper bound of the log standard deviation.
     :param normalize_returns: Critic predicts returns normalized by running mean/std.
+    :param risk: CVaR risk objective (:class:`RiskConfig`).
+    :param critic_adjust: DSAC-T variance-based critic weights (:class:`CriticAdjustConfig`).
+    :param awr: Advantage-weighted behaviour-cloning term (:class:`AWRConfig`).
+    :param n_microbatches: Split each minibatch (of whole chunks) into this many microbatches
+        whose gradients are accumulated (same gradient as the whole minibatch).
+    :param optimizer: ``adam``, ``upgd`` or ``adaptive_upgd`` (options in ``upgd``).
+    :param upgd: Options of the UPGD optimizers (:class:`UPGDConfig`).
+    :param grad_scaler: Variance gradient scaler (:class:`GradScalerConfig`).
     :param seed: Seed of the random generators (``None``: not seeded).
     :param device: Torch device.
     """
@@ -53,11 +204,17 @@ class PPOConfig(BaseModel):
     gamma: float = Field(0.99, gt=0, le=1)
     gae_lambda: float = Field(0.95, ge=0, le=1)
     clip_range: float = Field(0.2, gt=0)
-    clip_range_vf: float | None = None
+    clip_range_vf: float | None = Field(None, gt=0)
+    value_clip: ValueClipConfig = Field(default_factory=ValueClipConfig)
     ent_coef: float = Field(0.0, ge=0)
+    entropy: EntropyConfig = Field(default_factory=EntropyConfig)
     vf_coef: float = Field(0.5, ge=0)
     max_grad_norm: float = Field(0.5, gt=0)
     target_kl: float | None = Field(None, gt=0)
+    kl_early_stop: Literal["k3", "exact"] = "k3"
+    kl_penalty: bool = False
+    kl_beta_init: float = Field(1.0, gt=0)
+    dual_clip: float | None = Field(None, gt=1)
     log_ratio_clamp: float = Field(10.0, gt=0)
     advantage_normalization: Literal["minibatch", "rollout", "none"] = "minibatch"
     n_quantiles: int = Field(32, gt=0)
@@ -72,6 +229,13 @@ class PPOConfig(BaseModel):
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     normalize_returns: bool = True
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    critic_adjust: CriticAdjustConfig = Field(default_factory=CriticAdjustConfig)
+    awr: AWRConfig = Field(default_factory=AWRConfig)
+    n_microbatches: int = Field(1, gt=0)
+    optimizer: Literal["adam", "upgd", "adaptive_upgd"] = "adam"
+    upgd: UPGDConfig = Field(default_factory=UPGDConfig)
+    grad_scaler: GradScalerConfig = Field(default_factory=GradScalerConfig)
     seed: int | None = None
     device: str = "cpu"
 
@@ -94,10 +258,20 @@ class PPOConfig(BaseModel):
             )
         if any(size <= 0 for size in self.net_arch):
             raise ValueError(f"net_arch sizes must be positive, got {self.net_arch}")
-        if self.clip_range_vf is not None:
-            # Refuse rather than silently ignore: value clipping for the quantile critic comes
-            # with its modes (none / mean_shift / per_quantile) in a later issue.
+        clipping = self.value_clip.mode != "none"
+        if clipping and self.clip_range_vf is None:
+            raise ValueError(f"value_clip.mode {self.value_clip.mode!r} needs clip_range_vf")
+        if not clipping and self.clip_range_vf is not None:
             raise ValueError(
-                f"clip_range_vf ({self.clip_range_vf}) is not supported yet; leave it None"
+                f"clip_range_vf ({self.clip_range_vf}) is set but value_clip.mode is 'none'; "
+                "choose 'mean_shift' or 'per_quantile'"
             )
+        chunks_per_batch = self.batch_size // self.seq_len
+        if chunks_per_batch % self.n_microbatches != 0:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is {chunks_per_batch} chunks of seq_len "
+                f"({self.seq_len}), which n_microbatches ({self.n_microbatches}) does not divide"
+            )
+        if self.kl_penalty and self.target_kl is None:
+            raise ValueError("kl_penalty needs target_kl (the KL the penalty adapts around)")
         return self

@@ -108,7 +108,9 @@ def compute_gae(
     advantages = th.empty_like(rewards)
     last_gae = th.zeros_like(rewards[0])
     for step in reversed(range(n_steps)):
-        last_gae = deltas[step] + decay[step] * last_gae
+        # where(): a non-finite value after an episode's end must not leak into it (0 * nan).
+        carried = th.where(decay[step] != 0, decay[step] * last_gae, 0.0)
+        last_gae = deltas[step] + carried
         advantages[step] = last_gae
     # TD(lambda) return, the target of the critic.
     return advantages, advantages + values
@@ -134,3 +136,138 @@ def explained_variance(y_pred: th.Tensor, y_true: th.Tensor) -> float:
     if var_y == 0:
         return math.nan
     return float(1.0 - th.var(y_true - y_pred) / var_y)
+
+
+def categorical_kl(logits0: th.Tensor, logits1: th.Tensor) -> th.Tensor:
+    """Exact KL(Cat(logits0) || Cat(logits1)) over the last dim."""
+    log_p0 = th.log_softmax(logits0, dim=-1)
+    log_p1 = th.log_softmax(logits1, dim=-1)
+    return (log_p0.exp() * (log_p0 - log_p1)).sum(dim=-1)
+
+
+def cvar_from_quantiles(quantiles: th.Tensor, alpha: float) -> th.Tensor:
+    """
+    CVaR_alpha of the distribution given by ``N`` equally weighted quantiles (last dim): the
+    mean of the lowest ``alpha * N`` of them, the next one weighted by the fractional part
+    when ``alpha * N`` is not whole. Quantiles are sorted first. Shape (...,).
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    sorted_q = th.sort(quantiles, dim=-1).values
+    n = sorted_q.shape[-1]
+    k = alpha * n
+    whole = min(math.floor(k), n)
+    frac = k - whole
+    total = sorted_q[..., :whole].sum(dim=-1)
+    if frac > 1e-12 and whole < n:
+        total = total + frac * sorted_q[..., whole]
+    return total / k
+
+
+def quantile_at(quantiles: th.Tensor, alpha: float) -> th.Tensor:
+    """The ``alpha``-quantile (VaR level) from ``N`` midpoint quantiles (last dim, sorted
+    first), linearly interpolated between the levels ``(i + 0.5) / N`` and clamped at the
+    ends. Shape (...,)."""
+    sorted_q = th.sort(quantiles, dim=-1).values
+    n = sorted_q.shape[-1]
+    position = min(max(alpha * n - 0.5, 0.0), n - 1.0)
+    low = math.floor(position)
+    high = min(low + 1, n - 1)
+    weight = position - low
+    return (1.0 - weight) * sorted_q[..., low] + weight * sorted_q[..., high]
+
+
+def clipped_surrogate(
+    advantages: th.Tensor, ratio: th.Tensor, clip_range: float, dual_clip: float | None = None
+) -> th.Tensor:
+    """PPO's per-sample clipped surrogate objective ``min(r A, clip(r, 1 +- eps) A)`` (to be
+    maximized); with ``dual_clip = c`` it is bounded below by ``c * A`` where ``A < 0``."""
+    clipped_ratio = ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    objective = th.min(advantages * ratio, advantages * clipped_ratio)
+    if dual_clip is not None:
+        objective = th.where(advantages < 0, th.max(objective, dual_clip * advantages), objective)
+    return objective
+
+
+def clip_quantiles(
+    quantiles: th.Tensor, old_quantiles: th.Tensor, mode: str, clip_range: float
+) -> th.Tensor:
+    """
+    Clipped version of predicted quantiles (last dim) around the old ones.
+
+    ``mean_shift``: the quantiles shifted so that their mean moves by at most ``clip_range``
+    from the old mean (shape unchanged). ``per_quantile``: each quantile clamped to within
+    ``clip_range`` of its old value. ``none``: unchanged.
+    """
+    if mode == "none":
+        return quantiles
+    if mode == "mean_shift":
+        mean = quantiles.mean(dim=-1, keepdim=True)
+        old_mean = old_quantiles.mean(dim=-1, keepdim=True)
+        clipped_mean = old_mean + (mean - old_mean).clamp(-clip_range, clip_range)
+        return quantiles - mean + clipped_mean
+    if mode == "per_quantile":
+        return old_quantiles + (quantiles - old_quantiles).clamp(-clip_range, clip_range)
+    raise ValueError(f"unknown value clipping mode {mode!r}")
+
+
+def quantile_spread(quantiles: th.Tensor) -> th.Tensor:
+    """Spread of each sample's predicted quantiles: their (population) std over the last dim."""
+    return quantiles.std(dim=-1, unbiased=False)
+
+
+def dsac_t_weights(quantiles: th.Tensor, sigma_bar: float, eps: float) -> th.Tensor:
+    """DSAC-T's variance-based weights ``(sigma_bar^2 + eps) / (sigma_i^2 + eps)``, detached,
+    with ``sigma_i`` the spread of sample ``i``'s quantiles (last dim). Shape (...,)."""
+    sigma = quantile_spread(quantiles.detach())
+    return (sigma_bar**2 + eps) / (sigma.square() + eps)
+
+
+def critic_loss_per_sample(
+    quantiles: th.Tensor,
+    target: th.Tensor,
+    taus: th.Tensor,
+    kappa: float = 1.0,
+    old_quantiles: th.Tensor | None = None,
+    clip_mode: str = "none",
+    clip_range: float | None = None,
+    sigma_bar: float | None = None,
+    eps: float = 1e-2,
+    target_clip_xi: float | None = None,
+) -> th.Tensor:
+    """
+    Per-sample, per-critic critic loss, shape (B, K).
+
+    The quantile Huber loss of each critic's quantiles ``(B, K, N)`` against ``target`` (B,);
+    with value clipping (``clip_mode`` != ``none``, ``old_quantiles`` (B, K, N)) the max of the
+    unclipped and clipped losses per sample; with ``sigma_bar`` (DSAC-T) multiplied by the
+    detached weights of :func:`dsac_t_weights`, the target first clipped to within
+    ``target_clip_xi * sigma_bar`` of each critic's (detached) predicted mean when given.
+    """
+    n_critics = quantiles.shape[1]
+    targets = target.unsqueeze(-1).expand(-1, n_critics)
+    if sigma_bar is not None and target_clip_xi is not None:
+        centre = quantiles.detach().mean(dim=-1)
+        width = target_clip_xi * sigma_bar
+        targets = th.max(th.min(targets, centre + width), centre - width)
+    losses = th.stack(
+        [
+            quantile_huber_loss_per_sample(quantiles[:, k], targets[:, k], taus, kappa)
+            for k in range(n_critics)
+        ],
+        dim=1,
+    )
+    if clip_mode != "none":
+        assert old_quantiles is not None and clip_range is not None
+        clipped = clip_quantiles(quantiles, old_quantiles, clip_mode, clip_range)
+        clipped_losses = th.stack(
+            [
+                quantile_huber_loss_per_sample(clipped[:, k], targets[:, k], taus, kappa)
+                for k in range(n_critics)
+            ],
+            dim=1,
+        )
+        losses = th.max(losses, clipped_losses)
+    if sigma_bar is not None:
+        losses = losses * dsac_t_weights(quantiles, sigma_bar, eps)
+    return losses

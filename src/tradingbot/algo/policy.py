@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.losses import midpoint_taus
-from tradingbot.algo.sequence import lstm_over_chunks
+from tradingbot.algo.sequence import lstm_blocks_over_chunks
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
@@ -220,26 +220,40 @@ class RecurrentActorCritic(nn.Module):
         """Clip the gradient norm of the actor and of the critic separately, each over all of
         its parameters (its own LSTM rows included). With a shared LSTM the LSTM counts with
         the actor. Returns the (actor, critic) norms before clipping."""
-        lstm_grads = [p.grad for p in self.lstm.parameters() if p.grad is not None]
-        head_params = {
-            "actor": [p for n, p in self.named_parameters() if n.startswith(("actor", "log_std"))],
-            "critic": list(self.critic_head.parameters()),
+        n_blocks = 1 if self.shared_lstm else 2
+        # LSTM gradients viewed as (gate, block, rest): block 0 is the actor's, block 1 the
+        # critic's, so per-network sums and scales need no row indexing.
+        lstm_grads = [
+            p.grad.view(4, n_blocks, -1) for p in self.lstm.parameters() if p.grad is not None
+        ]
+        head_grads = {
+            "actor": [
+                p.grad
+                for n, p in self.named_parameters()
+                if n.startswith(("actor", "log_std")) and p.grad is not None
+            ],
+            "critic": [p.grad for p in self.critic_head.parameters() if p.grad is not None],
         }
-        row_scale = th.ones_like(self.actor_lstm_rows, dtype=th.float32)
-        norms = []
-        for network, rows in (("actor", self.actor_lstm_rows), ("critic", ~self.actor_lstm_rows)):
-            grads = [p.grad for p in head_params[network] if p.grad is not None]
-            squares = [g.square().sum() for g in grads] + [
-                g[rows].square().sum() for g in lstm_grads
-            ]
-            norm = th.stack(squares).sum().sqrt() if squares else th.zeros(())
+        lstm_squares = (
+            th.stack([g.square().sum(dim=(0, 2)) for g in lstm_grads]).sum(dim=0)
+            if lstm_grads
+            else th.zeros(n_blocks, device=self.taus.device)
+        )
+        norms, scales = [], []
+        for block, network in enumerate(("actor", "critic")):
+            grads = head_grads[network]
+            square = th.nn.utils.get_total_norm(grads).square() if grads else th.zeros(())
+            if block < n_blocks:
+                square = square + lstm_squares[block]
+            norm = square.sqrt()
             scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
             for g in grads:
                 g.mul_(scale)
-            row_scale[rows] = scale
+            scales.append(scale)
             norms.append(float(norm))
+        block_scale = th.stack(scales[:n_blocks]).view(1, n_blocks, 1)
         for g in lstm_grads:
-            g.mul_(row_scale.view(-1, *([1] * (g.ndim - 1))))
+            g.mul_(block_scale)
         return norms[0], norms[1]
 
     @th.no_grad()
@@ -289,16 +303,27 @@ class RecurrentActorCritic(nn.Module):
         log_det = log_det + th.log(self.action_half_range)
         return (gaussian - log_det).sum(dim=-1)
 
+    def rollout_weights(self, fresh: bool = False) -> RolloutWeights:
+        """The inference weights of :meth:`rollout_step`, derived from the parameters (a few
+        dozen small ops) and cached until a parameter changes: in-place updates bump a
+        parameter's version counter, replacing it changes its storage. Writes through
+        ``param.data`` bump neither: ``fresh=True`` (as rollouts do) always derives anew."""
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        cached = self.__dict__.get("_rollout_weights_cache")
+        if not fresh and cached is not None and cached[0] == key:
+            return cached[1]
+        weights = self._derive_rollout_weights()
+        self.__dict__["_rollout_weights_cache"] = (key, weights)
+        return weights
+
     @th.no_grad()
-    def rollout_weights(self) -> RolloutWeights:
-        """Derive the inference weights of :meth:`rollout_step` from the parameters (a few dozen
-        small ops: compute once per rollout, again after any parameter change)."""
+    def _derive_rollout_weights(self) -> RolloutWeights:
         lstm = self.lstm
         n = lstm.hidden_size
         # Gate rows (i, f, g, o) -> (i, f, o, g).
-        order = th.cat(
-            [th.arange(0, 2 * n), th.arange(3 * n, 4 * n), th.arange(2 * n, 3 * n)]
-        ).to(lstm.weight_ih_l0.device)
+        order = th.cat([th.arange(0, 2 * n), th.arange(3 * n, 4 * n), th.arange(2 * n, 3 * n)]).to(
+            lstm.weight_ih_l0.device
+        )
         weight_ih = lstm.weight_ih_l0.index_select(0, order).t().contiguous()
         weight_hh = lstm.weight_hh_l0.index_select(0, order).t().contiguous()
         bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).index_select(0, order)
@@ -486,11 +511,17 @@ class RecurrentActorCritic(nn.Module):
         :return: Flattened (C * L, ...) log-probs, entropies, quantiles and distribution params.
         """
         n_chunks, seq_len = episode_starts.shape
-        lstm_seq = lstm_over_chunks(
-            self.lstm, obs, episode_starts, initial_states.h, initial_states.c
+        # Actor and critic LSTMs as two LSTM calls on their weight blocks: half the FLOPs of
+        # the block-diagonal whole.
+        lstm_seqs = lstm_blocks_over_chunks(
+            self.lstm,
+            obs,
+            episode_starts,
+            initial_states.h,
+            initial_states.c,
+            n_blocks=1 if self.shared_lstm else 2,
         )
-        actor_seq = lstm_seq[..., : self.hidden_size]
-        critic_seq = lstm_seq if self.shared_lstm else lstm_seq[..., self.hidden_size :]
+        actor_seq, critic_seq = lstm_seqs[0], lstm_seqs[-1]
         batch = n_chunks * seq_len
         actor_out = self.actor_head(self.actor_mlp(actor_seq.reshape(batch, -1)))
         quantiles = self.critic_head(critic_seq.reshape(batch, -1))

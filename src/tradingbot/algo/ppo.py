@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from tradingbot.algo.buffer import RecurrentRolloutBuffer
 from tradingbot.algo.config import PPOConfig
-from tradingbot.algo.losses import explained_variance, k3_kl, quantile_huber_loss_per_sample
+from tradingbot.algo.losses import cvar_from_quantiles, explained_variance
 from tradingbot.algo.persistence import (
     checkpoint_path,
     restore_model,
@@ -29,10 +30,25 @@ from tradingbot.algo.persistence import (
     space_from_description,
 )
 from tradingbot.algo.policy import LSTMStates, PolicyStep, RecurrentActorCritic
+from tradingbot.algo.risk import dual_ascent, empirical_cvar, shape_advantages
+from tradingbot.algo.schedules import (
+    adapt_kl_beta,
+    decay_awr_coef,
+    entropy_coef,
+    update_entropy_boost,
+)
+from tradingbot.algo.state import TrainState
+from tradingbot.algo.update import (
+    UpdateContext,
+    accumulate_gradients,
+    apply_step,
+    build_optimizer,
+    build_scaler,
+    gradients_finite,
+)
 from tradingbot.checkpoint import read_manifest
 
 SelfDistributionalPPO = TypeVar("SelfDistributionalPPO", bound="DistributionalPPO")
-
 
 
 class DistributionalPPO(BaseAlgorithm):
@@ -99,7 +115,15 @@ class DistributionalPPO(BaseAlgorithm):
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(self.observation_space, self.action_space, cfg)
         self.policy = self.policy.to(self.device)
-        self.optimizer = th.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.optimizer = build_optimizer(cfg, self.policy.parameters())
+        # Statistics carried between updates (saved with the model): DSAC-T sigma_bar, KL beta,
+        # CVaR multiplier, entropy boost, AWR coefficient, skipped steps, the gradient scaler.
+        self.train_state = TrainState(
+            kl_beta=cfg.kl_beta_init,
+            risk_multiplier=cfg.risk.weight,
+            awr_coef=cfg.awr.coef,
+            scaler=build_scaler(cfg, self.policy.parameters()),
+        )
         if isinstance(self.action_space, spaces.Discrete):
             dist_param_dim = int(self.action_space.n)
         else:
@@ -150,7 +174,7 @@ class DistributionalPPO(BaseAlgorithm):
         # Per rollout, not per step: the inference weights (fixed until the next update), the
         # Gaussian noise of every step, and (after the loop) log-probs, quantiles, values and
         # distribution parameters from the stacked raw network outputs.
-        weights = policy.rollout_weights()
+        weights = policy.rollout_weights(fresh=True)
         noise = None
         if not policy.discrete:
             noise = th.randn(n_steps, n_envs, policy.action_dim, device=self.device)
@@ -237,107 +261,170 @@ class DistributionalPPO(BaseAlgorithm):
         return True
 
     def train(self) -> None:
-        """One PPO update over the rollout in the buffer."""
+        """
+        One PPO update over the rollout in the buffer.
+
+        Before the epochs: return statistics (skipped for a rollout with non-finite returns),
+        CVaR shaping of the advantages, the entropy coefficient. Each minibatch step (see
+        :mod:`tradingbot.algo.update`): losses accumulated over microbatches -> non-finite
+        guard (skip, count, change nothing) -> KL early stop -> scaler -> per-network norm
+        clip -> optimizer. After: KL beta, AWR coefficient and logging.
+        """
         cfg = self.config
         buffer = self.rollout_buffer
+        state = self.train_state
         self._update_learning_rate(self.optimizer)
+        log = self.logger.record
 
         # Return normalization without lag: this rollout's returns update the statistics before
         # they normalize this update's value targets.
-        if cfg.normalize_returns:
+        returns_finite = bool(th.isfinite(buffer.returns).all())
+        if cfg.normalize_returns and returns_finite:
             self.return_rms.update(buffer.returns.reshape(-1).double().cpu().numpy())
         ret_mean, ret_std = self._return_scale()
+        values, returns = buffer.values.reshape(-1), buffer.returns.reshape(-1)
+        rollout_ev = explained_variance(values, returns)
+
+        for name, value in self._risk_shaping(returns_finite).items():
+            log(f"train/{name}", value)
+        for name, value in self._lstm_norms().items():
+            log(f"train/{name}", value)
+
+        ent = cfg.entropy
+        if ent.boost_factor > 1.0:
+            state.entropy_boost = update_entropy_boost(
+                state.entropy_boost, rollout_ev, ent.ev_threshold, ent.boost_factor, ent.boost_max
+            )
+        ent_coef = entropy_coef(
+            cfg.ent_coef,
+            ent.final,
+            self._current_progress_remaining,
+            state.entropy_boost,
+            ent.minimum,
+        )
+        dsac_t = cfg.critic_adjust.mode == "dsac_t"
+        if dsac_t and not np.isfinite(state.sigma_bar):
+            # First update: start sigma_bar at the rollout's mean spread (normalized units).
+            spread = float(buffer.quantiles.std(dim=-1, unbiased=False).mean()) / ret_std
+            if np.isfinite(spread):
+                state.sigma_bar = spread
+        adv_stats = None
         if cfg.advantage_normalization == "rollout":
-            advantages = buffer.advantages
-            buffer.advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        # Extension point: CVaR return shaping (mean_cvar / cvar_constraint) rewrites the
-        # advantages here, from the returns and the stored quantiles.
+            adv_stats = (float(buffer.advantages.mean()), float(buffer.advantages.std()))
+        ctx = UpdateContext(
+            ret_mean=ret_mean,
+            ret_std=ret_std,
+            ent_coef=ent_coef,
+            adv_stats=adv_stats,
+            sigma_bar=state.sigma_bar if dsac_t else None,
+            kl_beta=state.kl_beta if cfg.kl_penalty else None,
+            awr_coef=state.awr_coef if cfg.awr.enabled else None,
+        )
 
         chunks = buffer.to_chunks(cfg.seq_len)
         chunks_per_batch = cfg.batch_size // cfg.seq_len
-        taus = self.policy.taus
         stats: dict[str, list[float]] = defaultdict(list)
+        skipped_before = state.skipped_steps
         continue_training = True
         for epoch in range(cfg.n_epochs):
             for chunk_indices in buffer.minibatch_indices(chunks.n_chunks, chunks_per_batch):
-                batch = chunks.select(chunk_indices)
-                evaluation = self.policy.evaluate_sequences(
-                    batch.observations,
-                    batch.episode_starts,
-                    batch.initial_states,
-                    batch.raw_actions,
+                metric_tensors = accumulate_gradients(
+                    self, chunks, chunk_indices, ctx, cfg.n_microbatches
                 )
-
-                # Policy loss: clipped surrogate, log-ratio clamped before exp.
-                advantages = batch.advantages.reshape(-1)
-                if cfg.advantage_normalization == "minibatch":
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                log_ratio = evaluation.log_prob - batch.old_log_probs.reshape(-1)
-                log_ratio = log_ratio.clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
-                ratio = th.exp(log_ratio)
-                clipped_ratio = ratio.clamp(1.0 - cfg.clip_range, 1.0 + cfg.clip_range)
-                policy_loss = -th.min(advantages * ratio, advantages * clipped_ratio).mean()
-
-                # Critic loss: quantile Huber loss of every critic against the normalized
-                # lambda-return. Extension point: value clipping modes and DSAC-T per-sample
-                # weights act on these per-sample losses.
-                value_targets = (batch.returns.reshape(-1) - ret_mean) / ret_std
-                per_sample_losses = th.stack(
-                    [
-                        quantile_huber_loss_per_sample(
-                            evaluation.quantiles[:, k], value_targets, taus, cfg.huber_kappa
-                        )
-                        for k in range(self.policy.n_critics)
-                    ]
+                metrics = dict(
+                    zip(
+                        metric_tensors,
+                        th.stack(list(metric_tensors.values())).tolist(),
+                        strict=True,
+                    )
                 )
-                # Mean over critics: vf_coef means the same with or without twin critics.
-                value_loss = per_sample_losses.mean()
-
-                # Extension point: entropy coefficient schedule.
-                entropy_loss = -evaluation.entropy.mean()
-                loss = policy_loss + cfg.ent_coef * entropy_loss + cfg.vf_coef * value_loss
-
-                with th.no_grad():
-                    approx_kl = float(k3_kl(log_ratio))
-                    clip_fraction = float(((ratio - 1.0).abs() > cfg.clip_range).float().mean())
-                stats["policy_loss"].append(policy_loss.item())
-                stats["value_loss"].append(value_loss.item())
-                stats["entropy_loss"].append(entropy_loss.item())
-                stats["approx_kl"].append(approx_kl)
-                stats["clip_fraction"].append(clip_fraction)
-                # Extension point: exact Gaussian KL early stop from batch.old_dist_params.
-                if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
+                if not (
+                    np.isfinite(metrics["loss"]) and gradients_finite(self.policy.parameters())
+                ):
+                    # Skip: parameters, optimizer, scaler and statistics stay as they were.
+                    self.optimizer.zero_grad(set_to_none=True)
+                    state.skipped_steps += 1
+                    continue
+                for name, value in metrics.items():
+                    stats[name].append(value)
+                kl = metrics["kl_exact" if cfg.kl_early_stop == "exact" else "approx_kl"]
+                if cfg.target_kl is not None and kl > 1.5 * cfg.target_kl:
+                    self.optimizer.zero_grad(set_to_none=True)
                     continue_training = False
                     if self.verbose >= 1:
-                        print(f"Early stopping at epoch {epoch} with k3 KL {approx_kl:.4f}")
+                        print(
+                            f"Early stopping at epoch {epoch} with {cfg.kl_early_stop} KL {kl:.4f}"
+                        )
                     break
-
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                # Extension point: gradient accumulation, non-finite step skipping and the
-                # gradient-variance scaler sit between backward and the norm clip.
-                # The norm is clipped per network: the critic's loss sums over n_quantiles, so its
-                # gradient norm is ~n_quantiles times the actor's and a single global clip would
-                # all but freeze the actor.
-                actor_grad_norm, critic_grad_norm = self.policy.clip_grad_norms(cfg.max_grad_norm)
-                stats["actor_grad_norm"].append(actor_grad_norm)
-                stats["critic_grad_norm"].append(critic_grad_norm)
-                self.optimizer.step()
-                self.policy.keep_lstms_independent()
+                for name, value in apply_step(self).items():
+                    stats[name].append(value)
                 self._n_updates += 1
+                if dsac_t:
+                    rate = cfg.critic_adjust.rate
+                    state.sigma_bar += rate * (metrics["quantile_spread"] - state.sigma_bar)
+                    ctx = dataclasses.replace(ctx, sigma_bar=state.sigma_bar)
             if not continue_training:
                 break
 
-        values, returns = buffer.values.reshape(-1), buffer.returns.reshape(-1)
+        if cfg.kl_penalty and stats["kl_exact"]:
+            assert cfg.target_kl is not None
+            state.kl_beta = adapt_kl_beta(
+                state.kl_beta, float(np.mean(stats["kl_exact"])), cfg.target_kl
+            )
+            log("train/kl_beta", state.kl_beta)
+        if cfg.awr.enabled and stats["bc_ppo_ratio"]:
+            log("train/awr_coef", state.awr_coef)
+            ratio = float(np.mean(stats["bc_ppo_ratio"]))
+            state.awr_coef = decay_awr_coef(state.awr_coef, ratio, cfg.awr.max_ratio, cfg.awr.decay)
         for name, values_list in stats.items():
-            self.logger.record(f"train/{name}", float(np.mean(values_list)))
-        self.logger.record("train/explained_variance", explained_variance(values, returns))
+            if name != "loss":
+                log(f"train/{name}", float(np.mean(values_list)))
+        if dsac_t:
+            log("train/sigma_bar", state.sigma_bar)
+        log("train/ent_coef", ent_coef)
+        if ent.boost_factor > 1.0:
+            log("train/ent_boost", state.entropy_boost)
+        log("train/skipped_steps", state.skipped_steps)
+        log("train/skipped_steps_update", state.skipped_steps - skipped_before)
+        log("train/early_stopped", int(not continue_training))
+        log("train/explained_variance", rollout_ev)
         if not self.policy.discrete:
             with th.no_grad():
-                self.logger.record("train/std", float(th.exp(self.policy.log_std()).mean()))
-        self.logger.record("train/return_mean", ret_mean)
-        self.logger.record("train/return_std", ret_std)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+                log("train/std", float(th.exp(self.policy.log_std()).mean()))
+        log("train/return_mean", ret_mean)
+        log("train/return_std", ret_std)
+        log("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def _risk_shaping(self, returns_finite: bool) -> dict[str, float]:
+        """CVaR metrics of the rollout and, under a risk mode, the Rockafellar-Uryasev shaping
+        of the buffer's advantages (and the dual-ascent step of ``cvar_constraint``)."""
+        risk = self.config.risk
+        buffer = self.rollout_buffer
+        state = self.train_state
+        critic_cvar = cvar_from_quantiles(buffer.quantiles.mean(dim=-2), risk.alpha)
+        cvar = empirical_cvar(buffer.returns, risk.alpha)
+        stats = {"cvar_critic": float(critic_cvar.mean()), "cvar_empirical": cvar}
+        if risk.mode == "none":
+            return stats
+        weight = risk.weight if risk.mode == "mean_cvar" else state.risk_multiplier
+        buffer.advantages, penalty = shape_advantages(
+            buffer.advantages, buffer.returns, buffer.quantiles, risk.alpha, weight
+        )
+        if risk.mode == "cvar_constraint" and returns_finite:
+            state.risk_multiplier = dual_ascent(
+                weight, cvar, risk.cvar_limit, risk.dual_lr, risk.max_multiplier
+            )
+        stats.update(risk_weight=weight, risk_penalty=float(penalty.mean()))
+        return stats
+
+    def _lstm_norms(self) -> dict[str, float]:
+        """Mean L2 norm of the stored actor and critic LSTM hidden states of the rollout."""
+        h = self.rollout_buffer.lstm_states[:, 0]
+        size = self.policy.hidden_size
+        norms = {"lstm_h_norm_actor": float(h[..., :size].norm(dim=-1).mean())}
+        if not self.policy.shared_lstm:
+            norms["lstm_h_norm_critic"] = float(h[..., size:].norm(dim=-1).mean())
+        return norms
 
     # ---------------------------------------------------------------------------------------
     def learn(

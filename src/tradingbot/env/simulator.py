@@ -79,7 +79,6 @@ class MarketSimulator:
         self.hi = np.array([ranges[i][1] for i in self.instrument_ids]) + offsets
         self.n_features = market.features.shape[1]
         self.obs_dim = self.window * self.n_features + 1
-        self._window_offsets = np.arange(-self.window + 1, 1)
 
         # Per-row simple returns from the close of row t to the fill, and from an open fill to
         # the close of row t+1. The last row of each instrument is never stepped from.
@@ -147,16 +146,7 @@ class MarketSimulator:
         """Observations (n, window * n_features + 1): the window's features and the position."""
         rows = self.row if envs is None else self.row[envs]
         position = self.position if envs is None else self.position[envs]
-        if self.window == 1:
-            feats = self.market.features[rows]
-        else:
-            feats = self.market.features[rows[:, None] + self._window_offsets].reshape(
-                len(rows), -1
-            )
-        obs = np.empty((len(rows), self.obs_dim), dtype=np.float32)
-        obs[:, :-1] = feats
-        obs[:, -1] = position
-        return obs
+        return build_observations(self.market.features, rows, position, self.window)
 
     def step(
         self, target: np.ndarray
@@ -182,6 +172,21 @@ class MarketSimulator:
         terminated = new_equity < self._ruin_equity
         truncated = self.steps >= self.end_step
         return reward, terminated, truncated & ~terminated, trade, cost
+
+
+def build_observations(
+    features: np.ndarray, rows: np.ndarray, position: np.ndarray, window: int
+) -> np.ndarray:
+    """Observations (n, window * n_features + 1): the features of the ``window`` bars ending at
+    each row (oldest first) and the position held."""
+    if window == 1:
+        feats = features[rows]
+    else:
+        feats = features[rows[:, None] + np.arange(-window + 1, 1)].reshape(len(rows), -1)
+    obs = np.empty((len(rows), feats.shape[1] + 1), dtype=np.float32)
+    obs[:, :-1] = feats
+    obs[:, -1] = position
+    return obs
 
 
 def make_action_space(cfg: EnvConfig) -> spaces.Space:

@@ -1,0 +1,51 @@
+"""Coefficient schedules of DistributionalPPO: entropy coefficient, KL penalty, AWR coefficient."""
+
+from __future__ import annotations
+
+import math
+
+
+def entropy_coef(
+    initial: float,
+    final: float | None,
+    progress_remaining: float,
+    boost: float = 1.0,
+    minimum: float = 0.0,
+) -> float:
+    """``max(linear(initial -> final) * boost, minimum)``; ``progress_remaining`` goes from 1 at
+    the start of training to 0 at its end (SB3's convention); ``final=None``: no decay."""
+    progress_remaining = min(max(progress_remaining, 0.0), 1.0)
+    base = initial if final is None else final + (initial - final) * progress_remaining
+    return max(base * boost, minimum)
+
+
+def update_entropy_boost(
+    boost: float, explained_variance: float, threshold: float, factor: float, max_boost: float
+) -> float:
+    """Multiply the boost by ``factor`` (bounded by ``max_boost``) while the explained variance
+    stays below ``threshold``; reset it to 1 once it does not. NaN (constant returns) keeps it."""
+    if not math.isfinite(explained_variance):
+        return boost
+    if explained_variance < threshold:
+        return min(boost * factor, max_boost)
+    return 1.0
+
+
+def adapt_kl_beta(beta: float, kl: float, target: float) -> float:
+    """Adaptive KL penalty (PPO paper): double beta when ``kl > 1.5 target``, halve it when
+    ``kl < target / 1.5``; non-finite KL keeps it."""
+    if not math.isfinite(kl):
+        return beta
+    if kl > 1.5 * target:
+        return beta * 2.0
+    if kl < target / 1.5:
+        return beta / 2.0
+    return beta
+
+
+def decay_awr_coef(coef: float, ratio: float, max_ratio: float, decay: float) -> float:
+    """Multiply the AWR coefficient by ``decay`` when the BC/PPO loss ratio exceeds
+    ``max_ratio``."""
+    if math.isfinite(ratio) and ratio > max_ratio:
+        return coef * decay
+    return coef

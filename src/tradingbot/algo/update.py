@@ -1,0 +1,256 @@
+"""One gradient step of DistributionalPPO: losses of a minibatch (accumulated over
+microbatches), the non-finite guard, the gradient-variance scaler, the per-network norm clip
+and the optimizer step. Also builds the optimizer and the scaler from the config."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import torch as th
+
+from tradingbot.algo.buffer import SequenceChunks
+from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.losses import (
+    categorical_kl,
+    clipped_surrogate,
+    critic_loss_per_sample,
+    dsac_t_weights,
+    gaussian_kl,
+    k3_kl,
+    quantile_spread,
+)
+from tradingbot.optim import UPGD, AdaptiveUPGD, VarianceGradientScaler
+
+if TYPE_CHECKING:
+    from tradingbot.algo.ppo import DistributionalPPO
+
+
+def build_optimizer(cfg: PPOConfig, params: Iterable[th.nn.Parameter]) -> th.optim.Optimizer:
+    """The optimizer chosen by ``cfg.optimizer`` with ``cfg.learning_rate`` and ``cfg.upgd``."""
+    params = list(params)
+    u = cfg.upgd
+    if cfg.optimizer == "adam":
+        return th.optim.Adam(params, lr=cfg.learning_rate, eps=1e-5)
+    if cfg.optimizer == "upgd":
+        return UPGD(
+            params,
+            lr=cfg.learning_rate,
+            weight_decay=u.weight_decay,
+            beta_utility=u.beta_utility,
+            sigma=u.sigma,
+            protect=u.protect,
+            scope=u.scope,
+        )
+    if cfg.optimizer == "adaptive_upgd":
+        return AdaptiveUPGD(
+            params,
+            lr=cfg.learning_rate,
+            eps=1e-5,
+            weight_decay=u.weight_decay,
+            beta_utility=u.beta_utility,
+            sigma=u.sigma,
+            protect=u.protect,
+            scope=u.scope,
+            adaptive_noise=u.adaptive_noise,
+            beta_noise=u.beta_noise,
+            min_noise_std=u.min_noise_std,
+        )
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def build_scaler(
+    cfg: PPOConfig, params: Iterable[th.nn.Parameter]
+) -> VarianceGradientScaler | None:
+    """The variance gradient scaler of ``cfg.grad_scaler`` (``None`` when disabled)."""
+    s = cfg.grad_scaler
+    if not s.enabled:
+        return None
+    return VarianceGradientScaler(
+        params,
+        beta=s.beta,
+        alpha=s.alpha,
+        warmup=s.warmup,
+        min_factor=s.min_factor,
+        aggregate=s.aggregate,
+        percentile=s.percentile,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateContext:
+    """Constants of one update, shared by its minibatches.
+
+    :param ret_mean: Return-normalization mean (targets and old quantiles are normalized).
+    :param ret_std: Return-normalization std.
+    :param ent_coef: Entropy coefficient of this update.
+    :param adv_stats: (mean, std) of the rollout's advantages for ``rollout`` normalization
+        (the advantages are divided by ``std + 1e-8``).
+    :param sigma_bar: DSAC-T ``sigma_bar`` (``None``: plain critic loss).
+    :param kl_beta: KL-penalty coefficient (``None``: no penalty).
+    :param awr_coef: AWR coefficient (``None``: no BC term).
+    """
+
+    ret_mean: float
+    ret_std: float
+    ent_coef: float
+    adv_stats: tuple[float, float] | None = None
+    sigma_bar: float | None = None
+    kl_beta: float | None = None
+    awr_coef: float | None = None
+
+
+def exact_kl(old_params: th.Tensor, new_params: th.Tensor, discrete: bool) -> th.Tensor:
+    """Exact per-sample KL(old || new) from stored distribution parameters: logits
+    (categorical) or ``[mean, std]`` of the pre-squash Gaussian (the tanh squash is a
+    bijection, so the squashed distributions have the same KL)."""
+    if discrete:
+        return categorical_kl(old_params, new_params)
+    dim = old_params.shape[-1] // 2
+    return gaussian_kl(
+        old_params[..., :dim], old_params[..., dim:], new_params[..., :dim], new_params[..., dim:]
+    )
+
+
+def minibatch_loss(
+    model: DistributionalPPO,
+    batch: SequenceChunks,
+    ctx: UpdateContext,
+    adv_mean: th.Tensor | float,
+    adv_std: th.Tensor | float,
+) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+    """Total loss of a (micro)batch (means over its samples) and its detached metrics; the
+    policy sees the advantages ``(A - adv_mean) / adv_std``."""
+    cfg = model.config
+    policy = model.policy
+    evaluation = policy.evaluate_sequences(
+        batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
+    )
+    n = evaluation.log_prob.shape[0]
+
+    # Policy: clipped surrogate (optionally dual-clipped), log-ratio clamped before exp.
+    raw_advantages = batch.advantages.reshape(-1)
+    advantages = (raw_advantages - adv_mean) / adv_std
+    log_ratio = evaluation.log_prob - batch.old_log_probs.reshape(-1)
+    log_ratio = log_ratio.clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
+    ratio = th.exp(log_ratio)
+    policy_loss = -clipped_surrogate(advantages, ratio, cfg.clip_range, cfg.dual_clip).mean()
+    old_params = batch.old_dist_params.reshape(n, -1)
+    kl_exact = exact_kl(old_params, evaluation.dist_params, policy.discrete).mean()
+
+    # Critic: quantile Huber loss against the normalized lambda-return, with value clipping
+    # around the (re-normalized) old quantiles and DSAC-T weights when configured.
+    n_critics, n_quantiles = evaluation.quantiles.shape[1:]
+    value_targets = (batch.returns.reshape(-1) - ctx.ret_mean) / ctx.ret_std
+    old_quantiles = None
+    if cfg.value_clip.mode != "none":
+        old_quantiles = batch.old_quantiles.reshape(n, n_critics, n_quantiles)
+        old_quantiles = (old_quantiles - ctx.ret_mean) / ctx.ret_std
+    adjust = cfg.critic_adjust
+    value_loss = critic_loss_per_sample(
+        evaluation.quantiles,
+        value_targets,
+        policy.taus,
+        cfg.huber_kappa,
+        old_quantiles=old_quantiles,
+        clip_mode=cfg.value_clip.mode,
+        clip_range=cfg.clip_range_vf,
+        sigma_bar=ctx.sigma_bar,
+        eps=adjust.eps,
+        target_clip_xi=adjust.xi if adjust.target_clip else None,
+    ).mean()
+
+    entropy_loss = -evaluation.entropy.mean()
+    loss = policy_loss + ctx.ent_coef * entropy_loss + cfg.vf_coef * value_loss
+    metrics: dict[str, th.Tensor] = {}
+    if ctx.kl_beta is not None:
+        loss = loss + ctx.kl_beta * kl_exact
+    if ctx.awr_coef is not None:
+        log_max = th.log(th.tensor(cfg.awr.max_weight))
+        weights = th.exp((raw_advantages / cfg.awr.beta).clamp(max=log_max)).detach()
+        bc_loss = -(weights * evaluation.log_prob).mean()
+        loss = loss + ctx.awr_coef * bc_loss
+        metrics["bc_loss"] = bc_loss.detach()
+        metrics["bc_ppo_ratio"] = (
+            ctx.awr_coef * bc_loss.abs() / (policy_loss.abs() + 1e-8)
+        ).detach()
+
+    with th.no_grad():
+        spread = quantile_spread(evaluation.quantiles)
+        metrics.update(
+            loss=loss.detach(),
+            policy_loss=policy_loss.detach(),
+            value_loss=value_loss.detach(),
+            entropy_loss=entropy_loss.detach(),
+            approx_kl=k3_kl(log_ratio),
+            kl_exact=kl_exact.detach(),
+            clip_fraction=((ratio - 1.0).abs() > cfg.clip_range).float().mean(),
+            quantile_spread=spread.mean(),
+        )
+        if ctx.sigma_bar is not None:
+            metrics["critic_weight"] = dsac_t_weights(
+                evaluation.quantiles, ctx.sigma_bar, adjust.eps
+            ).mean()
+    return loss, metrics
+
+
+def accumulate_gradients(
+    model: DistributionalPPO,
+    chunks: SequenceChunks,
+    chunk_indices: th.Tensor,
+    ctx: UpdateContext,
+    n_microbatches: int = 1,
+) -> dict[str, th.Tensor]:
+    """Zero the gradients, then backward the minibatch ``chunk_indices`` split into
+    ``n_microbatches`` microbatches, each loss weighted by its share of the samples, so the
+    accumulated gradient is the whole minibatch's. Minibatch advantage statistics come from the
+    whole minibatch. Returns the sample-weighted mean of the microbatches' metrics."""
+    cfg = model.config
+    if cfg.advantage_normalization == "minibatch":
+        advantages = chunks.advantages.index_select(0, chunk_indices)
+        adv_mean, adv_std = advantages.mean(), advantages.std() + 1e-8
+    elif cfg.advantage_normalization == "rollout":
+        assert ctx.adv_stats is not None
+        adv_mean, adv_std = ctx.adv_stats[0], ctx.adv_stats[1] + 1e-8
+    else:
+        adv_mean, adv_std = 0.0, 1.0
+    model.optimizer.zero_grad(set_to_none=True)
+    total = len(chunk_indices)
+    totals: dict[str, th.Tensor] = {}
+    for micro in th.tensor_split(chunk_indices, min(n_microbatches, total)):
+        share = len(micro) / total
+        loss, metrics = minibatch_loss(model, chunks.select(micro), ctx, adv_mean, adv_std)
+        (loss * share).backward()
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + share * value
+    return totals
+
+
+def gradients_finite(params: Iterable[th.nn.Parameter]) -> bool:
+    """Whether every existing gradient is finite (one device sync)."""
+    flags = [th.isfinite(p.grad).all() for p in params if p.grad is not None]
+    return bool(th.stack(flags).all()) if flags else True
+
+
+def apply_step(model: DistributionalPPO) -> dict[str, float]:
+    """Scaler, per-network norm clip, optimizer step and the LSTM block re-zeroing, in that
+    order, on the accumulated gradients. Returns the step's gradient statistics."""
+    stats: dict[str, float] = {}
+    scaler = model.train_state.scaler
+    if scaler is not None:
+        stats["scaler_factor"] = scaler.scale_()
+        stats["scaler_ratio"] = scaler.last_ratio
+    # The norm is clipped per network: the critic's loss sums over n_quantiles, so its gradient
+    # norm is ~n_quantiles times the actor's and a single global clip would all but freeze the
+    # actor.
+    actor_norm, critic_norm = model.policy.clip_grad_norms(model.config.max_grad_norm)
+    stats["actor_grad_norm"] = actor_norm
+    stats["critic_grad_norm"] = critic_norm
+    model.optimizer.step()
+    model.policy.keep_lstms_independent()
+    last_stats = getattr(model.optimizer, "last_stats", None)
+    if last_stats:
+        stats["upgd_mean_utility"] = last_stats["mean_utility"]
+        stats["upgd_noise_std"] = last_stats["noise_std"]
+    return stats

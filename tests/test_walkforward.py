@@ -1,0 +1,89 @@
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tradingbot.cli import app
+from tradingbot.evaluate.walkforward import label_regimes, mean_confidence_interval, summarize
+
+
+def test_confidence_interval_by_hand():
+    mean, low, high = mean_confidence_interval(np.array([1.0, 2.0, 3.0, 4.0]))
+    # sd = sqrt(5/3), t(0.975, 3) = 3.182446305
+    half = 3.182446305284263 * np.sqrt(5 / 3) / 2
+    assert mean == 2.5 and low == pytest.approx(2.5 - half) and high == pytest.approx(2.5 + half)
+    assert np.isnan(mean_confidence_interval(np.array([1.0]))[1])
+
+
+def test_summary_rows():
+    folds = pd.DataFrame(
+        {
+            "fold": [0, 0, 1, 1],
+            "seed": [0, 1, 0, 1],
+            "policy": ["a"] * 4,
+            "instrument": ["X"] * 4,
+            "sharpe": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    row = summarize(folds).iloc[0]
+    assert row["policy"] == "a" and row["metric"] == "sharpe" and row["n"] == 4
+    assert row["mean"] == 2.5
+
+
+def test_vix_regimes_by_hand():
+    # VIX closes in arch's file: 2015-08-24 40.74, 2015-08-25 36.02, 2017-01-03 12.85,
+    # 2016-01-04 20.70, 2018-02-05 37.32
+    dates = pd.to_datetime(["2015-08-24", "2015-08-25", "2017-01-03", "2016-01-04", "2018-02-05"])
+    bars = pd.DataFrame({"instrument": "X"}, index=dates)
+    labels = label_regimes(bars, {"X": pd.Series(dtype=float)})
+    assert list(labels) == ["VIX>40", "VIX 25-40", "VIX<15", "VIX 15-25", "VIX 25-40"]
+
+
+def test_volatility_terciles_without_vix():
+    rng = np.random.default_rng(0)
+    index = pd.bdate_range("2000-01-03", periods=300)  # before VIX's data: terciles
+    scale = np.repeat([0.005, 0.01, 0.03], 100)
+    close = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, scale))), index=index)
+    bars = pd.DataFrame({"instrument": "X"}, index=index[40:])
+    labels = label_regimes(bars, {"X": close})
+    assert set(labels) == {"low vol", "mid vol", "high vol"}
+    assert (labels[:50] == "low vol").mean() > 0.9 and (labels[-50:] == "high vol").mean() > 0.9
+
+
+@pytest.mark.slow
+def test_walkforward_end_to_end(tmp_path):
+    args = ["walkforward", "--data", "synthetic"]
+    for s in [
+        "data.walk_forward.first_test_start=2007-01-01",
+        "data.walk_forward.test_length=365D",
+        "data.walk_forward.n_folds=2",
+        "data.walk_forward.embargo_bars=5",
+        "evaluation.seeds=[0, 1]",
+        "env.n_envs=2",
+        "algo.n_steps=64",
+        "algo.batch_size=64",
+        "algo.seq_len=16",
+        "algo.n_quantiles=8",
+        "algo.lstm_hidden_size=16",
+        "algo.net_arch=[16]",
+        "run.total_timesteps=128",
+        f"run.out_dir={tmp_path}",
+        "run.name=wf",
+    ]:
+        args += ["--set", s]
+    result = CliRunner().invoke(app, args, terminal_width=300)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "wf" / "evaluation"
+    folds = pd.read_csv(out / "folds.csv")
+    assert len(folds) == 2 * 2 * 3  # folds x seeds x (agent, buy_and_hold, flat)
+    hold = folds[folds["policy"] == "buy_and_hold"]
+    # The baseline does not depend on the seed: identical metrics for both seeds of a fold.
+    for _, group in hold.groupby("fold"):
+        assert group["sharpe"].nunique() == 1
+    assert pd.to_datetime(folds["test_start"]).min() >= pd.Timestamp("2007-01-01")
+    summary = pd.read_csv(out / "summary.csv")
+    sharpe = summary[(summary["policy"] == "agent") & (summary["metric"] == "sharpe")].iloc[0]
+    assert sharpe["ci_low"] <= sharpe["mean"] <= sharpe["ci_high"]
+    regimes = pd.read_csv(out / "regimes.csv")
+    assert set(regimes["regime"]) == {"low vol", "mid vol", "high vol"}
+    assert (tmp_path / "wf" / "report.html").exists()

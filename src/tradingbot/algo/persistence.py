@@ -82,6 +82,10 @@ def model_state(model: DistributionalPPO) -> tuple[dict[str, th.Tensor], dict[st
     tensors["return_rms.var"] = th.tensor(float(rms.var), dtype=th.float64)
     tensors["return_rms.count"] = th.tensor(float(rms.count), dtype=th.float64)
     tensors["rng.torch"] = th.get_rng_state()
+    # Update statistics: DSAC-T sigma_bar, KL beta, CVaR multiplier, entropy boost, AWR
+    # coefficient, skipped-step counter and the gradient scaler's state.
+    for key, value in model.train_state.state_dict().items():
+        tensors[f"train_state.{key}"] = value
     if model._last_obs is not None:
         tensors["rollout.last_obs"] = th.as_tensor(np.asarray(model._last_obs))
         tensors["rollout.episode_starts"] = th.as_tensor(
@@ -157,6 +161,13 @@ def restore_model(model: DistributionalPPO, path: str | Path) -> Manifest:
     model.return_rms.var = tensors["return_rms.var"].numpy().copy()
     model.return_rms.count = float(tensors["return_rms.count"])
     th.set_rng_state(tensors["rng.torch"])
+    train_state = {
+        k.removeprefix("train_state."): v
+        for k, v in tensors.items()
+        if k.startswith("train_state.")
+    }
+    if train_state:  # checkpoints written before these statistics existed have none
+        model.train_state.load_state_dict(train_state)
     model.num_timesteps = int(manifest.state["num_timesteps"])
     model._n_updates = int(manifest.state["n_updates"])
     if "rollout.last_obs" in tensors:
@@ -181,7 +192,7 @@ def _expected_specs(model: DistributionalPPO, path: Path) -> dict[str, TensorSpe
     environment tensors as stored (they exist only once a run has started)."""
     manifest = read_manifest(path)
     own, _ = model_state(model)
-    optional = ("rollout.", "env.", "optimizer.")
+    optional = ("rollout.", "env.", "optimizer.", "train_state.")
     expected = {k: v for k, v in specs_of(own).items() if not k.startswith(optional)}
     params = [p for group in model.optimizer.param_groups for p in group["params"]]
     for key, spec in manifest.tensors.items():

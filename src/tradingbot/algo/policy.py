@@ -223,16 +223,20 @@ class RecurrentActorCritic(nn.Module):
         n_blocks = 1 if self.shared_lstm else 2
         # LSTM gradients viewed as (gate, block, rest): block 0 is the actor's, block 1 the
         # critic's, so per-network sums and scales need no row indexing.
-        lstm_grads = [
-            p.grad.view(4, n_blocks, -1) for p in self.lstm.parameters() if p.grad is not None
-        ]
+        groups = self.__dict__.get("_clip_groups")
+        if groups is None:  # the Parameter objects stay the same (load and .to() update them)
+            groups = {
+                "actor": [
+                    p for n, p in self.named_parameters() if n.startswith(("actor", "log_std"))
+                ],
+                "critic": list(self.critic_head.parameters()),
+                "lstm": list(self.lstm.parameters()),
+            }
+            self.__dict__["_clip_groups"] = groups
+        lstm_grads = [p.grad.view(4, n_blocks, -1) for p in groups["lstm"] if p.grad is not None]
         head_grads = {
-            "actor": [
-                p.grad
-                for n, p in self.named_parameters()
-                if n.startswith(("actor", "log_std")) and p.grad is not None
-            ],
-            "critic": [p.grad for p in self.critic_head.parameters() if p.grad is not None],
+            network: [p.grad for p in groups[network] if p.grad is not None]
+            for network in ("actor", "critic")
         }
         lstm_squares = (
             th.stack([g.square().sum(dim=(0, 2)) for g in lstm_grads]).sum(dim=0)

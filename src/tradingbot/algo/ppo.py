@@ -303,7 +303,7 @@ class DistributionalPPO(BaseAlgorithm):
             ent.minimum,
         )
         dsac_t = cfg.critic_adjust.mode == "dsac_t"
-        if dsac_t and not np.isfinite(state.sigma_bar):
+        if dsac_t and not state.sigma_bar > 0:
             # First update: start sigma_bar at the rollout's mean spread (normalized units).
             spread = float(buffer.quantiles.std(dim=-1, unbiased=False).mean()) / ret_std
             if np.isfinite(spread):
@@ -366,13 +366,13 @@ class DistributionalPPO(BaseAlgorithm):
             if not continue_training:
                 break
 
-        if cfg.kl_penalty and stats["kl_exact"]:
+        if cfg.kl_penalty and stats.get("kl_exact"):
             assert cfg.target_kl is not None
             state.kl_beta = adapt_kl_beta(
                 state.kl_beta, float(np.mean(stats["kl_exact"])), cfg.target_kl
             )
             log("train/kl_beta", state.kl_beta)
-        if cfg.awr.enabled and stats["bc_ppo_ratio"]:
+        if cfg.awr.enabled and stats.get("bc_ppo_ratio"):
             log("train/awr_coef", state.awr_coef)
             ratio = float(np.mean(stats["bc_ppo_ratio"]))
             state.awr_coef = decay_awr_coef(state.awr_coef, ratio, cfg.awr.max_ratio, cfg.awr.decay)

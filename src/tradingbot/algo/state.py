@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch as th
 
@@ -24,8 +23,8 @@ class TrainState:
     """
     Statistics carried from update to update (``DistributionalPPO.train_state``).
 
-    :param sigma_bar: DSAC-T moving average of the batch-mean quantile spread (NaN until the
-        first update sets it).
+    :param sigma_bar: DSAC-T moving average of the batch-mean quantile spread (0 until the
+        first update sets it; 0 rather than NaN so that saved states compare equal).
     :param kl_beta: Adaptive KL-penalty coefficient.
     :param risk_multiplier: CVaR weight lambda (a Lagrange multiplier under ``cvar_constraint``).
     :param entropy_boost: Multiplicative entropy-coefficient boost.
@@ -34,7 +33,7 @@ class TrainState:
     :param scaler: The variance gradient scaler (``None`` when disabled).
     """
 
-    sigma_bar: float = math.nan
+    sigma_bar: float = 0.0
     kl_beta: float = 1.0
     risk_multiplier: float = 0.0
     entropy_boost: float = 1.0

@@ -1,0 +1,124 @@
+"""PPOConfig's optimizer and gradient-scaler choices reach DistributionalPPO's update."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+
+from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.optim import UPGD, AdaptiveUPGD, VarianceGradientScaler
+
+SMALL = dict(
+    n_steps=32, batch_size=32, n_epochs=2, seq_len=16, lstm_hidden_size=8, net_arch=[8],
+    n_quantiles=8, seed=0,
+)  # fmt: skip
+
+
+def pendulum(**kwargs) -> DistributionalPPO:
+    th.set_num_threads(1)
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    return DistributionalPPO("MlpLstmPolicy", env, **{**SMALL, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("adam", th.optim.Adam), ("upgd", UPGD), ("adaptive_upgd", AdaptiveUPGD)],
+)
+def test_optimizer_choice_constructs_it_and_trains(name: str, cls: type) -> None:
+    upgd = {"sigma": 0.01, "beta_utility": 0.9, "weight_decay": 0.001, "adaptive_noise": True}
+    model = pendulum(optimizer=name, learning_rate=1e-3, upgd=upgd)
+    assert type(model.optimizer) is cls
+    assert model.optimizer.param_groups[0]["lr"] == 1e-3
+    if name != "adam":
+        assert model.optimizer.param_groups[0]["sigma"] == 0.01
+        assert model.optimizer.param_groups[0]["weight_decay"] == 0.001
+    if name == "adaptive_upgd":
+        assert model.optimizer.param_groups[0]["adaptive_noise"] is True
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(64 * 3)
+    assert model._n_updates == 3 * 2 * 2
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+    assert any(not th.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
+    # The off-diagonal recurrent blocks stay zero (noise and weight decay would fill them).
+    weight_hh = model.policy.lstm.weight_hh_l0
+    assert th.equal(weight_hh * (1 - model.policy.recurrent_mask), th.zeros_like(weight_hh))
+    logged = model.logger.name_to_value
+    if name == "adam":
+        assert "train/upgd_noise_std" not in logged
+    else:
+        assert np.isfinite(logged["train/upgd_mean_utility"])
+        assert logged["train/upgd_noise_std"] > 0
+
+
+def test_scaler_is_applied_between_backward_and_clip_when_enabled() -> None:
+    model = pendulum(grad_scaler={"enabled": True, "warmup": 0, "alpha": 100.0, "min_factor": 0.2})
+    scaler = model.train_state.scaler
+    assert isinstance(scaler, VarianceGradientScaler)
+    events: list[tuple[str, float]] = []
+    params = list(model.policy.parameters())
+
+    def grad_norm() -> float:
+        return float(th.sqrt(sum(p.grad.square().sum() for p in params if p.grad is not None)))
+
+    scale = scaler.scale_
+    clip = model.policy.clip_grad_norms
+
+    def recording_scale(*args, **kwargs):
+        norm_before = grad_norm()
+        factor = scale(*args, **kwargs)
+        events.append(("scale", factor))
+        assert grad_norm() == pytest.approx(factor * norm_before, rel=1e-5)
+        return factor
+
+    def recording_clip(*args, **kwargs):
+        events.append(("clip", 0.0))
+        return clip(*args, **kwargs)
+
+    scaler.scale_ = recording_scale  # type: ignore[method-assign]
+    model.policy.clip_grad_norms = recording_clip  # type: ignore[method-assign]
+    model.learn(64 * 2)
+    assert [e[0] for e in events] == ["scale", "clip"] * model._n_updates
+    factors = [f for kind, f in events if kind == "scale"]
+    # The first step has no variance (one sample); later ones are scaled down.
+    assert factors[0] == pytest.approx(1.0, abs=1e-4) and min(factors) < 0.9
+    logged = model.logger.name_to_value
+    assert logged["train/scaler_factor"] < 1.0 and np.isfinite(logged["train/scaler_ratio"])
+    assert model.train_state.state_dict()["scaler.step_count"] == model._n_updates
+
+
+def test_scaler_disabled_leaves_gradients_alone() -> None:
+    model = pendulum()
+    assert model.train_state.scaler is None
+    model.learn(64)
+    assert "train/scaler_factor" not in model.logger.name_to_value
+
+
+def test_train_state_round_trips() -> None:
+    model = pendulum(grad_scaler={"enabled": True, "warmup": 0})
+    model.learn(64)
+    model.train_state.sigma_bar, model.train_state.kl_beta = 0.25, 4.0
+    state = model.train_state.state_dict()
+    other = pendulum(grad_scaler={"enabled": True, "warmup": 0})
+    other.train_state.load_state_dict(state)
+    for key, value in other.train_state.state_dict().items():
+        assert th.equal(value, state[key]) or (value.isnan().all() and state[key].isnan().all())
+    assert other.train_state.kl_beta == 4.0
+    assert other.train_state.scaler.step_count == model._n_updates == 4
+
+
+def test_train_state_is_saved_and_restored(tmp_path) -> None:
+    model = pendulum(grad_scaler={"enabled": True, "warmup": 0}, critic_adjust={"mode": "dsac_t"})
+    model.learn(64)
+    model.train_state.kl_beta, model.train_state.skipped_steps = 8.0, 3
+    model.save(tmp_path / "m")
+    loaded = DistributionalPPO.load(tmp_path / "m")
+    saved = model.train_state.state_dict()
+    restored = loaded.train_state.state_dict()
+    assert saved.keys() == restored.keys() and "scaler.exp_avg.0" in saved
+    for key, value in saved.items():
+        assert th.equal(value, restored[key]) or (
+            value.isnan().all() and restored[key].isnan().all()
+        )
+    assert loaded.train_state.skipped_steps == 3 and np.isfinite(loaded.train_state.sigma_bar)

@@ -1,0 +1,296 @@
+"""The gradient step of DistributionalPPO: microbatches, non-finite skipping, KL early stop and
+penalty, entropy schedule, AWR, value clipping and DSAC-T through train(), LSTM norms."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from pydantic import ValidationError
+from stable_baselines3.common.env_util import make_vec_env
+
+from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.algo.schedules import (
+    adapt_kl_beta,
+    decay_awr_coef,
+    entropy_coef,
+    update_entropy_boost,
+)
+from tradingbot.algo.update import UpdateContext, accumulate_gradients
+
+SMALL = dict(
+    n_steps=32, batch_size=64, n_epochs=2, seq_len=16, lstm_hidden_size=8, net_arch=[8],
+    n_quantiles=8, seed=0,
+)  # fmt: skip
+
+
+def pendulum(**kwargs) -> DistributionalPPO:
+    th.set_num_threads(1)
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    return DistributionalPPO("MlpLstmPolicy", env, **{**SMALL, **kwargs})
+
+
+def snapshot(model: DistributionalPPO) -> dict[str, th.Tensor]:
+    state = {f"policy.{k}": v.clone() for k, v in model.policy.state_dict().items()}
+    for index, param_state in model.optimizer.state_dict()["state"].items():
+        for name, value in param_state.items():
+            state[f"opt.{index}.{name}"] = th.as_tensor(value).clone()
+    for name in ("mean", "var", "count"):
+        state[f"rms.{name}"] = th.tensor(np.asarray(getattr(model.return_rms, name)))
+    for k, v in model.train_state.state_dict().items():
+        if k != "skipped_steps":
+            state[f"train_state.{k}"] = v
+    return state
+
+
+def assert_same(a: dict[str, th.Tensor], b: dict[str, th.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert th.equal(a[key], b[key]) or (a[key].isnan().all() and b[key].isnan().all()), key
+
+
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("normalization", ["minibatch", "rollout", "none"])
+def test_microbatches_give_the_whole_minibatch_gradient(normalization: str) -> None:
+    model = pendulum(
+        batch_size=64, n_microbatches=4, seq_len=8, advantage_normalization=normalization,
+        value_clip={"mode": "per_quantile"}, clip_range_vf=0.1, critic_adjust={"mode": "dsac_t"},
+        awr={"enabled": True}, kl_penalty=True, target_kl=0.01, ent_coef=0.01,
+    )  # fmt: skip
+    model.learn(64)  # one rollout and update: the buffer is full, parameters moved
+    buffer = model.rollout_buffer
+    chunks = buffer.to_chunks(8)
+    adv = buffer.advantages
+    ctx = UpdateContext(
+        ret_mean=0.3, ret_std=2.0, ent_coef=0.01, adv_stats=(float(adv.mean()), float(adv.std())),
+        sigma_bar=0.5, kl_beta=0.7, awr_coef=0.1,
+    )  # fmt: skip
+    indices = th.arange(8)
+
+    def gradients(n_micro: int) -> list[th.Tensor]:
+        accumulate_gradients(model, chunks, indices, ctx, n_micro)
+        return [p.grad.clone() for p in model.policy.parameters() if p.grad is not None]
+
+    whole, split = gradients(1), gradients(4)
+    assert len(whole) == len(split) > 0
+    for g_whole, g_split in zip(whole, split, strict=True):
+        assert th.allclose(g_whole, g_split, atol=1e-6, rtol=0), (g_whole - g_split).abs().max()
+    assert any(g.abs().max() > 1e-3 for g in whole)
+    # train() does split: 4 evaluations per minibatch step instead of 1.
+    calls = {"n": 0}
+    evaluate = model.policy.evaluate_sequences
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return evaluate(*args, **kwargs)
+
+    model.policy.evaluate_sequences = counting  # type: ignore[method-assign]
+    n_before = model._n_updates
+    model.train()
+    assert calls["n"] == 4 * (model._n_updates - n_before) > 0
+
+
+def test_microbatches_must_divide_the_minibatch_chunks() -> None:
+    with pytest.raises(ValidationError, match=r"batch_size \(48\).*n_microbatches \(5\)"):
+        PPOConfig(batch_size=48, seq_len=16, n_microbatches=5)
+    PPOConfig(batch_size=48, seq_len=16, n_microbatches=3)
+
+
+# --------------------------------------------------------------------------------------------
+class NaNRewardAt(gym.Wrapper):
+    """Reward NaN on the ``at``-th step (counted from 0) of this env."""
+
+    def __init__(self, env: gym.Env, at: int) -> None:
+        super().__init__(env)
+        self.at, self.count = at, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.count += 1
+        if self.count - 1 == self.at:
+            reward = float("nan")
+        return obs, reward, terminated, truncated, info
+
+
+def test_nan_reward_skips_the_step_and_keeps_all_state() -> None:
+    th.set_num_threads(1)
+    env = make_vec_env(
+        "Pendulum-v1", n_envs=1, seed=0, wrapper_class=NaNRewardAt, wrapper_kwargs={"at": 40}
+    )
+    # One minibatch per update, one epoch, DSAC-T, KL penalty and the scaler all active.
+    model = DistributionalPPO(
+        "MlpLstmPolicy", env, **{**SMALL, "batch_size": 32, "n_epochs": 1},
+        critic_adjust={"mode": "dsac_t"}, kl_penalty=True, target_kl=0.05,
+        grad_scaler={"enabled": True, "warmup": 0},
+    )  # fmt: skip
+    before: list[dict[str, th.Tensor]] = []
+    after: list[dict[str, th.Tensor]] = []
+    skipped: list[int] = []
+    original_train = model.train
+
+    def recording_train() -> None:
+        before.append(snapshot(model))
+        original_train()
+        after.append(snapshot(model))
+        skipped.append(model.train_state.skipped_steps)
+
+    model.train = recording_train  # type: ignore[method-assign]
+    model.learn(32 * 4)
+    # Update 1 (steps 32..63) holds the NaN reward: skipped, nothing changed.
+    assert skipped == [0, 1, 1, 1]
+    assert_same(before[1], after[1])
+    assert model.logger.name_to_value["train/skipped_steps"] == 1
+    # The other updates moved the parameters and stayed finite.
+    for i in (0, 2, 3):
+        assert not th.equal(
+            before[i]["policy.lstm.weight_ih_l0"], after[i]["policy.lstm.weight_ih_l0"]
+        )
+    for p in model.policy.parameters():
+        assert th.isfinite(p).all()
+    assert np.isfinite(model.train_state.sigma_bar) and np.isfinite(float(model.return_rms.mean))
+
+
+def test_nan_gradient_skips_the_step() -> None:
+    model = pendulum(n_epochs=1, batch_size=64, grad_scaler={"enabled": True, "warmup": 0})
+    model.learn(64)
+    param = model.policy.critic_head.first.weight
+    calls = {"n": 0}
+
+    def poison(grad: th.Tensor) -> th.Tensor:
+        calls["n"] += 1
+        return grad * float("nan") if calls["n"] == 1 else grad
+
+    handle = param.register_hook(poison)
+    # Training on the same rollout again updates the return statistics (once per rollout)
+    # before the step; everything else must stay as it was.
+    state = {k: v for k, v in snapshot(model).items() if not k.startswith("rms.")}
+    model.train()  # one minibatch: its gradient is NaN
+    assert_same(state, {k: v for k, v in snapshot(model).items() if not k.startswith("rms.")})
+    assert model.train_state.skipped_steps == 1
+    assert model.logger.name_to_value["train/skipped_steps"] == 1
+    model.train()
+    handle.remove()
+    assert model.train_state.skipped_steps == 1
+    assert not th.equal(state["policy.critic_head.first.weight"], param)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("estimator", ["k3", "exact"])
+def test_kl_early_stop_stops_the_epoch_loop(estimator: str) -> None:
+    model = pendulum(n_epochs=5, batch_size=32)
+    model.learn(64)
+    n_before = model._n_updates
+    model.train()
+    assert model._n_updates - n_before == 2 * 5  # 2 minibatches x 5 epochs, no stop
+    model = pendulum(n_epochs=5, batch_size=32, target_kl=1e-9, kl_early_stop=estimator)
+    model.learn(64)
+    # First minibatch: policy unchanged, KL 0 -> step; second: KL > 1.5e-9 -> stop.
+    assert model._n_updates == 1
+    assert model.logger.name_to_value["train/early_stopped"] == 1
+    assert model.logger.name_to_value["train/kl_exact"] >= 0
+    assert model.logger.name_to_value["train/approx_kl"] >= 0
+
+
+def test_adaptive_kl_beta_rule_and_through_train() -> None:
+    assert adapt_kl_beta(1.0, kl=0.1, target=0.01) == 2.0
+    assert adapt_kl_beta(1.0, kl=0.001, target=0.01) == 0.5
+    assert adapt_kl_beta(1.0, kl=0.01, target=0.01) == 1.0
+    assert adapt_kl_beta(1.0, kl=float("nan"), target=0.01) == 1.0
+    model = pendulum(kl_penalty=True, target_kl=1e-9, kl_beta_init=1.0, learning_rate=1e-2)
+    model.learn(64)
+    assert model.train_state.kl_beta == 2.0
+    assert model.logger.name_to_value["train/kl_beta"] == 2.0
+    model = pendulum(kl_penalty=True, target_kl=10.0, kl_beta_init=1.0)
+    model.learn(64)
+    assert model.train_state.kl_beta == 0.5
+
+
+def test_entropy_schedule_known_values() -> None:
+    assert entropy_coef(0.1, 0.01, progress_remaining=1.0) == pytest.approx(0.1)
+    assert entropy_coef(0.1, 0.01, progress_remaining=0.5) == pytest.approx(0.055)
+    assert entropy_coef(0.1, 0.01, progress_remaining=0.0) == pytest.approx(0.01)
+    assert entropy_coef(0.1, 0.01, 0.5, boost=2.0) == pytest.approx(0.11)
+    assert entropy_coef(0.1, 0.0, 0.1, boost=1.0, minimum=0.02) == pytest.approx(0.02)
+    assert entropy_coef(0.1, None, 0.1) == pytest.approx(0.1)
+    assert update_entropy_boost(1.0, 0.1, threshold=0.5, factor=1.5, max_boost=2.0) == 1.5
+    assert update_entropy_boost(1.5, 0.1, threshold=0.5, factor=1.5, max_boost=2.0) == 2.0
+    assert update_entropy_boost(2.0, 0.9, threshold=0.5, factor=1.5, max_boost=2.0) == 1.0
+    assert update_entropy_boost(1.5, float("nan"), 0.5, 1.5, 2.0) == 1.5
+
+
+def test_entropy_schedule_through_train() -> None:
+    # 2 updates of 64 steps over 128: progress_remaining 0.5 then 0.0 at the updates.
+    ent = {"final": 0.0, "boost_factor": 2.0, "boost_max": 3.0, "ev_threshold": 2.0}
+    model = pendulum(ent_coef=0.1, entropy=ent)
+    logged = []
+    original_train = model.train
+
+    def recording_train() -> None:
+        original_train()
+        logged.append(
+            (model.logger.name_to_value["train/ent_coef"], model.train_state.entropy_boost)
+        )
+
+    model.train = recording_train  # type: ignore[method-assign]
+    model.learn(128)
+    # EV < 2 always: boost 2, then 3 (bounded); coef = 0.1 * progress * boost.
+    assert logged[0] == (pytest.approx(0.1 * 0.5 * 2.0), 2.0)
+    assert logged[1] == (pytest.approx(0.0), 3.0)
+
+
+def test_awr_term_is_logged_and_its_coefficient_decays() -> None:
+    assert decay_awr_coef(0.1, ratio=2.0, max_ratio=1.0, decay=0.5) == 0.05
+    assert decay_awr_coef(0.1, ratio=0.5, max_ratio=1.0, decay=0.5) == 0.1
+    model = pendulum(awr={"enabled": True, "coef": 100.0, "max_ratio": 1.0, "decay": 0.5})
+    model.learn(64)
+    assert model.logger.name_to_value["train/bc_ppo_ratio"] > 1.0
+    assert model.train_state.awr_coef == 50.0
+    plain = pendulum()
+    plain.learn(64)
+    assert "train/bc_ppo_ratio" not in plain.logger.name_to_value
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"value_clip": {"mode": "mean_shift"}, "clip_range_vf": 0.05},
+        {"value_clip": {"mode": "per_quantile"}, "clip_range_vf": 0.05},
+        {"critic_adjust": {"mode": "dsac_t", "target_clip": True}},
+        {"dual_clip": 3.0},
+    ],
+)
+def test_options_change_the_update(options: dict) -> None:
+    """Each option changes the parameters after one update compared with the plain run."""
+    plain, other = pendulum(), pendulum(**options)
+    plain.learn(64)
+    other.learn(64)
+    differ = [
+        not th.equal(a, b)
+        for a, b in zip(plain.policy.parameters(), other.policy.parameters(), strict=True)
+    ]
+    assert any(differ)
+    if "critic_adjust" in options:
+        assert np.isfinite(other.logger.name_to_value["train/sigma_bar"])
+        assert other.logger.name_to_value["train/critic_weight"] > 0
+
+
+def test_value_clip_config_requires_its_range() -> None:
+    with pytest.raises(ValidationError, match="needs clip_range_vf"):
+        PPOConfig(value_clip={"mode": "mean_shift"})
+    with pytest.raises(ValidationError, match=r"value_clip\.mode is 'none'"):
+        PPOConfig(clip_range_vf=0.2)
+
+
+def test_lstm_hidden_state_norms_are_logged() -> None:
+    model = pendulum()
+    model.learn(64)
+    h = model.rollout_buffer.lstm_states[:, 0]
+    values = model.logger.name_to_value
+    assert values["train/lstm_h_norm_actor"] == pytest.approx(float(h[..., :8].norm(dim=-1).mean()))
+    assert values["train/lstm_h_norm_critic"] == pytest.approx(
+        float(h[..., 8:].norm(dim=-1).mean())
+    )
+    assert values["train/lstm_h_norm_actor"] > 0

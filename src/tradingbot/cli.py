@@ -153,6 +153,32 @@ def signals_command(
     console.print(f"signals written to {path}", highlight=False, soft_wrap=True)
 
 
+@app.command("pbt")
+def pbt_command(
+    config: Path | None = ConfigOption,
+    overrides: list[str] = SetOption,
+    address: str | None = typer.Option(
+        None, "--address", help="join this Ray cluster (HOST:PORT); default: a local Ray"
+    ),
+) -> None:
+    """Population-based training on Ray Tune; export the best member as a run directory."""
+    from tradingbot.pbt import run_pbt
+
+    try:
+        result = run_pbt(load_config(config, overrides), address=address)
+    except (DataError, ConfigError, FileExistsError, ValueError, RuntimeError) as err:
+        fail(str(err))
+        return
+    exploits = int((result.members["exploited_from"] != "").sum())
+    console.print(
+        f"best member {result.best_trial} at interval {result.best_iteration}: "
+        f"score {result.best_score:.4f}; {exploits} exploits",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
+
+
 @app.command("report")
 def report_command(
     run_dir: Path = typer.Argument(..., help="a run directory"),

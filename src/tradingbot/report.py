@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+import yaml
 from plotly.offline import get_plotlyjs
 
 from tradingbot import report_charts as charts
@@ -300,6 +301,28 @@ def _evaluation_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def _pbt_section(run_dir: Path) -> str:
+    """Each PBT member's score and hyperparameters over time, when the run came from PBT."""
+    path = run_dir / "pbt" / "members.csv"
+    if not path.exists():
+        return ""
+    from tradingbot.pbt.export import MEMBER_COLUMNS, pbt_figure
+
+    members = pd.read_csv(path)
+    hyperparameters = [c for c in members.columns if c not in MEMBER_COLUMNS]
+    config = (
+        yaml.safe_load((run_dir / "config.yaml").read_text())
+        if (run_dir / "config.yaml").exists()
+        else {}
+    )
+    metric = (config.get("pbt") or {}).get("metric", "score")
+    return (
+        '<h2 id="pbt">Population-based training</h2>\n'
+        + figure_html(pbt_figure(members, hyperparameters, metric), "pbt-members")
+        + html_table(members)
+    )
+
+
 def _config_section(run_dir: Path) -> str:
     path = run_dir / "config.yaml"
     body = (
@@ -343,6 +366,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
 {_run_facts(run_dir)}
 {"".join(sections)}
 {_evaluation_section(run_dir)}
+{_pbt_section(run_dir)}
 {_training_section(run_dir)}
 {_config_section(run_dir)}
 </body></html>

@@ -70,6 +70,17 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("step_*.safetensors") if not p.name.startswith("."))
 
 
+def write_normalization(market: PreparedMarket, run_dir: Path) -> Path:
+    """Store the feature normalization with the model (signals and backtests reuse it)."""
+    path = run_dir / NORMALIZATION_FILE
+    save_file(
+        market.normalizer.state_dict(),
+        str(path),
+        metadata={"features": ",".join(market.feature_names)},
+    )
+    return path
+
+
 def build_model(
     config: TradingConfig, env: MarketVecEnv, tensorboard_log: str | None = None
 ) -> DistributionalPPO:
@@ -112,11 +123,7 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     torch.set_num_threads(config.run.torch_threads)
     market = load_prepared(config.data, window=config.env.window)
     run_dir = create_run_dir(config)
-    save_file(
-        market.normalizer.state_dict(),
-        str(run_dir / NORMALIZATION_FILE),
-        metadata={"features": ",".join(market.feature_names)},
-    )
+    write_normalization(market, run_dir)
     env = MarketVecEnv(market, "train", config.env, seed=config.run.seed)
     model = build_model(config, env, tensorboard_log=str(run_dir / "tb"))
     _learn(model, config, run_dir, progress_bar, fresh=True)

@@ -119,10 +119,11 @@ def optimizers(seed: int) -> dict[str, OptimizerFactory]:
         "Adam lr=1e-2": lambda p: torch.optim.Adam(p, lr=1e-2),
         "AdamW lr=1e-2 wd=0.01": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.01),
         "UPGD lr=0.2 sigma=0.1 wd=0.01": lambda p: UPGD(
-            p, lr=0.2, sigma=0.1, weight_decay=0.01, beta_utility=0.999, generator=noise_gen()),
+            p, lr=0.2, sigma=0.1, weight_decay=0.01, beta_utility=0.999, generator=noise_gen()
+        ),
         "AdaptiveUPGD lr=1e-2 sigma=0.1 wd=0.01": lambda p: AdaptiveUPGD(
-            p, lr=1e-2, sigma=0.1, weight_decay=0.01, beta_utility=0.999,
-            generator=noise_gen()),
+            p, lr=1e-2, sigma=0.1, weight_decay=0.01, beta_utility=0.999, generator=noise_gen()
+        ),
     }
 
 
@@ -147,8 +148,10 @@ def main(seed: int, tasks: int, window: int, workers: int) -> None:
     """Run every optimizer on the same task sequence and print the table."""
     config = TaskConfig()
     print(f"label-permuted Gaussian clusters: {config}, tasks={tasks}, seed={seed}")
-    header = (f"{'optimizer':<40} {'first ' + str(window):>9} {'last ' + str(window):>9} "
-              f"{'last/first':>10} {'seconds':>8}")
+    header = (
+        f"{'optimizer':<40} {'first ' + str(window):>9} {'last ' + str(window):>9} "
+        f"{'last/first':>10} {'seconds':>8}"
+    )
     print(header)
     print("-" * len(header))
     jobs = [(name, tasks, seed) for name in optimizers(seed)]
@@ -157,16 +160,22 @@ def main(seed: int, tasks: int, window: int, workers: int) -> None:
     with get_context("spawn").Pool(workers) as pool:
         for name, accuracies, elapsed in pool.imap(_run_named, jobs):
             first, last = summarize(accuracies, window)
-            print(f"{name:<40} {first:>9.3f} {last:>9.3f} {last / first:>10.3f} "
-                  f"{elapsed:>8.1f}", flush=True)
+            print(
+                f"{name:<40} {first:>9.3f} {last:>9.3f} {last / first:>10.3f} {elapsed:>8.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", type=int, default=200)
-    parser.add_argument("--window", type=int, default=20,
-                        help="number of first and last tasks averaged in the table")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=20,
+        help="number of first and last tasks averaged in the table",
+    )
     parser.add_argument("--workers", type=int, default=2, help="parallel processes")
     args = parser.parse_args()
     main(args.seed, args.tasks, args.window, args.workers)

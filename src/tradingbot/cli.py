@@ -109,19 +109,39 @@ def backtest_command(
     run_dir: Path = typer.Argument(..., help="a run directory written by `tradingbot train`"),
     split: str = typer.Option("test", help="train, validation or test"),
     data: str | None = typer.Option(None, "--data", "-d", help="other data (name or file)"),
+    attack: str | None = typer.Option(
+        None,
+        "--attack",
+        help="also run the agent with its observations attacked: pgd (adversarial) or random",
+    ),
+    epsilon: float = typer.Option(
+        0.1, "--epsilon", help="attack radius (L-infinity, normalized feature units)"
+    ),
+    attack_steps: int = typer.Option(10, "--attack-steps", help="PGD steps per bar"),
 ) -> None:
-    """Backtest the run's agent, buy-and-hold and flat on a split; print their metrics."""
+    """Backtest the run's agent, buy-and-hold and flat on a split; print their metrics.
+
+    With --attack the agent also runs with every observation perturbed within --epsilon (the
+    market itself unchanged; the agent's own position never perturbed), as ``agent_<attack>``.
+    """
     import pandas as pd
 
     from tradingbot.evaluate.runs import backtest_run
 
+    if attack is not None and attack not in ("pgd", "random"):
+        fail(f"--attack must be pgd or random, got {attack!r}")
+    if epsilon < 0 or attack_steps < 1:
+        fail("--epsilon must be >= 0 and --attack-steps >= 1")
     try:
-        out = backtest_run(run_dir, split, data)
+        out = backtest_run(run_dir, split, data, attack, epsilon, attack_steps)
     except (DataError, ConfigError, FileNotFoundError, ValueError) as err:
         fail(str(err))
         return
     metrics = pd.read_csv(out / "metrics.csv")
-    table = Table(title=f"{split} split")
+    title = f"{split} split"
+    if attack is not None:
+        title += f", {attack} attack eps={epsilon:g}"
+    table = Table(title=title)
     columns = ["policy", "instrument", "total_return", "sharpe", "max_drawdown", "cvar_5"]
     for col in columns:
         table.add_column(col)

@@ -177,6 +177,10 @@ def _default_mutations() -> dict[str, MutationSpec]:
         "algo.risk.weight": MutationSpec(low=0.0, high=1.0),
         "algo.grad_scaler.alpha": MutationSpec(low=0.0, high=2.0),
         "algo.upgd.sigma": MutationSpec(low=1e-5, high=1e-2, log=True),
+        # Robust training (only acts with algo.robust.enabled): the attack radius in normalized
+        # feature units (z-scores) and the regularizer weight.
+        "algo.robust.epsilon": MutationSpec(low=0.01, high=0.3),
+        "algo.robust.kappa": MutationSpec(low=0.01, high=1.0, log=True),
     }
 
 

@@ -140,6 +140,42 @@ class GradScalerConfig(_Section):
     percentile: float = Field(90.0, ge=0, le=100)
 
 
+class RobustConfig(_Section):
+    """
+    State-adversarial robust training (SA-PPO style, see :mod:`tradingbot.algo.robust`).
+
+    For the first ``ceil(fraction * chunks)`` chunks of each (randomly ordered) minibatch, every
+    observation of the chunk is perturbed within an L-infinity ball of radius epsilon (in the
+    observation's normalized units) by ``pgd_steps`` steps of projected sign-gradient ascent on
+    ``KL(pi(.|clean) || pi(.|perturbed))``, the LSTM re-run from the chunk's stored initial
+    state over the perturbed sequence (episode starts inside the chunk honoured). The loss gets
+    ``kappa * KL`` at the final perturbation (actor only; the clean distribution is the
+    detached target). Off (``enabled: false``): nothing of this runs and no random number is
+    drawn, so the update is the plain one bit for bit.
+
+    :param enabled: Add the robustness regularizer.
+    :param epsilon: Radius of the L-infinity ball (after the warm-up). PBT-mutable.
+    :param kappa: Weight of the regularizer. PBT-mutable.
+    :param fraction: Fraction of each minibatch's chunks that are attacked (at least one).
+    :param pgd_steps: PGD steps K (after a uniform random start in the ball).
+    :param step_size: PGD step size (``None``: ``2.5 * epsilon / pgd_steps``).
+    :param warmup_fraction: Epsilon grows linearly from 0 to ``epsilon`` over this fraction of
+        training (0: constant epsilon).
+    :param perturb_last: Also perturb the last observation entry. Off by default: in the
+        trading env it is the agent's own position, which it knows exactly, so the realistic
+        threat perturbs only the market features. Turn it on for envs without that layout.
+    """
+
+    enabled: bool = False
+    epsilon: float = Field(0.1, ge=0)
+    kappa: float = Field(0.1, ge=0)
+    fraction: float = Field(0.25, gt=0, le=1)
+    pgd_steps: int = Field(5, ge=1)
+    step_size: float | None = Field(None, gt=0)
+    warmup_fraction: float = Field(0.0, ge=0, le=1)
+    perturb_last: bool = False
+
+
 class PPOConfig(BaseModel):
     """
     Hyperparameters of :class:`tradingbot.algo.ppo.DistributionalPPO`.
@@ -191,6 +227,7 @@ class PPOConfig(BaseModel):
     :param optimizer: ``adam``, ``upgd`` or ``adaptive_upgd`` (options in ``upgd``).
     :param upgd: Options of the UPGD optimizers (:class:`UPGDConfig`).
     :param grad_scaler: Variance gradient scaler (:class:`GradScalerConfig`).
+    :param robust: State-adversarial robust training (:class:`RobustConfig`).
     :param seed: Seed of the random generators (``None``: not seeded).
     :param device: Torch device.
     """
@@ -236,6 +273,7 @@ class PPOConfig(BaseModel):
     optimizer: Literal["adam", "upgd", "adaptive_upgd"] = "adam"
     upgd: UPGDConfig = Field(default_factory=UPGDConfig)
     grad_scaler: GradScalerConfig = Field(default_factory=GradScalerConfig)
+    robust: RobustConfig = Field(default_factory=RobustConfig)
     seed: int | None = None
     device: str = "cpu"
 

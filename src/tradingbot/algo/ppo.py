@@ -31,6 +31,7 @@ from tradingbot.algo.persistence import (
 )
 from tradingbot.algo.policy import LSTMStates, PolicyStep, RecurrentActorCritic
 from tradingbot.algo.risk import dual_ascent, empirical_cvar, shape_advantages
+from tradingbot.algo.robust import robust_step
 from tradingbot.algo.schedules import (
     adapt_kl_beta,
     decay_awr_coef,
@@ -178,7 +179,7 @@ class DistributionalPPO(BaseAlgorithm):
         noise = None
         if not policy.discrete:
             noise = th.randn(n_steps, n_envs, policy.action_dim, device=self.device)
-        terminal_values = th.zeros(n_steps, n_envs)
+        terminal_values = th.zeros(n_steps, n_envs, device=self.device)
         hs, cs, actor_outs, critic_raws, raw_actions, starts, rewards_list = ([] for _ in range(7))
         states = self._last_lstm_states
         for t in range(n_steps):
@@ -308,6 +309,12 @@ class DistributionalPPO(BaseAlgorithm):
             spread = float(buffer.quantiles.std(dim=-1, unbiased=False).mean()) / ret_std
             if np.isfinite(spread):
                 state.sigma_bar = spread
+        robust = None
+        if cfg.robust.enabled:  # off: nothing runs and no random number is drawn
+            robust = robust_step(
+                cfg.robust, self._current_progress_remaining, self.observation_space, self.device
+            )
+            log("train/robust_epsilon", robust.epsilon)
         adv_stats = None
         if cfg.advantage_normalization == "rollout":
             adv_stats = (float(buffer.advantages.mean()), float(buffer.advantages.std()))
@@ -319,6 +326,7 @@ class DistributionalPPO(BaseAlgorithm):
             sigma_bar=state.sigma_bar if dsac_t else None,
             kl_beta=state.kl_beta if cfg.kl_penalty else None,
             awr_coef=state.awr_coef if cfg.awr.enabled else None,
+            robust=robust,
         )
 
         chunks = buffer.to_chunks(cfg.seq_len)

@@ -21,6 +21,7 @@ from tradingbot.algo.losses import (
     k3_kl,
     quantile_spread,
 )
+from tradingbot.algo.robust import RobustStep, robust_regularizer
 from tradingbot.optim import UPGD, AdaptiveUPGD, VarianceGradientScaler
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class UpdateContext:
     :param sigma_bar: DSAC-T ``sigma_bar`` (``None``: plain critic loss).
     :param kl_beta: KL-penalty coefficient (``None``: no penalty).
     :param awr_coef: AWR coefficient (``None``: no BC term).
+    :param robust: Robust-training constants (``None``: no adversarial regularizer).
     """
 
     ret_mean: float
@@ -99,6 +101,7 @@ class UpdateContext:
     sigma_bar: float | None = None
     kl_beta: float | None = None
     awr_coef: float | None = None
+    robust: RobustStep | None = None
 
 
 def exact_kl(old_params: th.Tensor, new_params: th.Tensor, discrete: bool) -> th.Tensor:
@@ -175,6 +178,13 @@ def minibatch_loss(
         metrics["bc_ppo_ratio"] = (
             ctx.awr_coef * bc_loss.abs() / (policy_loss.abs() + 1e-8)
         ).detach()
+    if ctx.robust is not None and ctx.robust.epsilon > 0:
+        # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
+        regularizer, robust_metrics = robust_regularizer(
+            policy, batch, evaluation.dist_params, ctx.robust
+        )
+        loss = loss + ctx.robust.kappa * regularizer
+        metrics.update(robust_metrics)
 
     with th.no_grad():
         spread = quantile_spread(evaluation.quantiles)

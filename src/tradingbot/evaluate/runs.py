@@ -91,15 +91,32 @@ class RecordingAgent:
         return actions, new_state
 
 
-def backtest_run(run_dir: str | Path, split: str = "test", source: str | None = None) -> Path:
+def backtest_run(
+    run_dir: str | Path,
+    split: str = "test",
+    source: str | None = None,
+    attack: str | None = None,
+    epsilon: float = 0.1,
+    attack_steps: int = 10,
+) -> Path:
     """Backtest a run's agent and the baselines on ``split`` of every instrument.
 
     Writes ``backtest/<split>/bars_<instrument>_<policy>.csv`` (the agent's with the critic's
     quantiles ``q_0..q_{N-1}``) and ``metrics.csv``; returns that directory.
+
+    With ``attack`` (``pgd`` or ``random``, see :mod:`tradingbot.evaluate.attack`) the agent is
+    also run with its observations perturbed within ``epsilon`` (normalized feature units) as
+    policy ``agent_<attack>``, next to the clean agent, in ``backtest/<split>_<attack>_eps<E>``.
     """
     run = load_run(run_dir)
     market = prepare_for_run(run, source)
     out = run.run_dir / "backtest" / split
+    if attack is not None:
+        from tradingbot.evaluate.attack import ATTACKS
+
+        if attack not in ATTACKS:
+            raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+        out = run.run_dir / "backtest" / f"{split}_{attack}_eps{epsilon:g}"
     out.mkdir(parents=True, exist_ok=True)
     env_cfg = run.config.env
     space = make_action_space(env_cfg)
@@ -115,11 +132,36 @@ def backtest_run(run_dir: str | Path, split: str = "test", source: str | None = 
         for i in range(quantiles.shape[1]):
             bars[f"q_{i}"] = quantiles[:, i]
         results = {"agent": bars, **results}
+        if attack is not None:
+            results[f"agent_{attack}"] = _attacked_bars(
+                run, market, split, inst.name, attack, epsilon, attack_steps
+            )
         for name, frame in results.items():
             frame.to_csv(out / f"bars_{inst.name}_{name}.csv")
-            benchmark = results["buy_and_hold"] if name == "agent" else None
+            benchmark = results["buy_and_hold"] if name.startswith("agent") else None
             rows.append(
                 {"policy": name, "instrument": inst.name, **backtest_metrics(frame, benchmark)}
             )
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     return out
+
+
+def _attacked_bars(
+    run: LoadedRun,
+    market: PreparedMarket,
+    split: str,
+    instrument: str,
+    attack: str,
+    epsilon: float,
+    steps: int,
+) -> pd.DataFrame:
+    """The agent's backtest bars with its observations under ``attack`` (with the attack's
+    per-bar KL(clean || perturbed) of the action distributions as column ``attack_kl``)."""
+    from tradingbot.evaluate.attack import AttackedPredictor, ObservationAttack
+
+    threat = ObservationAttack(run.model, epsilon, kind=attack, steps=steps)  # type: ignore[arg-type]
+    bars = run_backtest(
+        AttackedPredictor(run.model, threat), market, split, run.config.env, instrument
+    )
+    bars["attack_kl"] = threat.kls
+    return bars

@@ -8,14 +8,16 @@ each runs with its own good hyperparameters:
 
 - RecurrentPPO('MlpLstmPolicy'): the tuned rl-baselines3-zoo settings
   (``hyperparams/ppo_lstm.yml``: CartPoleNoVel-v1, PendulumNoVel-v1);
-- DistributionalPPO: for CartPole the memory-test settings of ``tests/test_ppo.py``; for
-  Pendulum the settings in :data:`OURS` below.
+- DistributionalPPO: for CartPole the memory-test settings of ``tests/test_ppo.py`` plus the
+  zoo's linear decay of the learning rate and clip range to 0; for Pendulum the settings in
+  ``TASKS`` below.
 
 Reported per task: final mean reward over 20 deterministic evaluation episodes (the model at
 the end of training; eval envs seeded 1000 + seed) and the wall time of ``learn`` (one torch
 thread each), then the ratios ours / RecurrentPPO.
 
     .venv/bin/python benchmarks/memory_tasks.py                     # 3 seeds, both tasks
+    .venv/bin/python benchmarks/memory_tasks.py --workers 2         # runs in 2 processes
     .venv/bin/python benchmarks/memory_tasks.py --tasks cartpole --seeds 0
 """
 
@@ -25,6 +27,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import gymnasium as gym
@@ -93,6 +96,9 @@ TASKS: dict[str, dict[str, Any]] = {
                 seq_len=32,
                 n_epochs=10,
                 learning_rate=1e-3,
+                learning_rate_final=0.0,
+                clip_range=0.2,
+                clip_range_final=0.0,
                 gamma=0.98,
                 gae_lambda=0.8,
                 ent_coef=0.0,
@@ -136,6 +142,7 @@ TASKS: dict[str, dict[str, Any]] = {
                 seq_len=32,
                 n_epochs=10,
                 learning_rate=1e-3,
+                learning_rate_final=0.0,
                 gamma=0.9,
                 gae_lambda=0.95,
                 ent_coef=0.0,
@@ -158,6 +165,7 @@ def make_env(task: dict[str, Any], n_envs: int, seed: int, normalize: bool) -> V
 
 
 def run_one(task_name: str, algo: str, seed: int, steps: int | None = None) -> dict[str, Any]:
+    torch.set_num_threads(1)
     task = TASKS[task_name]
     setup = task[algo]
     steps = steps or task["steps"]
@@ -192,20 +200,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="override the env steps")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes (one torch thread each; keep <= cores)"
+    )
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
 
+    jobs = [
+        (task, algo, seed, args.steps)
+        for task in args.tasks
+        for seed in args.seeds
+        for algo in args.algos
+    ]
     results = []
-    for task in args.tasks:
-        for seed in args.seeds:
-            for algo in args.algos:
-                r = run_one(task, algo, seed, args.steps)
-                results.append(r)
-                print(
-                    f"  {task} {algo} seed {seed}: reward {r['reward']:.1f} "
-                    f"in {r['seconds']:.0f}s ({r['steps']} steps)",
-                    flush=True,
-                )
+    with ProcessPoolExecutor(args.workers) as pool:
+        for r in pool.map(run_one, *zip(*jobs, strict=True)):
+            results.append(r)
+            print(
+                f"  {r['task']} {r['algo']} seed {r['seed']}: reward {r['reward']:.1f} "
+                f"in {r['seconds']:.0f}s ({r['steps']} steps)",
+                flush=True,
+            )
 
     names = {"ours": "DistributionalPPO", "recurrent": "RecurrentPPO"}
     print()

@@ -6,7 +6,10 @@ is wall time including training. Two cases: Pendulum-v1 (DummyVecEnv) and the tr
 (MarketVecEnv on the prepared sp500 data, already vectorized; a fresh instance per algorithm).
 
     python benchmarks/throughput.py [--timesteps 16384] [--threads 1] [--skip-recurrent-ppo]
-                                    [--envs pendulum trading] [--repeats 1]
+                                    [--envs pendulum trading] [--repeats 1] [--full-features]
+
+``--full-features`` adds a DistributionalPPO with every risk and stability option of the
+algorithm config switched on (``FULL_FEATURES``), to check they keep the throughput targets.
 """
 
 from __future__ import annotations
@@ -31,6 +34,26 @@ N_EPOCHS = 4
 LSTM_HIDDEN = 64
 
 VecEnvFactory = Callable[[], VecEnv]
+OURS = "DistributionalPPO (32 quantiles, twin critics)"
+OURS_FULL = "DistributionalPPO, all risk/stability options"
+
+# Every option of the risk-and-stability layer on (the robust regularizer is a separate,
+# deliberately costly training mode and is not part of this set).
+FULL_FEATURES: dict[str, object] = {
+    "risk": {"mode": "mean_cvar", "alpha": 0.05, "weight": 0.5},
+    "critic_adjust": {"mode": "dsac_t", "target_clip": True},
+    "value_clip": {"mode": "mean_shift"},
+    "clip_range_vf": 0.5,
+    "target_kl": 0.05,
+    "kl_early_stop": "exact",
+    "kl_penalty": True,
+    "dual_clip": 3.0,
+    "ent_coef": 0.01,
+    "entropy": {"final": 0.001, "boost_factor": 1.05, "minimum": 1e-4},
+    "awr": {"enabled": True},
+    "n_microbatches": 2,
+    "grad_scaler": {"enabled": True},
+}
 
 
 def _steps_per_second(
@@ -49,6 +72,7 @@ def benchmark_env(
     timesteps: int,
     skip_recurrent_ppo: bool = False,
     repeats: int = 1,
+    full_features: bool = False,
 ) -> dict[str, float]:
     """Measure the three algorithms on one VecEnv factory and print a table. With
     ``repeats`` > 1 the algorithms are measured in turn that many times and each keeps its best
@@ -58,7 +82,7 @@ def benchmark_env(
     to add a benchmark case; see ``main``.
     """
     peers: dict[str, Callable[[VecEnv], object]] = {
-        "DistributionalPPO (32 quantiles, twin critics)": lambda env: DistributionalPPO(
+        OURS: lambda env: DistributionalPPO(
             "MlpLstmPolicy",
             env,
             n_steps=N_STEPS,
@@ -73,6 +97,17 @@ def benchmark_env(
             "MlpPolicy", env, n_steps=N_STEPS, batch_size=BATCH_SIZE, n_epochs=N_EPOCHS, seed=0
         ),
     }
+    if full_features:
+        peers[OURS_FULL] = lambda env: DistributionalPPO(
+            "MlpLstmPolicy",
+            env,
+            n_steps=N_STEPS,
+            batch_size=BATCH_SIZE,
+            n_epochs=N_EPOCHS,
+            lstm_hidden_size=LSTM_HIDDEN,
+            seed=0,
+            **FULL_FEATURES,
+        )
     if not skip_recurrent_ppo:
         peers["sb3-contrib RecurrentPPO"] = lambda env: RecurrentPPO(
             "MlpLstmPolicy",
@@ -89,7 +124,7 @@ def benchmark_env(
             sps = _steps_per_second(make, make_env, timesteps)
             results[label] = max(results.get(label, 0.0), sps)
 
-    ours = results["DistributionalPPO (32 quantiles, twin critics)"]
+    ours = results[OURS]
     print(
         f"\n{name}: {N_ENVS} envs, n_steps {N_STEPS}, batch {BATCH_SIZE}, {N_EPOCHS} epochs, "
         f"{timesteps} timesteps, torch threads {th.get_num_threads()}, best of {repeats}"
@@ -102,6 +137,16 @@ def benchmark_env(
         for short, label in (("RecurrentPPO", "sb3-contrib RecurrentPPO"), ("PPO", "SB3 PPO (MLP)"))
         if label in results
     ]
+    if OURS_FULL in results:
+        full = results[OURS_FULL]
+        ratios += [
+            f"all options / {short} = {full / results[label]:.2f}"
+            for short, label in (
+                ("RecurrentPPO", "sb3-contrib RecurrentPPO"),
+                ("PPO", "SB3 PPO (MLP)"),
+            )
+            if label in results
+        ]
     print(", ".join(ratios))
     return results
 
@@ -122,6 +167,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-recurrent-ppo", action="store_true")
     parser.add_argument("--repeats", type=int, default=1, help="best of N interleaved runs")
+    parser.add_argument("--full-features", action="store_true", help="add FULL_FEATURES run")
     parser.add_argument(
         "--envs", nargs="+", choices=("pendulum", "trading"), default=["pendulum", "trading"]
     )
@@ -136,6 +182,7 @@ def main() -> None:
             args.timesteps,
             args.skip_recurrent_ppo,
             args.repeats,
+            args.full_features,
         )
     if "trading" in args.envs:
         benchmark_env(
@@ -144,6 +191,7 @@ def main() -> None:
             args.timesteps,
             args.skip_recurrent_ppo,
             args.repeats,
+            args.full_features,
         )
 
 

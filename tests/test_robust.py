@@ -297,7 +297,9 @@ def test_zero_epsilon_skips_the_attack(monkeypatch) -> None:
     step = robust_step(model.config.robust, 1.0, model.observation_space)
     assert step.epsilon == 0.0
     monkeypatch.setattr(update_module, "robust_regularizer", fail)
-    ctx = update_module.UpdateContext(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, robust=step)
+    ctx = update_module.UpdateContext(
+        ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2, robust=step
+    )
     metrics = update_module.accumulate_gradients(model, chunks, th.arange(4), ctx)
     assert "robust_kl_pgd" not in metrics
 

@@ -180,13 +180,18 @@ class PPOConfig(BaseModel):
     """
     Hyperparameters of :class:`tradingbot.algo.ppo.DistributionalPPO`.
 
-    :param learning_rate: Adam learning rate.
+    :param learning_rate: Learning rate (the initial one when ``learning_rate_final`` is set).
+    :param learning_rate_final: Learning rate at the end of training, reached linearly over
+        training progress (``None``: constant).
     :param n_steps: Steps collected per environment in one rollout.
     :param batch_size: Samples (time steps) per minibatch; a whole number of ``seq_len`` chunks.
     :param n_epochs: Passes over the rollout per update.
     :param gamma: Discount factor.
     :param gae_lambda: GAE(lambda) trace parameter.
-    :param clip_range: PPO surrogate clip range epsilon.
+    :param clip_range: PPO surrogate clip range epsilon (the initial one when
+        ``clip_range_final`` is set).
+    :param clip_range_final: Clip range at the end of training, linear in training progress
+        (``None``: constant).
     :param clip_range_vf: Clip range of distributional value clipping, in the critic's
         normalized units; required by, and only allowed with, ``value_clip.mode != "none"``.
     :param value_clip: Value-clipping mode (:class:`ValueClipConfig`).
@@ -235,12 +240,14 @@ class PPOConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     learning_rate: float = Field(3e-4, gt=0)
+    learning_rate_final: float | None = Field(None, ge=0)
     n_steps: int = Field(256, gt=0)
     batch_size: int = Field(512, gt=0)
     n_epochs: int = Field(4, gt=0)
     gamma: float = Field(0.99, gt=0, le=1)
     gae_lambda: float = Field(0.95, ge=0, le=1)
     clip_range: float = Field(0.2, gt=0)
+    clip_range_final: float | None = Field(None, ge=0)
     clip_range_vf: float | None = Field(None, gt=0)
     value_clip: ValueClipConfig = Field(default_factory=ValueClipConfig)
     ent_coef: float = Field(0.0, ge=0)

@@ -1,8 +1,18 @@
-"""Coefficient schedules of DistributionalPPO: entropy coefficient, KL penalty, AWR coefficient."""
+"""Schedules of DistributionalPPO: learning rate and clip range, entropy coefficient, KL
+penalty, AWR coefficient."""
 
 from __future__ import annotations
 
 import math
+
+
+def linear_schedule(initial: float, final: float | None, progress_remaining: float) -> float:
+    """Linear from ``initial`` (start of training) to ``final`` (end); ``progress_remaining``
+    goes from 1 to 0 (SB3's convention) and is clipped to [0, 1]; ``final=None``: constant."""
+    if final is None:
+        return initial
+    progress_remaining = min(max(progress_remaining, 0.0), 1.0)
+    return final + (initial - final) * progress_remaining
 
 
 def entropy_coef(
@@ -14,9 +24,7 @@ def entropy_coef(
 ) -> float:
     """``max(linear(initial -> final) * boost, minimum)``; ``progress_remaining`` goes from 1 at
     the start of training to 0 at its end (SB3's convention); ``final=None``: no decay."""
-    progress_remaining = min(max(progress_remaining, 0.0), 1.0)
-    base = initial if final is None else final + (initial - final) * progress_remaining
-    return max(base * boost, minimum)
+    return max(linear_schedule(initial, final, progress_remaining) * boost, minimum)
 
 
 def update_entropy_boost(

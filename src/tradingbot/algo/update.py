@@ -86,6 +86,7 @@ class UpdateContext:
     :param ret_mean: Return-normalization mean (targets and old quantiles are normalized).
     :param ret_std: Return-normalization std.
     :param ent_coef: Entropy coefficient of this update.
+    :param clip_range: Surrogate clip range of this update.
     :param adv_stats: (mean, std) of the rollout's advantages for ``rollout`` normalization
         (the advantages are divided by ``std + 1e-8``).
     :param sigma_bar: DSAC-T ``sigma_bar`` (``None``: plain critic loss).
@@ -97,6 +98,7 @@ class UpdateContext:
     ret_mean: float
     ret_std: float
     ent_coef: float
+    clip_range: float
     adv_stats: tuple[float, float] | None = None
     sigma_bar: float | None = None
     kl_beta: float | None = None
@@ -138,7 +140,7 @@ def minibatch_loss(
     log_ratio = evaluation.log_prob - batch.old_log_probs.reshape(-1)
     log_ratio = log_ratio.clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
     ratio = th.exp(log_ratio)
-    policy_loss = -clipped_surrogate(advantages, ratio, cfg.clip_range, cfg.dual_clip).mean()
+    policy_loss = -clipped_surrogate(advantages, ratio, ctx.clip_range, cfg.dual_clip).mean()
     old_params = batch.old_dist_params.reshape(n, -1)
     kl_exact = exact_kl(old_params, evaluation.dist_params, policy.discrete).mean()
 
@@ -195,7 +197,7 @@ def minibatch_loss(
             entropy_loss=entropy_loss.detach(),
             approx_kl=k3_kl(log_ratio),
             kl_exact=kl_exact.detach(),
-            clip_fraction=((ratio - 1.0).abs() > cfg.clip_range).float().mean(),
+            clip_fraction=((ratio - 1.0).abs() > ctx.clip_range).float().mean(),
             quantile_spread=spread.mean(),
         )
         if ctx.sigma_bar is not None:

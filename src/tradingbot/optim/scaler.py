@@ -18,17 +18,26 @@ __all__ = ["VarianceGradientScaler"]
 _AGGREGATES = ("mean", "percentile")
 
 
-def noise_to_signal_ratio(mean_hat: Tensor, sq_mean_hat: Tensor, eps: float) -> Tensor:
-    """Per-tensor noise-to-signal ratio ``mean(s) / (mean(E[g]^2) + eps)``.
+def noise_to_signal_ratios(
+    mean_hats: list[Tensor], sq_mean_hats: list[Tensor], eps: float
+) -> Tensor:
+    """Per-tensor noise-to-signal ratios ``mean(s) / (mean(E[g]^2) + eps)``.
 
-    :param mean_hat: bias-corrected EMA of ``g`` (``E[g]``), per element.
-    :param sq_mean_hat: bias-corrected EMA of ``g^2`` (``E[g^2]``), per element.
+    :param mean_hats: bias-corrected EMAs of ``g`` (``E[g]``), one tensor per parameter.
+    :param sq_mean_hats: bias-corrected EMAs of ``g^2`` (``E[g^2]``), same shapes.
     :param eps: added to the denominator.
-    :return: 0-dim float64 tensor; ``s = max(E[g^2] - E[g]^2, 0)`` is the per-element variance.
+    :return: 1-D float64 tensor, one ratio per parameter; ``s = max(E[g^2] - E[g]^2, 0)`` is the
+        per-element variance.
     """
-    signal = mean_hat.square()
-    variance = (sq_mean_hat - signal).clamp_(min=0.0)
-    return variance.mean(dtype=torch.float64) / (signal.mean(dtype=torch.float64) + eps)
+    # Multi-tensor kernels (one call per operation, not per tensor). The sums come from norms:
+    # sum(s) = ||s||_1 because s >= 0, and sum(E[g]^2) = ||E[g]||_2^2.
+    signal = torch._foreach_mul(mean_hats, mean_hats)
+    variance = torch._foreach_sub(sq_mean_hats, signal)
+    torch._foreach_clamp_min_(variance, 0.0)
+    sizes = torch.tensor([m.numel() for m in mean_hats], dtype=torch.float64)
+    variance_sum = torch.stack(torch._foreach_norm(variance, 1)).double()
+    signal_sum = torch.stack(torch._foreach_norm(mean_hats, 2)).double().square()
+    return (variance_sum / sizes) / (signal_sum / sizes + eps)
 
 
 def aggregate_ratios(ratios: Tensor, aggregate: str, percentile: float) -> Tensor:
@@ -153,27 +162,29 @@ class VarianceGradientScaler:
             return 1.0
 
         self.step_count += 1
-        ratios = []
-        for i, grad in indexed:
-            self.tensor_steps[i] += 1
-            bias_correction = 1.0 - self.beta ** int(self.tensor_steps[i])
-            self.exp_avg[i].mul_(self.beta).add_(grad, alpha=1.0 - self.beta)
-            self.exp_avg_sq[i].mul_(self.beta).addcmul_(grad, grad, value=1.0 - self.beta)
-            ratios.append(
-                noise_to_signal_ratio(
-                    self.exp_avg[i] / bias_correction,
-                    self.exp_avg_sq[i] / bias_correction,
-                    self.eps,
-                )
-            )
-        ratio = float(aggregate_ratios(torch.stack(ratios), self.aggregate, self.percentile))
+        index = [i for i, _ in indexed]
+        grads = [g for _, g in indexed]
+        exp_avg = [self.exp_avg[i] for i in index]
+        exp_avg_sq = [self.exp_avg_sq[i] for i in index]
+        self.tensor_steps[index] += 1
+        # Multi-tensor (foreach) kernels: one call per operation instead of one per tensor.
+        torch._foreach_mul_(exp_avg, self.beta)
+        torch._foreach_add_(exp_avg, grads, alpha=1.0 - self.beta)
+        torch._foreach_mul_(exp_avg_sq, self.beta)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - self.beta)
+        corrections = (1.0 - self.beta ** self.tensor_steps[index].double()).tolist()
+        ratios = noise_to_signal_ratios(
+            torch._foreach_div(exp_avg, corrections),
+            torch._foreach_div(exp_avg_sq, corrections),
+            self.eps,
+        )
+        ratio = float(aggregate_ratios(ratios, self.aggregate, self.percentile))
         self.last_ratio = ratio
         factor = 1.0
         if self.step_count > self.warmup:
             factor = scale_factor(ratio, self.alpha, self.min_factor)
             if factor != 1.0:
-                for _, grad in indexed:
-                    grad.mul_(factor)
+                torch._foreach_mul_(grads, factor)
         self.last_factor = factor
         return factor
 

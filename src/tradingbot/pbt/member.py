@@ -138,7 +138,6 @@ def apply_hyperparameters(model: DistributionalPPO, values: dict[str, float]) ->
     """
     cfg = with_hyperparameters(model.config, values)
     model.config = cfg
-    model.learning_rate = cfg.learning_rate
     model._setup_lr_schedule()
     for group in model.optimizer.param_groups:
         group["lr"] = cfg.learning_rate

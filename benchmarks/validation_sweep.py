@@ -31,11 +31,14 @@ from tradingbot.train import build_model
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
+# Explicit about every setting they vary, so the sweep means the same whatever demo.yaml says.
 CANDIDATES: dict[str, list[str]] = {
-    "defaults (gamma 0.99, risk-neutral)": [],
-    "mean_cvar (alpha 0.05, weight 0.5)": ["algo.risk.mode=mean_cvar"],
-    "gamma 0.9": ["algo.gamma=0.9"],
+    "defaults (gamma 0.99, risk-neutral)": ["algo.gamma=0.99", "algo.risk.mode=none"],
+    "mean_cvar (alpha 0.05, weight 0.5)": ["algo.gamma=0.99", "algo.risk.mode=mean_cvar"],
+    "gamma 0.9": ["algo.gamma=0.9", "algo.risk.mode=none"],
     "gamma 0.9 + mean_cvar": ["algo.gamma=0.9", "algo.risk.mode=mean_cvar"],
+    "long only": ["algo.gamma=0.99", "algo.risk.mode=none", "env.long_only=true"],
+    "long only + mean_cvar": ["algo.gamma=0.99", "algo.risk.mode=mean_cvar", "env.long_only=true"],
 }
 METRICS = ("sharpe", "max_drawdown", "cvar_5", "annual_return")
 

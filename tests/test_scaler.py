@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tradingbot.optim import VarianceGradientScaler
+from tradingbot.optim.scaler import all_finite
 
 
 def _param(values: list[float]) -> torch.nn.Parameter:
@@ -246,3 +247,15 @@ def test_load_rejects_mismatched_state() -> None:
         scaler.load_state_dict(state)
     with pytest.raises(ValueError):
         scaler.load_state_dict({"step_count": 0})
+
+
+def test_all_finite_sees_inf_and_nan_and_not_overflow() -> None:
+    tensors = [torch.randn(3, 4), torch.randn(5)]
+    assert all_finite(tensors)
+    # Finite values whose squares (and norm) overflow float32 are still finite.
+    tensors[0].fill_(3e38)
+    assert all_finite(tensors)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        tensors[1][2] = bad
+        assert not all_finite(tensors)
+    assert all_finite([])

@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from tradingbot.algo.buffer import RecurrentRolloutBuffer
 from tradingbot.algo.config import PPOConfig
-from tradingbot.algo.losses import cvar_from_quantiles, explained_variance
+from tradingbot.algo.losses import cvar_from_quantiles, explained_variance, quantile_spread
 from tradingbot.algo.persistence import (
     checkpoint_path,
     restore_model,
@@ -224,7 +224,7 @@ class DistributionalPPO(BaseAlgorithm):
         dsac_t = cfg.critic_adjust.mode == "dsac_t"
         if dsac_t and not state.sigma_bar > 0:
             # First update: start sigma_bar at the rollout's mean spread (normalized units).
-            spread = float(buffer.quantiles.std(dim=-1, unbiased=False).mean()) / ret_std
+            spread = float(quantile_spread(buffer.quantiles).mean()) / ret_std
             if np.isfinite(spread):
                 state.sigma_bar = spread
         robust = None

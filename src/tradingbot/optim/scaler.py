@@ -13,9 +13,18 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-__all__ = ["VarianceGradientScaler"]
+__all__ = ["VarianceGradientScaler", "all_finite"]
 
 _AGGREGATES = ("mean", "percentile")
+
+
+def all_finite(tensors: list[Tensor]) -> bool:
+    """Whether every element of every tensor is finite, in multi-tensor kernels and one sync:
+    ``t * 0`` is 0 where ``t`` is finite and NaN where it is inf or NaN, so the norms of the
+    ``t * 0`` are all finite exactly when every element is."""
+    if not tensors:
+        return True
+    return bool(torch.stack(torch._foreach_norm(torch._foreach_mul(tensors, 0.0))).isfinite().all())
 
 
 def noise_to_signal_ratios(
@@ -156,8 +165,7 @@ class VarianceGradientScaler:
         if not indexed:
             self.last_factor = 1.0
             return 1.0
-        finite = torch.stack([torch.isfinite(g).all() for _, g in indexed]).all()
-        if not bool(finite):
+        if not all_finite([g for _, g in indexed]):
             self.last_factor = 1.0
             return 1.0
 

@@ -14,7 +14,6 @@ touched.
 from __future__ import annotations
 
 import argparse
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from oracle import train_agent  # benchmarks/oracle.py
 from tradingbot.config import load_config
 from tradingbot.data.market import load_prepared
 from tradingbot.env.simulator import make_action_space
-from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
-from tradingbot.train import build_model
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -49,11 +47,7 @@ def evaluate(config: str, overrides: list[str], seed: int, steps: int | None) ->
     extra = [f"run.seed={seed}"] + ([f"run.total_timesteps={steps}"] if steps else [])
     cfg = load_config(config, overrides + extra)
     market = load_prepared(cfg.data, window=cfg.env.window)
-    env = MarketVecEnv(market, "train", cfg.env, seed=seed)
-    model = build_model(cfg, env)
-    start = time.perf_counter()
-    model.learn(cfg.run.total_timesteps)
-    seconds = time.perf_counter() - start
+    model, seconds = train_agent(cfg, market, seed)
     rows = [
         backtest_metrics(run_backtest(model, market, "validation", cfg.env, inst.name))
         for inst in market.instruments

@@ -26,12 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from oracle import train_agent  # benchmarks/oracle.py
 from tradingbot.config import TradingConfig, load_config
 from tradingbot.data.market import PreparedMarket, load_prepared
-from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.attack import AttackedPredictor, ObservationAttack
 from tradingbot.evaluate.backtest import Predictor, backtest_metrics, run_backtest
-from tradingbot.train import build_model
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "oracle.yaml"
 
@@ -68,11 +67,8 @@ def job(args: tuple[str, list[str], int, bool, dict[str, Any]]) -> dict[str, Any
         ],
     )
     market = load_prepared(cfg.data, window=cfg.env.window)
-    env = MarketVecEnv(market, "train", cfg.env, seed=seed)
-    model = build_model(cfg, env)
     start = time.time()
-    model.learn(cfg.run.total_timesteps)
-    train_s = time.time() - start
+    model, train_s = train_agent(cfg, market, seed)
 
     def attacked(kind: str, eps: float) -> float:
         def make() -> Predictor:

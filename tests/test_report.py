@@ -352,3 +352,11 @@ def test_browser_check_catches_errors_and_network_loads(
     problems = rendered_problems(result.stdout)
     assert any("failed to load https://cdn.plot.ly" in p for p in problems), problems
     assert any("undefinedFunction" in p for p in problems), problems
+
+
+def test_position_axis_drops_the_empty_short_half() -> None:
+    index = pd.date_range("2020-01-01", periods=4, freq="D")
+    long_only = pd.DataFrame({"position": [0.0, 0.5, 1.0, 0.2]}, index=index)
+    both = pd.DataFrame({"position": [0.0, -0.5, 1.0, 0.2]}, index=index)
+    assert tuple(charts.position_figure(long_only).layout.yaxis.range) == (-0.05, 1.05)
+    assert tuple(charts.position_figure(both).layout.yaxis.range) == (-1.05, 1.05)

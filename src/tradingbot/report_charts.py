@@ -159,7 +159,10 @@ def position_figure(agent: pd.DataFrame, title: str = "Agent position") -> go.Fi
         )
         fig.update_yaxes(title_text="close", secondary_y=True, showgrid=False)
     _layout(fig, title, "position")
-    fig.update_yaxes(range=[-1.05, 1.05], secondary_y=False)
+    # The full position range, without an empty short half when the agent never went short
+    # (a long-only run).
+    low = -1.05 if bool((agent["position"] < 0).any()) else -0.05
+    fig.update_yaxes(range=[low, 1.05], secondary_y=False)
     return fig
 
 

@@ -43,7 +43,6 @@ from tradingbot.data.splits import Fold, union_index, walk_forward_folds
 from tradingbot.env.simulator import make_action_space
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
-from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
 from tradingbot.evaluate.walkforward import mean_confidence_interval
 from tradingbot.train import build_model
 
@@ -130,14 +129,7 @@ def run_job(
 
 def stitched_metrics(bars: list[pd.DataFrame], benchmark: pd.DataFrame) -> dict[str, float]:
     """Metrics of consecutive test years joined into one series (equity compounds across)."""
-    joined = pd.concat(bars).sort_index()
-    return performance_metrics(
-        joined["return"].to_numpy(),
-        joined["position"].to_numpy(),
-        joined["trade"].to_numpy(),
-        annualization=periods_per_year(pd.DatetimeIndex(joined.index)),
-        benchmark_returns=benchmark["return"].to_numpy(),
-    )
+    return backtest_metrics(pd.concat(bars).sort_index(), benchmark)
 
 
 def fmt(values: list[float], pct: bool = False) -> str:
@@ -172,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         for agent in args.agents
     ]
     results: list[dict[str, Any]] = []
+    rows = []
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         for r in pool.map(run_job, *zip(*jobs, strict=True)):
             results.append(r)
             m = backtest_metrics(r["bars"], r["buy_and_hold"])
+            rows.append({"fold": r["fold"], "seed": r["seed"], "agent": r["agent"], **m})
             print(
                 f"  fold {r['fold']} seed {r['seed']} {r['agent']}: sharpe {m['sharpe']:.2f} "
                 f"maxdd {m['max_drawdown']:.3f} ({r['seconds']:.0f}s)",
@@ -186,10 +180,6 @@ def main(argv: list[str] | None = None) -> int:
 
     hold_by_fold = {r["fold"]: r["buy_and_hold"] for r in results}
     hold_all = pd.concat([hold_by_fold[i] for i in sorted(hold_by_fold)]).sort_index()
-    rows = []
-    for r in results:
-        m = backtest_metrics(r["bars"], r["buy_and_hold"])
-        rows.append({"fold": r["fold"], "seed": r["seed"], "agent": r["agent"], **m})
     for i, hold in hold_by_fold.items():
         rows.append({"fold": i, "seed": -1, "agent": "buy_and_hold", **backtest_metrics(hold)})
     per_fold = pd.DataFrame(rows)

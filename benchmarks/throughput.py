@@ -85,7 +85,7 @@ def benchmark_env(
     to add a benchmark case; see ``main``.
     """
 
-    def ours(env: VecEnv, **options: object) -> DistributionalPPO:
+    def make_ours(env: VecEnv, **options: object) -> DistributionalPPO:
         return DistributionalPPO(
             "MlpLstmPolicy",
             env,
@@ -100,14 +100,14 @@ def benchmark_env(
         )
 
     peers: dict[str, Callable[[VecEnv], object]] = {
-        OURS: ours,
+        OURS: make_ours,
         "SB3 PPO (MLP)": lambda env: PPO(
             "MlpPolicy", env, n_steps=N_STEPS, batch_size=BATCH_SIZE, n_epochs=N_EPOCHS, seed=0
         ),
     }
     if full_features:
-        peers[OURS_FULL] = functools.partial(ours, **FULL_FEATURES)
-        peers[OURS_FULL_MICRO] = functools.partial(ours, **FULL_FEATURES, n_microbatches=2)
+        peers[OURS_FULL] = functools.partial(make_ours, **FULL_FEATURES)
+        peers[OURS_FULL_MICRO] = functools.partial(make_ours, **FULL_FEATURES, n_microbatches=2)
     if not skip_recurrent_ppo:
         peers["sb3-contrib RecurrentPPO"] = lambda env: RecurrentPPO(
             "MlpLstmPolicy",

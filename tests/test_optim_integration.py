@@ -52,35 +52,47 @@ def test_optimizer_choice_constructs_it_and_trains(name: str, cls: type) -> None
         assert logged["train/upgd_noise_std"] > 0
 
 
-def test_scaler_is_applied_between_backward_and_clip_when_enabled() -> None:
+def test_scaler_then_per_network_clip_reach_the_optimizer(monkeypatch) -> None:
+    """The gradient the optimizer steps on is the accumulated one times the scaler's factor,
+    then clipped per network as torch's clip_grad_norm_ clips each network's part alone."""
+    import tradingbot.algo.ppo as ppo_module
+
     model = pendulum(grad_scaler={"enabled": True, "warmup": 0, "alpha": 100.0, "min_factor": 0.2})
     scaler = model.train_state.scaler
     assert isinstance(scaler, VarianceGradientScaler)
-    events: list[tuple[str, float]] = []
-    params = list(model.policy.parameters())
+    real_apply_step = ppo_module.apply_step
+    steps: list[tuple[th.Tensor, th.Tensor, float]] = []
 
-    def grad_norm() -> float:
-        return float(th.sqrt(sum(p.grad.square().sum() for p in params if p.grad is not None)))
+    def recording_apply_step(algo, square_norms):
+        raw = algo.gradients.flat.clone()
+        masks = algo.gradients.network_masks
+        assert square_norms == pytest.approx((masks * raw.square()).sum(dim=1).tolist(), rel=1e-5)
+        original_step = algo.optimizer.step
 
-    scale = scaler.scale_
-    clip = model.policy.clip_grad_norms
+        def step_recording_the_gradient(*args, **kwargs):
+            steps.append((raw, algo.gradients.flat.clone(), scaler.last_factor))
+            return original_step(*args, **kwargs)
 
-    def recording_scale(*args, **kwargs):
-        norm_before = grad_norm()
-        factor = scale(*args, **kwargs)
-        events.append(("scale", factor))
-        assert grad_norm() == pytest.approx(factor * norm_before, rel=1e-5)
-        return factor
+        algo.optimizer.step = step_recording_the_gradient
+        try:
+            return real_apply_step(algo, square_norms)
+        finally:
+            algo.optimizer.step = original_step
 
-    def recording_clip(*args, **kwargs):
-        events.append(("clip", 0.0))
-        return clip(*args, **kwargs)
-
-    scaler.scale_ = recording_scale  # type: ignore[method-assign]
-    model.policy.clip_grad_norms = recording_clip  # type: ignore[method-assign]
+    monkeypatch.setattr(ppo_module, "apply_step", recording_apply_step)
     model.learn(64 * 2)
-    assert [e[0] for e in events] == ["scale", "clip"] * model._n_updates
-    factors = [f for kind, f in events if kind == "scale"]
+    assert len(steps) == model._n_updates > 0
+    masks = model.gradients.network_masks
+    max_norm = model.config.max_grad_norm
+    for raw, stepped, factor in steps:
+        expected = th.zeros_like(raw)
+        for mask in masks:
+            network = th.zeros_like(raw, requires_grad=True)
+            network.grad = raw * mask * factor
+            th.nn.utils.clip_grad_norm_([network], max_norm)
+            expected += network.grad
+        th.testing.assert_close(stepped, expected, rtol=1e-5, atol=1e-8)
+    factors = [factor for _, _, factor in steps]
     # The first step has no variance (one sample); later ones are scaled down.
     assert factors[0] == pytest.approx(1.0, abs=1e-4) and min(factors) < 0.9
     logged = model.logger.name_to_value

@@ -14,6 +14,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.gradients import FlatGradients, clip_scales
 from tradingbot.algo.losses import quantile_huber_loss
 from tradingbot.algo.policy import LSTMStates, RecurrentActorCritic
 from tradingbot.algo.sequence import lstm_over_chunks, lstm_step_by_step
@@ -251,10 +252,10 @@ def test_actor_and_critic_lstms_stay_independent() -> None:
         assert bool((policy.lstm.weight_hh_l0 * off_diagonal == 0).all())
 
 
-def test_clip_grad_norms_clips_each_network_alone() -> None:
+def test_flat_gradients_clip_each_network_alone() -> None:
     """Gradients of the actor and critic losses touch disjoint parameters (and LSTM rows), so
-    clipping the sum per network equals clipping each loss's full gradient with torch's
-    clip_grad_norm_, and the reported norms are those of each loss's gradient."""
+    the per-network norms of their sum are each loss's own, and clipping the sum per network
+    equals clipping each loss's full gradient with torch's clip_grad_norm_."""
     policy = _policy(BOX_ACTIONS)
     max_norm = 0.01
     expected_grads, expected_norms = [], []
@@ -263,13 +264,32 @@ def test_clip_grad_norms_clips_each_network_alone() -> None:
         _losses(policy, 0)[which].backward()
         expected_norms.append(float(th.nn.utils.clip_grad_norm_(policy.parameters(), max_norm)))
         expected_grads.append(_grads(policy))
-    policy.zero_grad()
+    gradients = FlatGradients(policy.parameters(), policy.network_masks())
+    policy.zero_grad()  # replaces the views with None: zero_ must re-attach them
+    gradients.zero_()
     sum(_losses(policy, 0)).backward()
-    norms = policy.clip_grad_norms(max_norm)
+    params = list(policy.parameters())
+    assert all(p.grad is view for p, view in zip(params, gradients.views, strict=True))
+    scales, norms = clip_scales(gradients.square_norms().tolist(), max_norm)
     assert norms == pytest.approx(expected_norms, rel=1e-5)
     assert min(expected_norms) > max_norm  # both were clipped
+    gradients.scale_(scales)
     for got, actor, critic in zip(_grads(policy), *expected_grads, strict=True):
         assert th.allclose(got, actor + critic, atol=1e-7)
+    gradients.flat[3] = float("nan")
+    assert not np.isfinite(gradients.square_norms().tolist()).any()
+
+
+def test_shared_lstm_counts_with_the_actor() -> None:
+    policy = _policy(BOX_ACTIONS, shared_lstm=True)
+    gradients = FlatGradients(policy.parameters(), policy.network_masks())
+    sum(_losses(policy, 0)).backward()
+    critic = {id(p) for p in policy.critic_head.parameters()}
+    squares = [0.0, 0.0]
+    for p in policy.parameters():
+        squares[id(p) in critic] += float(p.grad.double().square().sum())
+    assert gradients.square_norms().tolist() == pytest.approx(squares, rel=1e-5)
+    assert float(policy.lstm.weight_ih_l0.grad.abs().sum()) > 0
 
 
 @pytest.mark.parametrize("net_arch", [[], [16, 12]])

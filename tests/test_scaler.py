@@ -116,6 +116,32 @@ def test_mean_aggregate_of_two_tensors() -> None:
     assert factor == pytest.approx(1.0 / (1.0 + alpha * ratio), rel=1e-9)
 
 
+def test_a_tensor_without_gradient_keeps_its_statistics_and_bias_correction() -> None:
+    # beta = 0.5. Step 1: a = 1, b = 2 (m_b = 1, q_b = 2). Step 2: only a (3); b keeps its
+    # statistics, the ratio is a's alone: m_a = 1.75, q_a = 4.75, correction 0.75 -> variance
+    # 8/9, signal 49/9. Step 3: a = -1, b = 4. a (3 updates, correction 0.875): m_hat 3/7,
+    # q_hat 23/7 -> variance 152/49, signal 9/49. b (2 updates, correction 0.75): m = 2.5,
+    # q = 9 -> m_hat 10/3, q_hat 12 -> variance 8/9, signal 100/9. The factor uses the mean.
+    eps, alpha = 1e-8, 0.5
+    a, b = _param([0.0]), _param([0.0])
+    scaler = VarianceGradientScaler([a, b], beta=0.5, alpha=alpha, eps=eps, warmup=0)
+    _set_grads([a, b], [[1.0], [2.0]])
+    scaler.scale_()
+    b.grad = None
+    a.grad = torch.tensor([3.0], dtype=torch.float64)
+    factor = scaler.scale_()
+    ratio_a = (8 / 9) / (49 / 9 + eps)
+    assert scaler.last_ratio == pytest.approx(ratio_a, rel=1e-9)
+    assert factor == pytest.approx(1.0 / (1.0 + alpha * ratio_a), rel=1e-9)
+    assert b.grad is None
+    assert float(scaler.exp_avg[1]) == 1.0 and float(scaler.exp_avg_sq[1]) == 2.0
+    assert scaler.tensor_steps.tolist() == [2, 1]
+    _set_grads([a, b], [[-1.0], [4.0]])
+    scaler.scale_()
+    ratio = ((152 / 49) / (9 / 49 + eps) + (8 / 9) / (100 / 9 + eps)) / 2
+    assert scaler.last_ratio == pytest.approx(ratio, rel=1e-9)
+
+
 def test_sign_flips_that_cancel_across_elements_are_high_variance() -> None:
     # The tensor's mean gradient is always 0, so the variance of the mean would be 0; the
     # per-element statistics must still see each element flip between +1 and -1.

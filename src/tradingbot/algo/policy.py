@@ -112,13 +112,16 @@ class TwinQuantileHead(nn.Module):
         x = x.transpose(0, 1)
         for weight, bias in zip(self.weights, self.biases, strict=True):
             x = th.baddbmm(bias, th.tanh(x), weight)
-        return self.monotone(x.transpose(0, 1))
+        return self.monotone(x).transpose(0, 1).contiguous()
 
     @staticmethod
     def monotone(x: th.Tensor) -> th.Tensor:
-        """Quantiles from the last layer's output: first value plus cumulative softplus gaps."""
-        gaps = F.softplus(x[..., 1:])
-        return th.cat([x[..., :1], x[..., :1] + th.cumsum(gaps, dim=-1)], dim=-1)
+        """Quantiles from the last layer's output: first value plus cumulative softplus gaps.
+
+        One cumsum over the full, contiguous last dim: on CPU, softplus and cumsum over the
+        strided ``x[..., 1:]`` slice are several times slower."""
+        steps = th.cat([x[..., :1], F.softplus(x)[..., 1:]], dim=-1)
+        return th.cumsum(steps, dim=-1)
 
 
 def _mlp(in_dim: int, net_arch: list[int]) -> nn.Sequential:
@@ -216,49 +219,26 @@ class RecurrentActorCritic(nn.Module):
         tensors (of which only the critic's rows matter to it)."""
         return [*self.critic_head.parameters(), *self.lstm.parameters()]
 
-    def clip_grad_norms(self, max_norm: float) -> tuple[float, float]:
-        """Clip the gradient norm of the actor and of the critic separately, each over all of
-        its parameters (its own LSTM rows included). With a shared LSTM the LSTM counts with
-        the actor. Returns the (actor, critic) norms before clipping."""
+    def network_masks(self) -> th.Tensor:
+        """Which network each parameter element belongs to, over :meth:`parameters` flattened
+        and concatenated: shape (2, n_elements), row 0 the actor (its MLP, head and log-std,
+        and the actor LSTM's rows), row 1 the critic (its quantile heads and the critic LSTM's
+        rows). With a shared LSTM the LSTM counts with the actor. The zero off-diagonal blocks
+        of the recurrent weight go with their row's network (their gradient is always 0)."""
         n_blocks = 1 if self.shared_lstm else 2
-        # LSTM gradients viewed as (gate, block, rest): block 0 is the actor's, block 1 the
-        # critic's, so per-network sums and scales need no row indexing.
-        groups = self.__dict__.get("_clip_groups")
-        if groups is None:  # the Parameter objects stay the same (load and .to() update them)
-            groups = {
-                "actor": [
-                    p for n, p in self.named_parameters() if n.startswith(("actor", "log_std"))
-                ],
-                "critic": list(self.critic_head.parameters()),
-                "lstm": list(self.lstm.parameters()),
-            }
-            self.__dict__["_clip_groups"] = groups
-        lstm_grads = [p.grad.view(4, n_blocks, -1) for p in groups["lstm"] if p.grad is not None]
-        head_grads = {
-            network: [p.grad for p in groups[network] if p.grad is not None]
-            for network in ("actor", "critic")
-        }
-        lstm_squares = (
-            th.stack([g.square().sum(dim=(0, 2)) for g in lstm_grads]).sum(dim=0)
-            if lstm_grads
-            else th.zeros(n_blocks, device=self.taus.device)
-        )
-        norms, scales = [], []
-        for block, network in enumerate(("actor", "critic")):
-            grads = head_grads[network]
-            square = th.nn.utils.get_total_norm(grads).square() if grads else th.zeros(())
-            if block < n_blocks:
-                square = square + lstm_squares[block]
-            norm = square.sqrt()
-            scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-            for g in grads:
-                g.mul_(scale)
-            scales.append(scale)
-            norms.append(float(norm))
-        block_scale = th.stack(scales[:n_blocks]).view(1, n_blocks, 1)
-        for g in lstm_grads:
-            g.mul_(block_scale)
-        return norms[0], norms[1]
+        lstm_params = {id(p) for p in self.lstm.parameters()}
+        critic_params = {id(p) for p in self.critic_head.parameters()}
+        owners = []
+        for param in self.parameters():
+            if id(param) in lstm_params:
+                # Gate-major rows (4 gates x blocks x units): the block index is the network.
+                block = th.arange(n_blocks, device=param.device).view(1, n_blocks, 1)
+                owner = block.expand(4, n_blocks, param.numel() // (4 * n_blocks))
+            else:
+                owner = th.full((param.numel(),), int(id(param) in critic_params))
+            owners.append(owner.reshape(-1).to(param.device))
+        owner = th.cat(owners)
+        return th.stack([owner == 0, owner == 1]).float()
 
     @th.no_grad()
     def keep_lstms_independent(self) -> None:

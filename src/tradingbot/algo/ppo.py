@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from tradingbot.algo.buffer import RecurrentRolloutBuffer
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.gradients import FlatGradients
 from tradingbot.algo.losses import cvar_from_quantiles, explained_variance, quantile_spread
 from tradingbot.algo.persistence import (
     checkpoint_path,
@@ -48,7 +49,6 @@ from tradingbot.algo.update import (
     apply_step,
     build_optimizer,
     build_scaler,
-    gradients_finite,
 )
 from tradingbot.checkpoint import read_manifest
 
@@ -128,6 +128,7 @@ class DistributionalPPO(BaseAlgorithm):
         self.policy = self.policy_class(self.observation_space, self.action_space, cfg)
         self.policy = self.policy.to(self.device)
         self.optimizer = build_optimizer(cfg, self.policy.parameters())
+        self.gradients = FlatGradients(self.policy.parameters(), self.policy.network_masks())
         # Statistics carried between updates (saved with the model): DSAC-T sigma_bar, KL beta,
         # CVaR multiplier, entropy boost, AWR coefficient, skipped steps, the gradient scaler.
         self.train_state = TrainState(
@@ -186,8 +187,9 @@ class DistributionalPPO(BaseAlgorithm):
         Before the epochs: return statistics (skipped for a rollout with non-finite returns),
         CVaR shaping of the advantages, the entropy coefficient. Each minibatch step (see
         :mod:`tradingbot.algo.update`): losses accumulated over microbatches -> non-finite
-        guard (skip, count, change nothing) -> KL early stop -> scaler -> per-network norm
-        clip -> optimizer. After: KL beta, AWR coefficient and logging.
+        guard on the loss, the metrics and the gradient norms (skip, count, change nothing) ->
+        KL early stop -> scaler -> per-network norm clip -> optimizer. After: KL beta, AWR
+        coefficient and logging.
         """
         cfg = self.config
         buffer = self.rollout_buffer
@@ -260,32 +262,30 @@ class DistributionalPPO(BaseAlgorithm):
                 metric_tensors = accumulate_gradients(
                     self, chunks, chunk_indices, ctx, cfg.n_microbatches
                 )
-                metrics = dict(
-                    zip(
-                        metric_tensors,
-                        th.stack(list(metric_tensors.values())).tolist(),
-                        strict=True,
-                    )
-                )
-                if not (
-                    np.isfinite(metrics["loss"]) and gradients_finite(self.policy.parameters())
-                ):
+                # One device sync for the metrics and the per-network gradient norms (which are
+                # non-finite exactly when some gradient element is).
+                values = th.cat(
+                    [th.stack(list(metric_tensors.values())), self.gradients.square_norms()]
+                ).tolist()
+                metrics = dict(zip(metric_tensors, values, strict=False))
+                square_norms = values[len(metric_tensors) :]
+                if not np.isfinite([metrics["loss"], *square_norms]).all():
                     # Skip: parameters, optimizer, scaler and statistics stay as they were.
-                    self.optimizer.zero_grad(set_to_none=True)
+                    self.gradients.zero_()
                     state.skipped_steps += 1
                     continue
                 for name, value in metrics.items():
                     stats[name].append(value)
                 kl = metrics["kl_exact" if cfg.kl_early_stop == "exact" else "approx_kl"]
                 if cfg.target_kl is not None and kl > 1.5 * cfg.target_kl:
-                    self.optimizer.zero_grad(set_to_none=True)
+                    self.gradients.zero_()
                     continue_training = False
                     if self.verbose >= 1:
                         print(
                             f"Early stopping at epoch {epoch} with {cfg.kl_early_stop} KL {kl:.4f}"
                         )
                     break
-                for name, value in apply_step(self).items():
+                for name, value in apply_step(self, square_norms).items():
                     stats[name].append(value)
                 self._n_updates += 1
                 if dsac_t:

@@ -1,10 +1,11 @@
 """One gradient step of DistributionalPPO: losses of a minibatch (accumulated over
-microbatches), the non-finite guard, the gradient-variance scaler, the per-network norm clip
-and the optimizer step. Also builds the optimizer and the scaler from the config."""
+microbatches), then the gradient-variance scaler, the per-network norm clip and the optimizer
+step. Also builds the optimizer and the scaler from the config."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ import torch as th
 
 from tradingbot.algo.buffer import SequenceChunks
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.gradients import clip_scales
 from tradingbot.algo.losses import (
     categorical_kl,
     clipped_surrogate,
@@ -23,7 +25,6 @@ from tradingbot.algo.losses import (
 )
 from tradingbot.algo.robust import RobustStep, robust_regularizer
 from tradingbot.optim import UPGD, AdaptiveUPGD, VarianceGradientScaler
-from tradingbot.optim.scaler import all_finite
 
 if TYPE_CHECKING:
     from tradingbot.algo.ppo import DistributionalPPO
@@ -175,7 +176,7 @@ def minibatch_loss(
     if ctx.kl_beta is not None:
         loss = loss + ctx.kl_beta * kl_exact
     if ctx.awr_coef is not None:
-        log_max = th.log(th.tensor(cfg.awr.max_weight))
+        log_max = math.log(cfg.awr.max_weight)
         weights = th.exp((raw_advantages / cfg.awr.beta).clamp(max=log_max)).detach()
         bc_loss = -(weights * evaluation.log_prob).mean()
         loss = loss + ctx.awr_coef * bc_loss
@@ -204,9 +205,7 @@ def minibatch_loss(
             quantile_spread=spread.mean(),
         )
         if ctx.sigma_bar is not None:
-            metrics["critic_weight"] = dsac_t_weights(
-                evaluation.quantiles, ctx.sigma_bar, adjust.eps
-            ).mean()
+            metrics["critic_weight"] = dsac_t_weights(spread, ctx.sigma_bar, adjust.eps).mean()
     return loss, metrics
 
 
@@ -230,7 +229,7 @@ def accumulate_gradients(
         adv_mean, adv_std = ctx.adv_stats[0], ctx.adv_stats[1] + 1e-8
     else:
         adv_mean, adv_std = 0.0, 1.0
-    model.optimizer.zero_grad(set_to_none=True)
+    model.gradients.zero_()
     total = len(chunk_indices)
     totals: dict[str, th.Tensor] = {}
     for micro in th.tensor_split(chunk_indices, min(n_microbatches, total)):
@@ -242,25 +241,23 @@ def accumulate_gradients(
     return totals
 
 
-def gradients_finite(params: Iterable[th.nn.Parameter]) -> bool:
-    """Whether every existing gradient is finite (one device sync)."""
-    return all_finite([p.grad for p in params if p.grad is not None])
-
-
-def apply_step(model: DistributionalPPO) -> dict[str, float]:
-    """Scaler, per-network norm clip, optimizer step and the LSTM block re-zeroing, in that
-    order, on the accumulated gradients. Returns the step's gradient statistics."""
+def apply_step(model: DistributionalPPO, square_norms: list[float]) -> dict[str, float]:
+    """Scaler, per-network norm clip (one multiply for both), optimizer step and the LSTM
+    block re-zeroing, on the accumulated, finite gradients whose per-network squared norms are
+    ``square_norms`` (actor, critic). Returns the step's gradient statistics."""
     stats: dict[str, float] = {}
+    factor = 1.0
     scaler = model.train_state.scaler
     if scaler is not None:
-        stats["scaler_factor"] = scaler.scale_()
+        factor = scaler.update(model.gradients.flat)
+        stats["scaler_factor"] = factor
         stats["scaler_ratio"] = scaler.last_ratio
     # The norm is clipped per network: the critic's loss sums over n_quantiles, so its gradient
     # norm is ~n_quantiles times the actor's and a single global clip would all but freeze the
     # actor.
-    actor_norm, critic_norm = model.policy.clip_grad_norms(model.config.max_grad_norm)
-    stats["actor_grad_norm"] = actor_norm
-    stats["critic_grad_norm"] = critic_norm
+    scales, norms = clip_scales(square_norms, model.config.max_grad_norm, factor)
+    model.gradients.scale_(scales)
+    stats["actor_grad_norm"], stats["critic_grad_norm"] = norms
     model.optimizer.step()
     model.policy.keep_lstms_independent()
     last_stats = getattr(model.optimizer, "last_stats", None)

@@ -28,25 +28,25 @@ def all_finite(tensors: list[Tensor]) -> bool:
 
 
 def noise_to_signal_ratios(
-    mean_hats: list[Tensor], sq_mean_hats: list[Tensor], eps: float
+    mean_hat: Tensor, sq_mean_hat: Tensor, sizes: list[int], eps: float
 ) -> Tensor:
     """Per-tensor noise-to-signal ratios ``mean(s) / (mean(E[g]^2) + eps)``.
 
-    :param mean_hats: bias-corrected EMAs of ``g`` (``E[g]``), one tensor per parameter.
-    :param sq_mean_hats: bias-corrected EMAs of ``g^2`` (``E[g^2]``), same shapes.
+    :param mean_hat: bias-corrected EMA of ``g`` (``E[g]``) of every tensor, flattened and
+        concatenated.
+    :param sq_mean_hat: bias-corrected EMA of ``g^2`` (``E[g^2]``), same layout.
+    :param sizes: the number of elements of each tensor, in order (they sum to the length).
     :param eps: added to the denominator.
-    :return: 1-D float64 tensor, one ratio per parameter; ``s = max(E[g^2] - E[g]^2, 0)`` is the
+    :return: 1-D float64 tensor, one ratio per tensor; ``s = max(E[g^2] - E[g]^2, 0)`` is the
         per-element variance.
     """
-    # Multi-tensor kernels (one call per operation, not per tensor). The sums come from norms:
-    # sum(s) = ||s||_1 because s >= 0, and sum(E[g]^2) = ||E[g]||_2^2.
-    signal = torch._foreach_mul(mean_hats, mean_hats)
-    variance = torch._foreach_sub(sq_mean_hats, signal)
-    torch._foreach_clamp_min_(variance, 0.0)
-    sizes = torch.tensor([m.numel() for m in mean_hats], dtype=torch.float64)
-    variance_sum = torch.stack(torch._foreach_norm(variance, 1)).double()
-    signal_sum = torch.stack(torch._foreach_norm(mean_hats, 2)).double().square()
-    return (variance_sum / sizes) / (signal_sum / sizes + eps)
+    signal = mean_hat.square()
+    variance = (sq_mean_hat - signal).clamp_min_(0.0)
+    # Both per-tensor sums from one (2, n) tensor: one reduction per tensor, not two.
+    both = torch.stack([variance, signal])
+    sums = torch.stack([part.sum(dim=1) for part in both.split(sizes, dim=1)]).double()
+    counts = torch.tensor(sizes, dtype=torch.float64, device=sums.device)
+    return (sums[:, 0] / counts) / (sums[:, 1] / counts + eps)
 
 
 def aggregate_ratios(ratios: Tensor, aggregate: str, percentile: float) -> Tensor:
@@ -129,18 +129,27 @@ class VarianceGradientScaler:
         self.min_factor = min_factor
         self.aggregate = aggregate
         self.percentile = percentile
+        if len({(p.dtype, p.device) for p in self.params}) > 1:
+            raise ValueError("VarianceGradientScaler needs parameters of one dtype and device")
         self.step_count = 0
-        self.exp_avg = [
-            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
-        ]
-        self.exp_avg_sq = [
-            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
-        ]
+        # Statistics live in flat buffers (one kernel per operation over all tensors);
+        # ``exp_avg[i]`` / ``exp_avg_sq[i]`` are views of parameter i's part.
+        self.sizes = [p.numel() for p in self.params]
+        first = self.params[0]
+        self._flat_exp_avg = torch.zeros(sum(self.sizes), dtype=first.dtype, device=first.device)
+        self._flat_exp_avg_sq = torch.zeros_like(self._flat_exp_avg)
+        self.exp_avg = self._views(self._flat_exp_avg)
+        self.exp_avg_sq = self._views(self._flat_exp_avg_sq)
         # Per-tensor update counts: a tensor without a gradient on some step keeps its own
         # bias correction exact.
         self.tensor_steps = torch.zeros(len(self.params), dtype=torch.int64)
         self.last_factor = 1.0
         self.last_ratio = float("nan")
+
+    def _views(self, flat: Tensor) -> list[Tensor]:
+        return [
+            part.view_as(p) for part, p in zip(flat.split(self.sizes), self.params, strict=True)
+        ]
 
     def _resolve(self, params: Iterable[Tensor] | None) -> list[Tensor]:
         if params is None:
@@ -160,39 +169,66 @@ class VarianceGradientScaler:
             (``None``: those).
         :return: the factor applied to the gradients (1.0 during warmup or on a non-finite step).
         """
-        params = self._resolve(params)
-        indexed = [(i, p.grad) for i, p in enumerate(params) if p.grad is not None]
-        if not indexed:
+        grads = [p.grad for p in self._resolve(params)]
+        present = [g is not None for g in grads]
+        given = [g for g in grads if g is not None]
+        if not given or not all_finite(given):
             self.last_factor = 1.0
             return 1.0
-        if not all_finite([g for _, g in indexed]):
-            self.last_factor = 1.0
-            return 1.0
+        flat = torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                for g, p in zip(grads, self.params, strict=True)
+            ]
+        )
+        factor = self.update(flat, present)
+        if factor != 1.0:
+            torch._foreach_mul_(given, factor)
+        return factor
 
+    @torch.no_grad()
+    def update(self, flat_grad: Tensor, present: list[bool] | None = None) -> float:
+        """Advance the statistics with one finite gradient and return its factor, without
+        touching any gradient (the caller applies it; :meth:`scale_` does both).
+
+        :param flat_grad: every parameter's gradient flattened and concatenated in the
+            constructor's order (the caller has checked that it is finite).
+        :param present: which parameters have a gradient (``None``: all); the others' slots
+            are ignored and their statistics and update counts stay as they were.
+        :return: the factor (1.0 during warmup).
+        """
         self.step_count += 1
-        index = [i for i, _ in indexed]
-        grads = [g for _, g in indexed]
-        exp_avg = [self.exp_avg[i] for i in index]
-        exp_avg_sq = [self.exp_avg_sq[i] for i in index]
-        self.tensor_steps[index] += 1
-        # Multi-tensor (foreach) kernels: one call per operation instead of one per tensor.
-        torch._foreach_mul_(exp_avg, self.beta)
-        torch._foreach_add_(exp_avg, grads, alpha=1.0 - self.beta)
-        torch._foreach_mul_(exp_avg_sq, self.beta)
-        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - self.beta)
-        corrections = (1.0 - self.beta ** self.tensor_steps[index].double()).tolist()
+        weight = 1.0 - self.beta
+        if present is None or all(present):
+            self.tensor_steps += 1
+            self._flat_exp_avg.mul_(self.beta).add_(flat_grad, alpha=weight)
+            self._flat_exp_avg_sq.mul_(self.beta).addcmul_(flat_grad, flat_grad, value=weight)
+        else:
+            grads = self._views(flat_grad)
+            for i in (i for i, has in enumerate(present) if has):
+                self.tensor_steps[i] += 1
+                self.exp_avg[i].mul_(self.beta).add_(grads[i], alpha=weight)
+                self.exp_avg_sq[i].mul_(self.beta).addcmul_(grads[i], grads[i], value=weight)
+        steps = self.tensor_steps.tolist()
+        if len(set(steps)) == 1:
+            correction: Tensor | float = 1.0 - self.beta ** steps[0]
+        else:  # some tensor missed a step: a bias correction per tensor, per element
+            per_tensor = 1.0 - self.beta ** self.tensor_steps.double()
+            sizes = torch.tensor(self.sizes, device=per_tensor.device)
+            correction = per_tensor.repeat_interleave(sizes).to(flat_grad)
         ratios = noise_to_signal_ratios(
-            torch._foreach_div(exp_avg, corrections),
-            torch._foreach_div(exp_avg_sq, corrections),
+            self._flat_exp_avg / correction,
+            self._flat_exp_avg_sq / correction,
+            self.sizes,
             self.eps,
         )
+        if present is not None and not all(present):
+            ratios = ratios[torch.tensor(present, device=ratios.device)]
         ratio = float(aggregate_ratios(ratios, self.aggregate, self.percentile))
         self.last_ratio = ratio
         factor = 1.0
         if self.step_count > self.warmup:
             factor = scale_factor(ratio, self.alpha, self.min_factor)
-            if factor != 1.0:
-                torch._foreach_mul_(grads, factor)
         self.last_factor = factor
         return factor
 
@@ -234,7 +270,7 @@ class VarianceGradientScaler:
                 value = state_dict[f"{key}.{i}"]
                 if not isinstance(value, Tensor) or value.shape != p.shape:
                     raise ValueError(f"scaler state {key}.{i} does not match parameter {i}")
-                target[i] = value.detach().to(device=p.device, dtype=p.dtype).clone()
+                target[i].copy_(value.detach())
         self.tensor_steps = tensor_steps.clone()
         self.step_count = int(state_dict["step_count"])
         self.last_factor = float(state_dict["last_factor"])

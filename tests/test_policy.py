@@ -17,7 +17,7 @@ from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.gradients import FlatGradients, clip_scales
 from tradingbot.algo.losses import quantile_huber_loss
 from tradingbot.algo.policy import LSTMStates, RecurrentActorCritic
-from tradingbot.algo.sequence import lstm_over_chunks, lstm_step_by_step
+from tradingbot.algo.sequence import lstm_over_chunks, lstm_step_by_step, lstms_over_chunks
 
 OBS_SPACE = spaces.Box(-10.0, 10.0, (3,), dtype=np.float32)
 BOX_ACTIONS = spaces.Box(
@@ -98,7 +98,7 @@ def test_rollout_steps_match_sequence_evaluation(action_space, shared_lstm: bool
     gen = th.Generator().manual_seed(1)
     obs = th.randn(n_steps, n_envs, 3, generator=gen)
     starts = (th.rand(n_steps, n_envs, generator=gen) < 0.3).float()
-    states = LSTMStates(*th.randn(2, n_envs, policy.lstm.hidden_size, generator=gen))
+    states = LSTMStates(*th.randn(2, n_envs, policy.state_size, generator=gen))
     initial = states
     steps = []
     for t in range(n_steps):
@@ -220,7 +220,7 @@ def test_critic_learns_quantiles_of_a_normal_return(kappa: float) -> None:
 def _losses(policy: RecurrentActorCritic, seed: int) -> tuple[th.Tensor, th.Tensor]:
     gen = th.Generator().manual_seed(seed)
     starts = (th.rand(4, 6, generator=gen) < 0.3).float()
-    states = LSTMStates(*th.randn(2, 4, policy.lstm.hidden_size, generator=gen))
+    states = LSTMStates(*th.randn(2, 4, policy.state_size, generator=gen))
     evaluation = policy.evaluate_sequences(
         th.randn(4, 6, 3, generator=gen), starts, states, th.randn(4, 6, 2, generator=gen)
     )
@@ -232,24 +232,15 @@ def _grads(policy: RecurrentActorCritic) -> list[th.Tensor]:
 
 
 def test_actor_and_critic_lstms_stay_independent() -> None:
+    """The actor's loss reaches the actor LSTM only, the critic's the critic LSTM only."""
     policy = _policy(BOX_ACTIONS)
-    _losses(policy, 0)[0].backward()
-    rows = policy.actor_lstm_rows
-    for grad in (policy.lstm.weight_ih_l0.grad, policy.lstm.bias_ih_l0.grad):
-        assert bool((grad[~rows] == 0).all()) and bool((grad[rows] != 0).any())
-    policy.zero_grad()
-    _losses(policy, 0)[1].backward()
-    assert bool((policy.lstm.weight_ih_l0.grad[rows] == 0).all())
-    off_diagonal = 1.0 - policy.recurrent_mask
-    assert float(off_diagonal.sum()) > 0
-    optimizer = th.optim.AdamW(policy.parameters(), lr=0.1, weight_decay=0.5)
-    for seed in range(3):
-        optimizer.zero_grad()
-        sum(_losses(policy, seed)).backward()
-        assert bool((policy.lstm.weight_hh_l0.grad * off_diagonal == 0).all())
-        optimizer.step()
-        policy.keep_lstms_independent()
-        assert bool((policy.lstm.weight_hh_l0 * off_diagonal == 0).all())
+    for which, (own, other) in enumerate(
+        [(policy.actor_lstm, policy.critic_lstm), (policy.critic_lstm, policy.actor_lstm)]
+    ):
+        policy.zero_grad()
+        _losses(policy, 0)[which].backward()
+        assert all(p.grad is not None and bool((p.grad != 0).any()) for p in own.parameters())
+        assert all(p.grad is None or not p.grad.any() for p in other.parameters())
 
 
 def test_flat_gradients_clip_each_network_alone() -> None:
@@ -289,7 +280,7 @@ def test_shared_lstm_counts_with_the_actor() -> None:
     for p in policy.parameters():
         squares[id(p) in critic] += float(p.grad.double().square().sum())
     assert gradients.square_norms().tolist() == pytest.approx(squares, rel=1e-5)
-    assert float(policy.lstm.weight_ih_l0.grad.abs().sum()) > 0
+    assert float(policy.actor_lstm.weight_ih_l0.grad.abs().sum()) > 0
 
 
 @pytest.mark.parametrize("net_arch", [[], [16, 12]])
@@ -309,7 +300,7 @@ def test_batched_rollout_outputs_match_sequence_evaluation(
     gen = th.Generator().manual_seed(2)
     obs = th.randn(n_steps, n_envs, 3, generator=gen)
     starts = (th.rand(n_steps, n_envs, generator=gen) < 0.3).float()
-    states = LSTMStates(*th.randn(2, n_envs, policy.lstm.hidden_size, generator=gen))
+    states = LSTMStates(*th.randn(2, n_envs, policy.state_size, generator=gen))
     initial = states
     noise = None if policy.discrete else th.randn(n_steps, n_envs, policy.action_dim)
     weights = policy.rollout_weights()
@@ -341,26 +332,29 @@ def test_batched_rollout_outputs_match_sequence_evaluation(
 
 
 @pytest.mark.parametrize("p_start", [0.0, 0.2])
-def test_lstm_blocks_match_the_block_diagonal_lstm(p_start: float) -> None:
-    """Running actor and critic blocks as two LSTM calls gives the block-diagonal LSTM's
-    outputs and parameter gradients."""
+def test_lstms_over_chunks_equal_each_lstm_alone(p_start: float) -> None:
+    """Several LSTMs sharing the segmentation give each LSTM's own outputs and gradients."""
     policy = _policy(BOX_ACTIONS)
-    lstm = policy.lstm
     gen = th.Generator().manual_seed(3)
     inputs = th.randn(5, 6, 3, generator=gen)
     starts = (th.rand(5, 6, generator=gen) < p_start).float()
-    h0, c0 = th.randn(2, 5, lstm.hidden_size, generator=gen)
-    head = th.randn(lstm.hidden_size, generator=gen)
-    results = []
-    for n_blocks in (1, 2):
-        lstm.zero_grad()
-        out = lstm_over_chunks(lstm, inputs, starts, h0, c0, n_blocks=n_blocks)
+    h0, c0 = th.randn(2, 5, policy.state_size, generator=gen)
+    heads = th.randn(2, policy.hidden_size, generator=gen)
+    together = lstms_over_chunks(policy.lstms, inputs, starts, h0, c0)
+    sum((out * head).sum() for out, head in zip(together, heads, strict=True)).backward()
+    grads = [p.grad.clone() for lstm in policy.lstms for p in lstm.parameters()]
+    policy.zero_grad()
+    alone, size = [], policy.hidden_size
+    for k, (lstm, head) in enumerate(zip(policy.lstms, heads, strict=True)):
+        units = slice(k * size, (k + 1) * size)
+        out = lstm_over_chunks(lstm, inputs, starts, h0[:, units], c0[:, units])
         (out * head).sum().backward()
-        results.append((out.detach(), [p.grad.clone() for p in lstm.parameters()]))
-    (out_1, grads_1), (out_2, grads_2) = results
-    assert th.allclose(out_1, out_2, atol=1e-6)
-    for g1, g2 in zip(grads_1, grads_2, strict=True):
-        assert th.allclose(g1, g2, atol=1e-5)
+        alone.append(out.detach())
+    for a, b in zip(together, alone, strict=True):
+        assert th.allclose(a, b, atol=1e-6)
+    expected = [p.grad for lstm in policy.lstms for p in lstm.parameters()]
+    for g1, g2 in zip(grads, expected, strict=True):
+        assert th.allclose(g1, g2, atol=1e-6)
 
 
 def test_collected_rollout_matches_sequence_evaluation() -> None:

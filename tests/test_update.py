@@ -149,7 +149,7 @@ def test_nan_reward_skips_the_step_and_keeps_all_state() -> None:
     # The other updates moved the parameters and stayed finite.
     for i in (0, 2, 3):
         assert not th.equal(
-            before[i]["policy.lstm.weight_ih_l0"], after[i]["policy.lstm.weight_ih_l0"]
+            before[i]["policy.actor_lstm.weight_ih_l0"], after[i]["policy.actor_lstm.weight_ih_l0"]
         )
     for p in model.policy.parameters():
         assert th.isfinite(p).all()
@@ -179,6 +179,18 @@ def test_nan_gradient_skips_the_step() -> None:
     assert model.train_state.skipped_steps == 1
     assert not th.equal(state["policy.critic_head.first.weight"], param)
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_predictions_after_training_use_the_trained_weights() -> None:
+    """The fused optimizer step bumps no parameter version: the cached inference weights must
+    still be re-derived after training, or predict() acts with the last rollout's policy."""
+    model = pendulum(n_epochs=2, batch_size=32)
+    model.learn(64 * 2)
+    assert model.config.optimizer == "adam"
+    cached = model.policy.rollout_weights()
+    fresh = model.policy.rollout_weights(fresh=True)
+    for a, b in zip(cached[:3], fresh[:3], strict=True):
+        assert th.equal(a, b)
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class RecurrentRolloutBuffer:
     :param dist_param_dim: Width of the stored action-distribution parameters.
     :param n_critics: Number of critic heads.
     :param n_quantiles: Quantiles per critic.
-    :param hidden_size: Width of the stored LSTM states (2 * lstm_hidden_size unless shared).
+    :param state_size: Width of the stored LSTM states (2 * lstm_hidden_size unless shared).
     :param device: Torch device.
     """
 
@@ -68,7 +68,7 @@ class RecurrentRolloutBuffer:
         dist_param_dim: int,
         n_critics: int,
         n_quantiles: int,
-        hidden_size: int,
+        state_size: int,
         device: th.device | str,
     ) -> None:
         self.n_steps = n_steps
@@ -87,9 +87,9 @@ class RecurrentRolloutBuffer:
         self.values = zeros()
         self.quantiles = zeros(n_critics, n_quantiles)
         self.dist_params = zeros(dist_param_dim)
-        # (h, c) before each step, before the episode-start reset; hidden_size is the width of
-        # the (actor and critic) LSTM states.
-        self.lstm_states = th.zeros(n_steps, 2, n_envs, hidden_size, device=device)
+        # (h, c) of the (actor and critic) LSTMs before each step, before the episode-start
+        # reset.
+        self.lstm_states = th.zeros(n_steps, 2, n_envs, state_size, device=device)
         self.advantages = zeros()
         self.returns = zeros()
         self.pos = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch as th
 
 
@@ -133,13 +134,17 @@ def compute_gae(
     deltas = rewards + gamma * next_values * next_non_terminal - values
     decay = gamma * gae_lambda * next_non_terminal
 
-    advantages = th.empty_like(rewards)
-    last_gae = th.zeros_like(rewards[0])
+    # The backward recursion runs in NumPy: a few ops per step over n_envs values, where each
+    # torch op's dispatch would cost more than its arithmetic.
+    deltas_np, decay_np = deltas.detach().cpu().numpy(), decay.detach().cpu().numpy()
+    advantages_np = np.empty_like(deltas_np)
+    last_gae = np.zeros_like(deltas_np[0])
     for step in reversed(range(n_steps)):
         # where(): a non-finite value after an episode's end must not leak into it (0 * nan).
-        carried = th.where(decay[step] != 0, decay[step] * last_gae, 0.0)
-        last_gae = deltas[step] + carried
-        advantages[step] = last_gae
+        carried = np.where(decay_np[step] != 0, decay_np[step] * last_gae, 0.0)
+        last_gae = deltas_np[step] + carried
+        advantages_np[step] = last_gae
+    advantages = th.from_numpy(advantages_np).to(rewards.device)
     # TD(lambda) return, the target of the critic.
     return advantages, advantages + values
 

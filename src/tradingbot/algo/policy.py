@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.losses import midpoint_taus
-from tradingbot.algo.sequence import lstm_blocks_over_chunks
+from tradingbot.algo.sequence import lstms_over_chunks
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
@@ -140,8 +140,8 @@ class RecurrentActorCritic(nn.Module):
     Recurrent actor-critic for DistributionalPPO.
 
     Actor and critic each read the observation through their own single-layer LSTM (or one shared
-    LSTM), then an MLP. The two LSTMs are stored and run as one LSTM with a block-diagonal
-    recurrent weight (see ``__init__``). The actor is a diagonal Gaussian with a
+    LSTM), then an MLP; rollouts step both LSTMs as one with a block-diagonal recurrent weight
+    (see :meth:`rollout_weights`). The actor is a diagonal Gaussian with a
     state-independent log-std bounded to ``[log_std_min, log_std_max]`` by a sigmoid, squashed by
     tanh into the Box action range (log-probabilities include the change of variables), or a
     categorical for Discrete actions. The critic has 2 (twin) or 1 quantile heads reading the
@@ -167,20 +167,18 @@ class RecurrentActorCritic(nn.Module):
         self.n_critics = 2 if config.twin_critics else 1
         self.discrete = isinstance(action_space, spaces.Discrete)
 
-        # Actor and critic LSTMs run as ONE LSTM of n_lstms * H units whose recurrent weight is
-        # block diagonal (one block per network), so both advance in a single call. Units
-        # [0, H) are the actor's, [H, 2H) the critic's. The off-diagonal blocks are zero and
-        # their gradients are masked, so the two networks stay independent.
-        n_lstms = 1 if self.shared_lstm else 2
-        self.lstm = nn.LSTM(self.obs_dim, n_lstms * self.hidden_size, batch_first=True)
-        unit_owner = th.arange(n_lstms * self.hidden_size) // self.hidden_size
-        recurrent_mask = (unit_owner.view(-1, 1) == unit_owner.view(1, -1)).float().repeat(4, 1)
-        self.register_buffer("recurrent_mask", recurrent_mask)
-        # Rows of the LSTM's gate-major parameters (4 gates x units) owned by the actor.
-        self.register_buffer("actor_lstm_rows", (unit_owner == 0).repeat(4))
-        with th.no_grad():
-            self.lstm.weight_hh_l0.mul_(recurrent_mask)
-        self.lstm.weight_hh_l0.register_hook(lambda grad: grad * self.recurrent_mask)
+        # Separate actor and critic LSTMs (one shared LSTM optional). Their states travel
+        # together as (batch, n_lstms * H): columns [0, H) the actor's, [H, 2H) the critic's.
+        self.actor_lstm = nn.LSTM(self.obs_dim, self.hidden_size, batch_first=True)
+        self.critic_lstm = (
+            None if self.shared_lstm else nn.LSTM(self.obs_dim, self.hidden_size, batch_first=True)
+        )
+        self.state_size = len(self.lstms) * self.hidden_size
+        # The scale torch gives one LSTM of all the state's units, kept for the separate ones.
+        bound = 1.0 / math.sqrt(self.state_size)
+        for lstm in self.lstms:
+            for weight in lstm.parameters():
+                nn.init.uniform_(weight, -bound, bound)
         self.actor_mlp = _mlp(self.hidden_size, config.net_arch)
         actor_out = config.net_arch[-1] if config.net_arch else self.hidden_size
         if self.discrete:
@@ -214,41 +212,33 @@ class RecurrentActorCritic(nn.Module):
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
 
     # ----------------------------------------------------------------------------------------
+    @property
+    def lstms(self) -> list[nn.LSTM]:
+        """The LSTMs in state-column order: the actor's, then the critic's (if not shared)."""
+        if self.critic_lstm is None:
+            return [self.actor_lstm]
+        return [self.actor_lstm, self.critic_lstm]
+
     def critic_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the critic: its quantile heads and the shared-with-the-actor LSTM
-        tensors (of which only the critic's rows matter to it)."""
-        return [*self.critic_head.parameters(), *self.lstm.parameters()]
+        """Parameters of the critic: its quantile heads and the LSTM it reads."""
+        return [*self.critic_head.parameters(), *self.lstms[-1].parameters()]
 
     def network_masks(self) -> th.Tensor:
         """Which network each parameter element belongs to, over :meth:`parameters` flattened
-        and concatenated: shape (2, n_elements), row 0 the actor (its MLP, head and log-std,
-        and the actor LSTM's rows), row 1 the critic (its quantile heads and the critic LSTM's
-        rows). With a shared LSTM the LSTM counts with the actor. The zero off-diagonal blocks
-        of the recurrent weight go with their row's network (their gradient is always 0)."""
-        n_blocks = 1 if self.shared_lstm else 2
-        lstm_params = {id(p) for p in self.lstm.parameters()}
-        critic_params = {id(p) for p in self.critic_head.parameters()}
-        owners = []
-        for param in self.parameters():
-            if id(param) in lstm_params:
-                # Gate-major rows (4 gates x blocks x units): the block index is the network.
-                block = th.arange(n_blocks, device=param.device).view(1, n_blocks, 1)
-                owner = block.expand(4, n_blocks, param.numel() // (4 * n_blocks))
-            else:
-                owner = th.full((param.numel(),), int(id(param) in critic_params))
-            owners.append(owner.reshape(-1).to(param.device))
-        owner = th.cat(owners)
-        return th.stack([owner == 0, owner == 1]).float()
-
-    @th.no_grad()
-    def keep_lstms_independent(self) -> None:
-        """Re-zero the off-diagonal recurrent blocks after an optimizer step (an optimizer that
-        adds noise or weight decay would otherwise couple actor and critic LSTMs)."""
-        self.lstm.weight_hh_l0.mul_(self.recurrent_mask)
+        and concatenated: shape (2, n_elements), row 0 the actor (its LSTM, MLP, head and
+        log-std), row 1 the critic (its LSTM and quantile heads). With a shared LSTM the LSTM
+        counts with the actor."""
+        critic = {id(p) for p in self.critic_head.parameters()}
+        if self.critic_lstm is not None:
+            critic |= {id(p) for p in self.critic_lstm.parameters()}
+        owner = th.cat(
+            [th.full((p.numel(),), float(id(p) in critic)) for p in self.parameters()]
+        ).to(self.taus.device)
+        return th.stack([1.0 - owner, owner])
 
     def initial_state(self, batch_size: int) -> LSTMStates:
         """Zero LSTM states for ``batch_size`` environments."""
-        zeros = th.zeros(batch_size, self.lstm.hidden_size, device=self.taus.device)
+        zeros = th.zeros(batch_size, self.state_size, device=self.taus.device)
         return LSTMStates(zeros, zeros.clone())
 
     def log_std(self) -> th.Tensor:
@@ -291,7 +281,8 @@ class RecurrentActorCritic(nn.Module):
         """The inference weights of :meth:`rollout_step`, derived from the parameters (a few
         dozen small ops) and cached until a parameter changes: in-place updates bump a
         parameter's version counter, replacing it changes its storage. Writes through
-        ``param.data`` bump neither: ``fresh=True`` (as rollouts do) always derives anew."""
+        ``param.data`` or a fused optimizer bump neither: after those call
+        :meth:`forget_rollout_weights`; ``fresh=True`` (as rollouts do) always derives anew."""
         key = tuple((p.data_ptr(), p._version) for p in self.parameters())
         cached = self.__dict__.get("_rollout_weights_cache")
         if not fresh and cached is not None and cached[0] == key:
@@ -300,17 +291,29 @@ class RecurrentActorCritic(nn.Module):
         self.__dict__["_rollout_weights_cache"] = (key, weights)
         return weights
 
+    def forget_rollout_weights(self) -> None:
+        """Drop the cached :meth:`rollout_weights`: call it after writing the parameters in a
+        way that bumps no version counter (a fused optimizer step, ``param.data``)."""
+        self.__dict__.pop("_rollout_weights_cache", None)
+
     @th.no_grad()
     def _derive_rollout_weights(self) -> RolloutWeights:
-        lstm = self.lstm
-        n = lstm.hidden_size
-        # Gate rows (i, f, g, o) -> (i, f, o, g).
-        order = th.cat([th.arange(0, 2 * n), th.arange(3 * n, 4 * n), th.arange(2 * n, 3 * n)]).to(
-            lstm.weight_ih_l0.device
-        )
-        weight_ih = lstm.weight_ih_l0.index_select(0, order).t().contiguous()
-        weight_hh = lstm.weight_hh_l0.index_select(0, order).t().contiguous()
-        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).index_select(0, order)
+        # The LSTMs as one LSTM of state_size units: gate-major rows (gate, LSTM, unit), gates
+        # reordered (i, f, g, o) -> (i, f, o, g), and a block-diagonal recurrent weight.
+        n, n_lstms = self.hidden_size, len(self.lstms)
+        order = th.tensor([0, 1, 3, 2], device=self.taus.device)
+
+        def gate_major(tensor: th.Tensor) -> th.Tensor:  # (4H, ...) -> (4, H, ...) reordered
+            return tensor.view(4, n, *tensor.shape[1:]).index_select(0, order)
+
+        weight_ih = th.stack([gate_major(lstm.weight_ih_l0) for lstm in self.lstms], dim=1)
+        weight_hh = self.taus.new_zeros(4, n_lstms, n, n_lstms, n)
+        for k, lstm in enumerate(self.lstms):
+            weight_hh[:, k, :, k] = gate_major(lstm.weight_hh_l0)
+        bias = th.stack([gate_major(lstm.bias_ih_l0 + lstm.bias_hh_l0) for lstm in self.lstms], 1)
+        weight_ih = weight_ih.reshape(4 * n_lstms * n, -1).t().contiguous()
+        weight_hh = weight_hh.reshape(4 * n_lstms * n, n_lstms * n).t().contiguous()
+        bias = bias.reshape(-1)
 
         actor_linears = [m for m in self.actor_mlp if isinstance(m, nn.Linear)]
         actor_linears.append(self.actor_head)
@@ -495,15 +498,8 @@ class RecurrentActorCritic(nn.Module):
         :return: Flattened (C * L, ...) log-probs, entropies, quantiles and distribution params.
         """
         n_chunks, seq_len = episode_starts.shape
-        # Actor and critic LSTMs as two LSTM calls on their weight blocks: half the FLOPs of
-        # the block-diagonal whole.
-        lstm_seqs = lstm_blocks_over_chunks(
-            self.lstm,
-            obs,
-            episode_starts,
-            initial_states.h,
-            initial_states.c,
-            n_blocks=1 if self.shared_lstm else 2,
+        lstm_seqs = lstms_over_chunks(
+            self.lstms, obs, episode_starts, initial_states.h, initial_states.c
         )
         actor_seq, critic_seq = lstm_seqs[0], lstm_seqs[-1]
         batch = n_chunks * seq_len

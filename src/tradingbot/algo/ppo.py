@@ -149,7 +149,7 @@ class DistributionalPPO(BaseAlgorithm):
             dist_param_dim=dist_param_dim,
             n_critics=self.policy.n_critics,
             n_quantiles=cfg.n_quantiles,
-            hidden_size=self.policy.lstm.hidden_size,
+            state_size=self.policy.state_size,
             device=self.device,
         )
         # Running statistics of the lambda-returns; the critic predicts (G - mean) / std.

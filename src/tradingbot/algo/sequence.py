@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch as th
 from torch import nn
 
@@ -12,7 +14,6 @@ def lstm_over_chunks(
     episode_starts: th.Tensor,
     initial_h: th.Tensor,
     initial_c: th.Tensor,
-    n_blocks: int = 1,
 ) -> th.Tensor:
     """
     Run a single-layer, batch-first ``lstm`` over chunks, resetting its state at episode starts.
@@ -29,69 +30,40 @@ def lstm_over_chunks(
     :param episode_starts: 1.0 where an episode starts, shape (C, L).
     :param initial_h: Hidden state before each chunk's first step, shape (C, H).
     :param initial_c: Cell state before each chunk's first step, shape (C, H).
-    :param n_blocks: The LSTM is ``n_blocks`` independent LSTMs of ``H / n_blocks`` units each
-        (block-diagonal recurrent weight, zero off-diagonal blocks): run each block as its own
-        LSTM call on its slice of the weights (the same outputs and gradients for a fraction
-        of the FLOPs).
     :return: LSTM outputs, shape (C, L, H).
     """
-    return th.cat(
-        lstm_blocks_over_chunks(lstm, inputs, episode_starts, initial_h, initial_c, n_blocks), -1
-    )
+    return lstms_over_chunks([lstm], inputs, episode_starts, initial_h, initial_c)[0]
 
 
-def _block_weights(lstm: nn.LSTM, block: int, n_blocks: int) -> list[th.Tensor]:
-    """Input, recurrent weights and biases of block ``block`` of a block-diagonal ``lstm``
-    (gate-major rows: 4 gates x ``n_blocks`` blocks x units)."""
-    n = lstm.hidden_size // n_blocks
-    w_ih = lstm.weight_ih_l0.view(4, n_blocks, n, -1)[:, block].reshape(4 * n, -1)
-    w_hh = lstm.weight_hh_l0.view(4, n_blocks, n, n_blocks, n)[:, block, :, block]
-    b_ih = lstm.bias_ih_l0.view(4, n_blocks, n)[:, block].reshape(-1)
-    b_hh = lstm.bias_hh_l0.view(4, n_blocks, n)[:, block].reshape(-1)
-    return [w_ih, w_hh.reshape(4 * n, n), b_ih, b_hh]
-
-
-def _run_lstm(
-    lstm: nn.LSTM, inputs: th.Tensor, h0: th.Tensor, c0: th.Tensor, n_blocks: int
+def _run_lstms(
+    lstms: Sequence[nn.LSTM], inputs: th.Tensor, h0: th.Tensor, c0: th.Tensor
 ) -> list[th.Tensor]:
-    """Outputs of each block of ``lstm`` from states (1, B, H)."""
-    if n_blocks == 1:
-        return [lstm(inputs, (h0, c0))[0]]
-    n = lstm.hidden_size // n_blocks
-    outputs = []
-    for block in range(n_blocks):
-        units = slice(block * n, (block + 1) * n)
-        out, _, _ = th.lstm(
-            inputs,
-            (h0[..., units], c0[..., units]),
-            _block_weights(lstm, block, n_blocks),
-            True,  # has_biases
-            1,  # num_layers
-            0.0,  # dropout
-            lstm.training,
-            False,  # bidirectional
-            True,  # batch_first
-        )
-        outputs.append(out)
+    """Outputs of each LSTM on ``inputs`` from its columns of the states (1, B, sum of H)."""
+    outputs, start = [], 0
+    for lstm in lstms:
+        units = slice(start, start + lstm.hidden_size)
+        outputs.append(lstm(inputs, (h0[..., units], c0[..., units]))[0])
+        start += lstm.hidden_size
     return outputs
 
 
-def lstm_blocks_over_chunks(
-    lstm: nn.LSTM,
+def lstms_over_chunks(
+    lstms: Sequence[nn.LSTM],
     inputs: th.Tensor,
     episode_starts: th.Tensor,
     initial_h: th.Tensor,
     initial_c: th.Tensor,
-    n_blocks: int = 1,
 ) -> list[th.Tensor]:
-    """:func:`lstm_over_chunks` returning each block's outputs, each (C, L, H / n_blocks)."""
+    """:func:`lstm_over_chunks` for several LSTMs reading the same inputs (the segments are
+    found once), whose states are concatenated in ``initial_h`` / ``initial_c`` (C, sum of
+    hidden sizes) in order. Returns each LSTM's outputs (C, L, H_k)."""
     n_chunks, seq_len = episode_starts.shape
     keep_first = (1.0 - episode_starts[:, 0]).unsqueeze(-1)
     h0 = (initial_h * keep_first).unsqueeze(0)
     c0 = (initial_c * keep_first).unsqueeze(0)
     inner_starts = episode_starts[:, 1:] > 0
     if not bool(inner_starts.any()):
-        return _run_lstm(lstm, inputs, h0, c0, n_blocks)
+        return _run_lstms(lstms, inputs, h0, c0)
 
     # Segment boundaries over the flattened (C * L) time axis: every chunk start and every
     # episode start inside a chunk opens a new segment.
@@ -114,14 +86,14 @@ def lstm_blocks_over_chunks(
     padded = padded.view(n_segments, max_len, -1)
 
     # Only the first segment of each chunk continues from the stored state.
-    hidden_size = lstm.hidden_size
-    h_init = inputs.new_zeros(1, n_segments, hidden_size)
-    c_init = inputs.new_zeros(1, n_segments, hidden_size)
+    state_size = initial_h.shape[-1]
+    h_init = inputs.new_zeros(1, n_segments, state_size)
+    c_init = inputs.new_zeros(1, n_segments, state_size)
     first_segment = segment_id[::seq_len]
     h_init[0, first_segment] = h0[0]
     c_init[0, first_segment] = c0[0]
 
-    # One LSTM call (per block) over the right-padded segments. The padding sits after each
+    # One LSTM call (per LSTM) over the right-padded segments. The padding sits after each
     # segment's last step, so (the LSTM being causal) it changes no kept output nor its
     # gradient; it costs (segments * longest - C * L) wasted steps, but on CPU this is ~2.5x
     # faster in backward than a PackedSequence (pack_padded_sequence, enforce_sorted=False),
@@ -130,7 +102,7 @@ def lstm_blocks_over_chunks(
         padded_out.reshape(n_segments * max_len, -1)
         .index_select(0, flat_index)
         .reshape(n_chunks, seq_len, -1)
-        for padded_out in _run_lstm(lstm, padded, h_init, c_init, n_blocks)
+        for padded_out in _run_lstms(lstms, padded, h_init, c_init)
     ]
 
 

@@ -242,9 +242,9 @@ def accumulate_gradients(
 
 
 def apply_step(model: DistributionalPPO, square_norms: list[float]) -> dict[str, float]:
-    """Scaler, per-network norm clip (one multiply for both), optimizer step and the LSTM
-    block re-zeroing, on the accumulated, finite gradients whose per-network squared norms are
-    ``square_norms`` (actor, critic). Returns the step's gradient statistics."""
+    """Scaler, per-network norm clip (one multiply for both) and optimizer step, on the
+    accumulated, finite gradients whose per-network squared norms are ``square_norms`` (actor,
+    critic). Returns the step's gradient statistics."""
     stats: dict[str, float] = {}
     factor = 1.0
     scaler = model.train_state.scaler
@@ -259,7 +259,8 @@ def apply_step(model: DistributionalPPO, square_norms: list[float]) -> dict[str,
     model.gradients.scale_(scales)
     stats["actor_grad_norm"], stats["critic_grad_norm"] = norms
     model.optimizer.step()
-    model.policy.keep_lstms_independent()
+    # Fused Adam writes the parameters without bumping their version counters.
+    model.policy.forget_rollout_weights()
     last_stats = getattr(model.optimizer, "last_stats", None)
     if last_stats:
         stats["upgd_mean_utility"] = last_stats["mean_utility"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import torch as th
 
@@ -41,6 +40,28 @@ class SequenceChunks:
         }
         states = LSTMStates(*(s.index_select(0, chunk_indices) for s in self.initial_states))
         return SequenceChunks(**fields, initial_states=states)
+
+    def narrow(self, start: int, length: int) -> SequenceChunks:
+        """Chunks ``start`` to ``start + length`` (views, no copy)."""
+        fields = {
+            field.name: getattr(self, field.name).narrow(0, start, length)
+            for field in dataclasses.fields(self)
+            if field.name != "initial_states"
+        }
+        states = LSTMStates(*(s.narrow(0, start, length) for s in self.initial_states))
+        return SequenceChunks(**fields, initial_states=states)
+
+    def split(self, n_parts: int) -> list[SequenceChunks]:
+        """``n_parts`` consecutive parts whose sizes differ by at most one chunk (views), the
+        larger ones first, as ``torch.tensor_split`` cuts."""
+        n_parts = min(n_parts, self.n_chunks)
+        base, extra = divmod(self.n_chunks, n_parts)
+        parts, start = [], 0
+        for part in range(n_parts):
+            length = base + (part < extra)
+            parts.append(self.narrow(start, length))
+            start += length
+        return parts
 
 
 class RecurrentRolloutBuffer:
@@ -201,13 +222,3 @@ class RecurrentRolloutBuffer:
             returns=chunk(self.returns),
             initial_states=LSTMStates(*first_states.unbind(0)),
         )
-
-    @staticmethod
-    def minibatch_indices(
-        n_chunks: int, chunks_per_batch: int, generator: th.Generator | None = None
-    ) -> Iterator[th.Tensor]:
-        """Random disjoint sets of ``chunks_per_batch`` chunk indices covering all chunks once
-        (the last set is smaller when they do not divide evenly)."""
-        order = th.randperm(n_chunks, generator=generator)
-        for start in range(0, n_chunks, chunks_per_batch):
-            yield order[start : start + chunks_per_batch]

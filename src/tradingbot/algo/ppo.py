@@ -258,10 +258,11 @@ class DistributionalPPO(BaseAlgorithm):
         skipped_before = state.skipped_steps
         continue_training = True
         for epoch in range(cfg.n_epochs):
-            for chunk_indices in buffer.minibatch_indices(chunks.n_chunks, chunks_per_batch):
-                metric_tensors = accumulate_gradients(
-                    self, chunks, chunk_indices, ctx, cfg.n_microbatches
-                )
+            # One gather per epoch; the minibatches are then views of consecutive chunks.
+            shuffled = chunks.select(th.randperm(chunks.n_chunks))
+            for start in range(0, chunks.n_chunks, chunks_per_batch):
+                batch = shuffled.narrow(start, min(chunks_per_batch, chunks.n_chunks - start))
+                metric_tensors = accumulate_gradients(self, batch, ctx, cfg.n_microbatches)
                 # One device sync for the metrics and the per-network gradient norms (which are
                 # non-finite exactly when some gradient element is).
                 values = th.cat(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch as th
 from torch import nn
 
@@ -42,7 +43,9 @@ def _run_lstms(
     outputs, start = [], 0
     for lstm in lstms:
         units = slice(start, start + lstm.hidden_size)
-        outputs.append(lstm(inputs, (h0[..., units], c0[..., units]))[0])
+        # Contiguous states: with strided ones torch leaves the fast oneDNN kernel.
+        state = (h0[..., units].contiguous(), c0[..., units].contiguous())
+        outputs.append(lstm(inputs, state)[0])
         start += lstm.hidden_size
     return outputs
 
@@ -66,21 +69,21 @@ def lstms_over_chunks(
         return _run_lstms(lstms, inputs, h0, c0)
 
     # Segment boundaries over the flattened (C * L) time axis: every chunk start and every
-    # episode start inside a chunk opens a new segment.
-    segment_open = th.ones(n_chunks, seq_len, dtype=th.bool, device=inputs.device)
-    segment_open[:, 1:] = inner_starts
+    # episode start inside a chunk opens a new segment. The index arithmetic runs in NumPy (a
+    # dozen small ops, each cheaper there than a torch dispatch).
+    segment_open = np.ones((n_chunks, seq_len), dtype=bool)
+    segment_open[:, 1:] = inner_starts.cpu().numpy()
     segment_open = segment_open.reshape(-1)
-    segment_id = th.cumsum(segment_open, dim=0) - 1
-    segment_begin = th.nonzero(segment_open).squeeze(-1)
-    n_segments = segment_begin.shape[0]
-    segment_end = th.cat([segment_begin[1:], segment_begin.new_tensor([n_chunks * seq_len])])
-    lengths = segment_end - segment_begin
-    offset = th.arange(n_chunks * seq_len, device=inputs.device) - segment_begin[segment_id]
+    segment_id = np.cumsum(segment_open) - 1
+    segment_begin = np.flatnonzero(segment_open)
+    n_segments = len(segment_begin)
+    lengths = np.diff(segment_begin, append=n_chunks * seq_len)
+    offset = np.arange(n_chunks * seq_len) - segment_begin[segment_id]
 
     # Flat row of each (segment, offset) in the padded batch: index_copy_ / index_select are
     # cheaper than two-tensor advanced indexing, and so are their gradients.
     max_len = int(lengths.max())
-    flat_index = segment_id * max_len + offset
+    flat_index = th.from_numpy(segment_id * max_len + offset).to(inputs.device)
     padded = inputs.new_zeros(n_segments * max_len, inputs.shape[-1])
     padded.index_copy_(0, flat_index, inputs.reshape(n_chunks * seq_len, -1))
     padded = padded.view(n_segments, max_len, -1)
@@ -89,7 +92,7 @@ def lstms_over_chunks(
     state_size = initial_h.shape[-1]
     h_init = inputs.new_zeros(1, n_segments, state_size)
     c_init = inputs.new_zeros(1, n_segments, state_size)
-    first_segment = segment_id[::seq_len]
+    first_segment = th.from_numpy(segment_id[::seq_len]).to(inputs.device)
     h_init[0, first_segment] = h0[0]
     c_init[0, first_segment] = c0[0]
 

@@ -146,7 +146,11 @@ def minibatch_loss(
     ratio = th.exp(log_ratio)
     policy_loss = -clipped_surrogate(advantages, ratio, ctx.clip_range, cfg.dual_clip).mean()
     old_params = batch.old_dist_params.reshape(n, -1)
-    kl_exact = exact_kl(old_params, evaluation.dist_params, policy.discrete).mean()
+    # Without the KL penalty the exact KL is only a metric: no graph for it.
+    new_params = (
+        evaluation.dist_params if ctx.kl_beta is not None else evaluation.dist_params.detach()
+    )
+    kl_exact = exact_kl(old_params, new_params, policy.discrete).mean()
 
     # Critic: quantile Huber loss against the normalized lambda-return, with value clipping
     # around the (re-normalized) old quantiles and DSAC-T weights when configured.
@@ -211,30 +215,32 @@ def minibatch_loss(
 
 def accumulate_gradients(
     model: DistributionalPPO,
-    chunks: SequenceChunks,
-    chunk_indices: th.Tensor,
+    batch: SequenceChunks,
     ctx: UpdateContext,
     n_microbatches: int = 1,
 ) -> dict[str, th.Tensor]:
-    """Zero the gradients, then backward the minibatch ``chunk_indices`` split into
-    ``n_microbatches`` microbatches, each loss weighted by its share of the samples, so the
+    """Zero the gradients, then backward the minibatch ``batch`` split into ``n_microbatches``
+    consecutive microbatches, each loss weighted by its share of the samples, so the
     accumulated gradient is the whole minibatch's. Minibatch advantage statistics come from the
     whole minibatch. Returns the sample-weighted mean of the microbatches' metrics."""
     cfg = model.config
     if cfg.advantage_normalization == "minibatch":
-        advantages = chunks.advantages.index_select(0, chunk_indices)
-        adv_mean, adv_std = advantages.mean(), advantages.std() + 1e-8
+        adv_mean, adv_std = batch.advantages.mean(), batch.advantages.std() + 1e-8
     elif cfg.advantage_normalization == "rollout":
         assert ctx.adv_stats is not None
         adv_mean, adv_std = ctx.adv_stats[0], ctx.adv_stats[1] + 1e-8
     else:
         adv_mean, adv_std = 0.0, 1.0
     model.gradients.zero_()
-    total = len(chunk_indices)
+    micro_batches = batch.split(n_microbatches)
+    if len(micro_batches) == 1:
+        loss, metrics = minibatch_loss(model, batch, ctx, adv_mean, adv_std)
+        loss.backward()
+        return metrics
     totals: dict[str, th.Tensor] = {}
-    for micro in th.tensor_split(chunk_indices, min(n_microbatches, total)):
-        share = len(micro) / total
-        loss, metrics = minibatch_loss(model, chunks.select(micro), ctx, adv_mean, adv_std)
+    for micro in micro_batches:
+        share = micro.n_chunks / batch.n_chunks
+        loss, metrics = minibatch_loss(model, micro, ctx, adv_mean, adv_std)
         (loss * share).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + share * value

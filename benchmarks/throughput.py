@@ -6,7 +6,7 @@ is wall time including training. Two cases: Pendulum-v1 (DummyVecEnv) and the tr
 (MarketVecEnv on the prepared sp500 data, already vectorized; a fresh instance per algorithm).
 
     python benchmarks/throughput.py [--timesteps 16384] [--threads 1] [--skip-recurrent-ppo]
-                                    [--envs pendulum trading] [--repeats 1] [--full-features]
+                                    [--envs pendulum trading] [--rounds 8] [--full-features]
 
 ``--full-features`` adds DistributionalPPO with every risk and stability option of the
 algorithm config switched on (``FULL_FEATURES``), without and with 2 microbatches, to check
@@ -59,14 +59,31 @@ FULL_FEATURES: dict[str, object] = {
 }
 
 
-def _steps_per_second(
-    make_model: Callable[[VecEnv], object], make_env: VecEnvFactory, timesteps: int
-) -> float:
-    model = make_model(make_env())
-    model.learn(N_STEPS * N_ENVS)  # warm-up: one rollout and one update (allocations, caches)
-    start = time.perf_counter()
-    model.learn(timesteps, reset_num_timesteps=False)
-    return timesteps / (time.perf_counter() - start)
+def _round_robin(
+    makers: dict[str, Callable[[VecEnv], object]],
+    make_env: VecEnvFactory,
+    timesteps: int,
+    rounds: int,
+) -> dict[str, float]:
+    """Steps per second of each algorithm, measured in ``rounds`` interleaved slices: in each
+    round every algorithm trains ``timesteps / rounds`` more steps (whole rollouts). Each one's
+    time is summed over all rounds, so every algorithm sees the same mix of machine speed (a
+    shared machine drifts over minutes; timing the algorithms one after another would compare
+    different machines)."""
+    rollout = N_STEPS * N_ENVS
+    per_round = max(rollout, timesteps // rounds // rollout * rollout)
+    models = {}
+    for label, make in makers.items():
+        model = make(make_env())
+        model.learn(rollout)  # warm-up: one rollout and one update (allocations, caches)
+        models[label] = model
+    elapsed = dict.fromkeys(models, 0.0)
+    for _ in range(rounds):
+        for label, model in models.items():
+            start = time.perf_counter()
+            model.learn(per_round, reset_num_timesteps=False)
+            elapsed[label] += time.perf_counter() - start
+    return {label: per_round * rounds / seconds for label, seconds in elapsed.items()}
 
 
 def benchmark_env(
@@ -74,12 +91,11 @@ def benchmark_env(
     make_env: VecEnvFactory,
     timesteps: int,
     skip_recurrent_ppo: bool = False,
-    repeats: int = 1,
+    rounds: int = 8,
     full_features: bool = False,
 ) -> dict[str, float]:
-    """Measure the three algorithms on one VecEnv factory and print a table. With
-    ``repeats`` > 1 the algorithms are measured in turn that many times and each keeps its best
-    (least disturbed) run, which makes the ratios robust to a machine shared with other work.
+    """Measure the three algorithms on one VecEnv factory, interleaved in ``rounds`` slices
+    (see ``_round_robin``), and print a table.
 
     Hook: call this with any factory returning an ``N_ENVS``-env VecEnv (e.g. the trading env)
     to add a benchmark case; see ``main``.
@@ -118,16 +134,13 @@ def benchmark_env(
             policy_kwargs={"lstm_hidden_size": LSTM_HIDDEN},
             seed=0,
         )
-    results: dict[str, float] = {}
-    for _ in range(repeats):
-        for label, make in peers.items():
-            sps = _steps_per_second(make, make_env, timesteps)
-            results[label] = max(results.get(label, 0.0), sps)
+    results = _round_robin(peers, make_env, timesteps, rounds)
 
     ours = results[OURS]
     print(
         f"\n{name}: {N_ENVS} envs, n_steps {N_STEPS}, batch {BATCH_SIZE}, {N_EPOCHS} epochs, "
-        f"{timesteps} timesteps, torch threads {th.get_num_threads()}, best of {repeats}"
+        f"{timesteps} timesteps in {rounds} interleaved rounds, torch threads "
+        f"{th.get_num_threads()}"
     )
     print(f"{'algorithm':<50} {'steps/s':>9} {'ours / it':>10}")
     for label, sps in results.items():
@@ -162,7 +175,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=16_384)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-recurrent-ppo", action="store_true")
-    parser.add_argument("--repeats", type=int, default=1, help="best of N interleaved runs")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved slices of the run")
     parser.add_argument("--full-features", action="store_true", help="add FULL_FEATURES run")
     parser.add_argument(
         "--envs", nargs="+", choices=("pendulum", "trading"), default=["pendulum", "trading"]
@@ -177,7 +190,7 @@ def main() -> None:
             lambda: make_vec_env("Pendulum-v1", n_envs=N_ENVS, seed=0),
             args.timesteps,
             args.skip_recurrent_ppo,
-            args.repeats,
+            args.rounds,
             args.full_features,
         )
     if "trading" in args.envs:
@@ -186,7 +199,7 @@ def main() -> None:
             make_trading_vec_env,
             args.timesteps,
             args.skip_recurrent_ppo,
-            args.repeats,
+            args.rounds,
             args.full_features,
         )
 

@@ -298,18 +298,26 @@ def test_value_clip_loss_is_mean_of_per_sample_max() -> None:
     new = th.sort(old + th.randn(16, 2, 4, generator=gen), dim=-1).values
     target = 2.0 * th.randn(16, generator=gen)
     for mode in ["mean_shift", "per_quantile"]:
+        new_q = new.clone().requires_grad_(True)
         per_sample = critic_loss_per_sample(
-            new, target, taus, 1.0, old_quantiles=old, clip_mode=mode, clip_range=0.2
+            new_q, target, taus, 1.0, old_quantiles=old, clip_mode=mode, clip_range=0.2
         )
-        clipped = clip_quantiles(new, old, mode, 0.2)
+        reference_q = new.clone().requires_grad_(True)
+        clipped = clip_quantiles(reference_q, old, mode, 0.2)
         unclipped_loss = th.stack(
-            [quantile_huber_loss_per_sample(new[:, k], target, taus) for k in range(2)], 1
+            [quantile_huber_loss_per_sample(reference_q[:, k], target, taus) for k in range(2)], 1
         )
         clipped_loss = th.stack(
             [quantile_huber_loss_per_sample(clipped[:, k], target, taus) for k in range(2)], 1
         )
         expected = th.max(unclipped_loss, clipped_loss)
         assert th.allclose(per_sample, expected)
+        # ... and its gradient, through the clipped branch too (mean_shift computes it from
+        # shifted targets instead of shifted quantiles).
+        per_sample.sum().backward()
+        expected.sum().backward()
+        assert th.allclose(new_q.grad, reference_q.grad, atol=1e-6)
+        unclipped_loss, clipped_loss = unclipped_loss.detach(), clipped_loss.detach()
         # mean(max(., .)) differs from max(mean, mean) on this data.
         max_of_means = th.max(unclipped_loss.mean(), clipped_loss.mean())
         assert per_sample.mean() > max_of_means + 1e-4

@@ -222,6 +222,16 @@ def clipped_surrogate(
     return objective
 
 
+def mean_shift_offset(
+    quantiles: th.Tensor, old_quantiles: th.Tensor, clip_range: float
+) -> th.Tensor:
+    """What ``mean_shift`` clipping adds to every quantile (last dim): the move that brings
+    their mean back to within ``clip_range`` of the old mean (0 when it is). Shape (..., 1)."""
+    mean = quantiles.mean(dim=-1, keepdim=True)
+    old_mean = old_quantiles.mean(dim=-1, keepdim=True)
+    return old_mean + (mean - old_mean).clamp(-clip_range, clip_range) - mean
+
+
 def clip_quantiles(
     quantiles: th.Tensor, old_quantiles: th.Tensor, mode: str, clip_range: float
 ) -> th.Tensor:
@@ -235,10 +245,7 @@ def clip_quantiles(
     if mode == "none":
         return quantiles
     if mode == "mean_shift":
-        mean = quantiles.mean(dim=-1, keepdim=True)
-        old_mean = old_quantiles.mean(dim=-1, keepdim=True)
-        clipped_mean = old_mean + (mean - old_mean).clamp(-clip_range, clip_range)
-        return quantiles - mean + clipped_mean
+        return quantiles + mean_shift_offset(quantiles, old_quantiles, clip_range)
     if mode == "per_quantile":
         return old_quantiles + (quantiles - old_quantiles).clamp(-clip_range, clip_range)
     raise ValueError(f"unknown value clipping mode {mode!r}")
@@ -288,8 +295,17 @@ def critic_loss_per_sample(
         targets = th.max(th.min(targets, centre + width), centre - width)
     # Every critic in one call: targets (B, K, 1) are one target sample per (sample, critic).
     targets = targets.unsqueeze(-1)
-    losses = quantile_huber_loss_per_sample(quantiles, targets, taus, kappa)
-    if clip_mode != "none":
+    if clip_mode == "mean_shift":
+        assert old_quantiles is not None and clip_range is not None
+        # Shifting every quantile by d moves u = target - q by -d, so the clipped quantiles'
+        # loss is the loss of the unshifted ones against target - d: both losses in one call.
+        shift = mean_shift_offset(quantiles, old_quantiles, clip_range)
+        pairs = th.stack([targets, targets - shift])
+        both = quantile_huber_loss_per_sample(quantiles, pairs, taus, kappa)
+        losses = th.max(both[0], both[1])
+    else:
+        losses = quantile_huber_loss_per_sample(quantiles, targets, taus, kappa)
+    if clip_mode == "per_quantile":
         assert old_quantiles is not None and clip_range is not None
         clipped = clip_quantiles(quantiles, old_quantiles, clip_mode, clip_range)
         losses = th.max(losses, quantile_huber_loss_per_sample(clipped, targets, taus, kappa))

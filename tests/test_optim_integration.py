@@ -62,8 +62,8 @@ def test_scaler_then_per_network_clip_reach_the_optimizer(monkeypatch) -> None:
 
     def recording_apply_step(algo, square_norms):
         raw = algo.gradients.flat.clone()
-        masks = algo.gradients.network_masks
-        assert square_norms == pytest.approx((masks * raw.square()).sum(dim=1).tolist(), rel=1e-5)
+        parts = raw.split(algo.policy.network_sizes())
+        assert square_norms == pytest.approx([float(p.square().sum()) for p in parts], rel=1e-5)
         original_step = algo.optimizer.step
 
         def step_recording_the_gradient(*args, **kwargs):
@@ -79,16 +79,16 @@ def test_scaler_then_per_network_clip_reach_the_optimizer(monkeypatch) -> None:
     monkeypatch.setattr(ppo_module, "apply_step", recording_apply_step)
     model.learn(64 * 2)
     assert len(steps) == model._n_updates > 0
-    masks = model.gradients.network_masks
+    sizes = model.policy.network_sizes()
     max_norm = model.config.max_grad_norm
     for raw, stepped, factor in steps:
-        expected = th.zeros_like(raw)
-        for mask in masks:
-            network = th.zeros_like(raw, requires_grad=True)
-            network.grad = raw * mask * factor
+        expected = []
+        for part in raw.split(sizes):
+            network = th.zeros_like(part, requires_grad=True)
+            network.grad = part * factor
             th.nn.utils.clip_grad_norm_([network], max_norm)
-            expected += network.grad
-        th.testing.assert_close(stepped, expected, rtol=1e-5, atol=1e-8)
+            expected.append(network.grad)
+        th.testing.assert_close(stepped, th.cat(expected), rtol=1e-5, atol=1e-8)
     factors = [factor for _, _, factor in steps]
     # The first step has no variance (one sample); later ones are scaled down.
     assert factors[0] == pytest.approx(1.0, abs=1e-4) and min(factors) < 0.9

@@ -12,31 +12,29 @@ class FlatGradients:
     Every parameter's ``.grad`` as a view into one flat buffer, so that whole-model gradient
     operations take a few kernels instead of a few per parameter (on CPU the per-parameter
     dispatch, not the arithmetic, is what costs): zeroing, the per-network squared norms and the
-    per-network scaling. Backward accumulates into the views in place.
+    per-network scaling. Each network's parameters are consecutive, so its gradient is one
+    slice of the buffer. Backward accumulates into the views in place.
 
     Something that replaces a ``.grad`` (``zero_grad(set_to_none=True)``, an assignment)
     detaches it from the buffer; :meth:`zero_` re-attaches every parameter, so call it, not
     ``zero_grad``, before each backward.
 
     :param params: The parameters, in the order of the optimizer and the gradient scaler.
-    :param network_masks: Shape (n_networks, n_elements): 1.0 where an element of the
-        concatenated, flattened parameters belongs to network k, else 0.0; every element
-        belongs to exactly one network.
+    :param network_sizes: The number of elements of each network's parameters, which come in
+        that order (they sum to all the parameters' elements).
     """
 
-    def __init__(self, params: Iterable[th.nn.Parameter], network_masks: th.Tensor) -> None:
+    def __init__(self, params: Iterable[th.nn.Parameter], network_sizes: Sequence[int]) -> None:
         self.params = list(params)
         sizes = [p.numel() for p in self.params]
         first = self.params[0]
         self.flat = th.zeros(sum(sizes), dtype=first.dtype, device=first.device)
-        if network_masks.shape[-1] != self.flat.numel():
+        if sum(network_sizes) != self.flat.numel():
             raise ValueError(
-                f"network_masks cover {network_masks.shape[-1]} elements, the parameters "
-                f"{self.flat.numel()}"
+                f"network_sizes {list(network_sizes)} cover {sum(network_sizes)} elements, the "
+                f"parameters {self.flat.numel()}"
             )
-        if not bool((network_masks.sum(dim=0) == 1).all()):
-            raise ValueError("network_masks must assign every element to exactly one network")
-        self.network_masks = network_masks.to(self.flat)
+        self.networks = list(self.flat.split(list(network_sizes)))
         self.views = [
             part.view_as(p) for part, p in zip(self.flat.split(sizes), self.params, strict=True)
         ]
@@ -51,14 +49,15 @@ class FlatGradients:
 
     def square_norms(self) -> th.Tensor:
         """Squared L2 norm of each network's gradient, shape (n_networks,). A NaN or inf
-        element (or a square that overflows) makes every entry non-finite, so this is also the
-        finiteness check."""
-        return self.network_masks.mv(self.flat.square())
+        element (or a square that overflows) makes its network's entry non-finite, so this is
+        also the finiteness check."""
+        return th.stack([part.dot(part) for part in self.networks])
 
     def scale_(self, scales: Sequence[float]) -> None:
-        """Multiply each network's gradient by its scale, shape (n_networks,)."""
-        factors = th.as_tensor(scales, dtype=self.flat.dtype, device=self.flat.device)
-        self.flat.mul_(factors @ self.network_masks)
+        """Multiply each network's gradient by its scale."""
+        for part, scale in zip(self.networks, scales, strict=True):
+            if scale != 1.0:
+                part.mul_(scale)
 
 
 def clip_scales(

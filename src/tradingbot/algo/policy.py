@@ -170,13 +170,14 @@ class RecurrentActorCritic(nn.Module):
         # Separate actor and critic LSTMs (one shared LSTM optional). Their states travel
         # together as (batch, n_lstms * H): columns [0, H) the actor's, [H, 2H) the critic's.
         self.actor_lstm = nn.LSTM(self.obs_dim, self.hidden_size, batch_first=True)
-        self.critic_lstm = (
+        critic_lstm = (
             None if self.shared_lstm else nn.LSTM(self.obs_dim, self.hidden_size, batch_first=True)
         )
-        self.state_size = len(self.lstms) * self.hidden_size
+        lstms = [self.actor_lstm] if critic_lstm is None else [self.actor_lstm, critic_lstm]
+        self.state_size = len(lstms) * self.hidden_size
         # The scale torch gives one LSTM of all the state's units, kept for the separate ones.
         bound = 1.0 / math.sqrt(self.state_size)
-        for lstm in self.lstms:
+        for lstm in lstms:
             for weight in lstm.parameters():
                 nn.init.uniform_(weight, -bound, bound)
         self.actor_mlp = _mlp(self.hidden_size, config.net_arch)
@@ -206,6 +207,9 @@ class RecurrentActorCritic(nn.Module):
         # Small initial actor outputs keep the first policy near uniform / centred (as SB3 does).
         nn.init.orthogonal_(self.actor_head.weight, gain=0.01)
         nn.init.zeros_(self.actor_head.bias)
+        # Registered after every actor parameter: each network's parameters are consecutive
+        # (see network_sizes).
+        self.critic_lstm = critic_lstm
         self.critic_head = TwinQuantileHead(
             self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles
         )
@@ -223,18 +227,20 @@ class RecurrentActorCritic(nn.Module):
         """Parameters of the critic: its quantile heads and the LSTM it reads."""
         return [*self.critic_head.parameters(), *self.lstms[-1].parameters()]
 
-    def network_masks(self) -> th.Tensor:
-        """Which network each parameter element belongs to, over :meth:`parameters` flattened
-        and concatenated: shape (2, n_elements), row 0 the actor (its LSTM, MLP, head and
-        log-std), row 1 the critic (its LSTM and quantile heads). With a shared LSTM the LSTM
-        counts with the actor."""
+    def network_sizes(self) -> list[int]:
+        """Numbers of parameter elements of the actor (its LSTM, MLP, head and log-std) and of
+        the critic (its LSTM and quantile heads), which :meth:`parameters` yields in that order,
+        the actor's first. With a shared LSTM the LSTM counts with the actor."""
         critic = {id(p) for p in self.critic_head.parameters()}
         if self.critic_lstm is not None:
             critic |= {id(p) for p in self.critic_lstm.parameters()}
-        owner = th.cat(
-            [th.full((p.numel(),), float(id(p) in critic)) for p in self.parameters()]
-        ).to(self.taus.device)
-        return th.stack([1.0 - owner, owner])
+        owners = [int(id(p) in critic) for p in self.parameters()]
+        if owners != sorted(owners):
+            raise RuntimeError("the actor's parameters must all come before the critic's")
+        sizes = [0, 0]
+        for owner, param in zip(owners, self.parameters(), strict=True):
+            sizes[owner] += param.numel()
+        return sizes
 
     def initial_state(self, batch_size: int) -> LSTMStates:
         """Zero LSTM states for ``batch_size`` environments."""

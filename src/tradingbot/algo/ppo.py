@@ -187,9 +187,9 @@ class DistributionalPPO(BaseAlgorithm):
         Before the epochs: return statistics (skipped for a rollout with non-finite returns),
         CVaR shaping of the advantages, the entropy coefficient. Each minibatch step (see
         :mod:`tradingbot.algo.update`): losses accumulated over microbatches -> non-finite
-        guard on the loss, the metrics and the gradient norms (skip, count, change nothing) ->
-        KL early stop -> scaler -> per-network norm clip -> optimizer. After: KL beta, AWR
-        coefficient and logging.
+        guard on the loss and the gradient norms (skip, count, change nothing) -> KL early
+        stop -> scaler -> per-network norm clip -> optimizer. After: KL beta, AWR coefficient
+        and logging.
         """
         cfg = self.config
         buffer = self.rollout_buffer
@@ -263,8 +263,8 @@ class DistributionalPPO(BaseAlgorithm):
             for start in range(0, chunks.n_chunks, chunks_per_batch):
                 batch = shuffled.narrow(start, min(chunks_per_batch, chunks.n_chunks - start))
                 metric_tensors = accumulate_gradients(self, batch, ctx, cfg.n_microbatches)
-                # One device sync for the metrics and the per-network gradient norms (which are
-                # non-finite exactly when some gradient element is).
+                # One device sync for the metrics and the per-network gradient norms (a norm is
+                # non-finite when one of its network's gradient elements is).
                 values = th.cat(
                     [th.stack(list(metric_tensors.values())), self.gradients.square_norms()]
                 ).tolist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch as th
 
@@ -31,25 +32,22 @@ class SequenceChunks:
     def n_chunks(self) -> int:
         return self.episode_starts.shape[0]
 
-    def select(self, chunk_indices: th.Tensor) -> SequenceChunks:
-        """The chunks at ``chunk_indices``."""
+    def _map(self, fn: Callable[[th.Tensor], th.Tensor]) -> SequenceChunks:
+        """``fn`` applied to every field along the chunk dimension."""
         fields = {
-            field.name: getattr(self, field.name).index_select(0, chunk_indices)
+            field.name: fn(getattr(self, field.name))
             for field in dataclasses.fields(self)
             if field.name != "initial_states"
         }
-        states = LSTMStates(*(s.index_select(0, chunk_indices) for s in self.initial_states))
-        return SequenceChunks(**fields, initial_states=states)
+        return SequenceChunks(**fields, initial_states=LSTMStates(*map(fn, self.initial_states)))
+
+    def select(self, chunk_indices: th.Tensor) -> SequenceChunks:
+        """The chunks at ``chunk_indices``."""
+        return self._map(lambda x: x.index_select(0, chunk_indices))
 
     def narrow(self, start: int, length: int) -> SequenceChunks:
         """Chunks ``start`` to ``start + length`` (views, no copy)."""
-        fields = {
-            field.name: getattr(self, field.name).narrow(0, start, length)
-            for field in dataclasses.fields(self)
-            if field.name != "initial_states"
-        }
-        states = LSTMStates(*(s.narrow(0, start, length) for s in self.initial_states))
-        return SequenceChunks(**fields, initial_states=states)
+        return self._map(lambda x: x.narrow(0, start, length))
 
     def split(self, n_parts: int) -> list[SequenceChunks]:
         """``n_parts`` consecutive parts whose sizes differ by at most one chunk (views), the

@@ -277,6 +277,7 @@ def critic_loss_per_sample(
     sigma_bar: float | None = None,
     eps: float = 1e-2,
     target_clip_xi: float | None = None,
+    spread: th.Tensor | None = None,
 ) -> th.Tensor:
     """
     Per-sample, per-critic critic loss, shape (B, K).
@@ -286,6 +287,7 @@ def critic_loss_per_sample(
     unclipped and clipped losses per sample; with ``sigma_bar`` (DSAC-T) multiplied by the
     detached weights of :func:`dsac_t_weights`, the target first clipped to within
     ``target_clip_xi * sigma_bar`` of each critic's (detached) predicted mean when given.
+    ``spread`` is :func:`quantile_spread` of ``quantiles`` when the caller has it already.
     """
     n_critics = quantiles.shape[1]
     targets = target.unsqueeze(-1).expand(-1, n_critics)
@@ -310,5 +312,7 @@ def critic_loss_per_sample(
         clipped = clip_quantiles(quantiles, old_quantiles, clip_mode, clip_range)
         losses = th.max(losses, quantile_huber_loss_per_sample(clipped, targets, taus, kappa))
     if sigma_bar is not None:
-        losses = losses * dsac_t_weights(quantile_spread(quantiles.detach()), sigma_bar, eps)
+        if spread is None:
+            spread = quantile_spread(quantiles.detach())
+        losses = losses * dsac_t_weights(spread, sigma_bar, eps)
     return losses

@@ -161,6 +161,8 @@ def minibatch_loss(
         old_quantiles = batch.old_quantiles.reshape(n, n_critics, n_quantiles)
         old_quantiles = (old_quantiles - ctx.ret_mean) / ctx.ret_std
     adjust = cfg.critic_adjust
+    # Detached spread of the quantiles: DSAC-T's weights and the logged metrics share it.
+    spread = quantile_spread(evaluation.quantiles.detach())
     value_loss = critic_loss_per_sample(
         evaluation.quantiles,
         value_targets,
@@ -172,6 +174,7 @@ def minibatch_loss(
         sigma_bar=ctx.sigma_bar,
         eps=adjust.eps,
         target_clip_xi=adjust.xi if adjust.target_clip else None,
+        spread=spread,
     ).mean()
 
     entropy_loss = -evaluation.entropy.mean()
@@ -197,7 +200,6 @@ def minibatch_loss(
         metrics.update(robust_metrics)
 
     with th.no_grad():
-        spread = quantile_spread(evaluation.quantiles)
         metrics.update(
             loss=loss.detach(),
             policy_loss=policy_loss.detach(),

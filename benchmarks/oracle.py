@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import stats
 
 from tradingbot.config import TradingConfig, load_config
 from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
+from tradingbot.runtime import configure_process
 from tradingbot.train import build_model
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "oracle.yaml"
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config, args.overrides)
-    torch.set_num_threads(cfg.run.torch_threads)
+    configure_process(cfg.run)
     market = load_prepared(cfg.data, window=cfg.env.window)
     test = market.splits["test"]
     syn = cfg.data.synthetic

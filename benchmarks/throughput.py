@@ -7,10 +7,11 @@ is wall time including training. Two cases: Pendulum-v1 (DummyVecEnv) and the tr
 
     python benchmarks/throughput.py [--timesteps 16384] [--threads 1] [--skip-recurrent-ppo]
                                     [--envs pendulum trading] [--rounds 8] [--full-features]
+                                    [--default-malloc]
 
 ``--full-features`` adds DistributionalPPO with every risk and stability option of the
-algorithm config switched on (``FULL_FEATURES``), without and with 2 microbatches, to check
-they keep the throughput targets.
+algorithm config switched on (``FULL_FEATURES``), to check they keep the throughput targets;
+and that set plus the variance gradient scaler, and plus 2 microbatches, each measured alone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
 from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.runtime import retain_freed_memory
 
 N_ENVS = 8
 N_STEPS = 256
@@ -38,12 +40,16 @@ LSTM_HIDDEN = 64
 VecEnvFactory = Callable[[], VecEnv]
 OURS = "DistributionalPPO (32 quantiles, twin critics)"
 OURS_FULL = "DistributionalPPO, all options"
+OURS_FULL_SCALER = "DistributionalPPO, all options + gradient scaler"
 OURS_FULL_MICRO = "DistributionalPPO, all options + 2 microbatches"
 
-# Every risk and stability option of the algorithm config on, except gradient accumulation
-# (a memory-for-speed trade by design, measured separately). The robust regularizer is a
-# separate, deliberately costly training mode and is not part of this set.
-# tests/test_ppo.py's memory test runs with this set plus 2 microbatches.
+# Every risk and stability option of the algorithm config on: the CVaR objective, DSAC-T
+# weights with target clipping, value clipping, exact-KL early stop, the adaptive KL penalty,
+# dual clip, the entropy schedule with its boost and AWR. Measured alone on top of it: the
+# variance gradient scaler (an optimizer option, with its own overhead benchmark) and gradient
+# accumulation (a memory-for-speed trade by design). The robust regularizer is a separate,
+# deliberately costly training mode and is not part of this set.
+# tests/test_ppo.py's memory test runs with this set plus the scaler and 2 microbatches.
 FULL_FEATURES: dict[str, object] = {
     "risk": {"mode": "mean_cvar", "alpha": 0.05, "weight": 0.1},
     "critic_adjust": {"mode": "dsac_t", "target_clip": True},
@@ -55,8 +61,8 @@ FULL_FEATURES: dict[str, object] = {
     "dual_clip": 3.0,
     "entropy": {"final": 0.0, "boost_factor": 1.05, "minimum": 0.0},
     "awr": {"enabled": True},
-    "grad_scaler": {"enabled": True},
 }
+GRAD_SCALER: dict[str, object] = {"grad_scaler": {"enabled": True}}
 
 
 def _round_robin(
@@ -123,6 +129,7 @@ def benchmark_env(
     }
     if full_features:
         peers[OURS_FULL] = functools.partial(make_ours, **FULL_FEATURES)
+        peers[OURS_FULL_SCALER] = functools.partial(make_ours, **FULL_FEATURES, **GRAD_SCALER)
         peers[OURS_FULL_MICRO] = functools.partial(make_ours, **FULL_FEATURES, n_microbatches=2)
     if not skip_recurrent_ppo:
         peers["sb3-contrib RecurrentPPO"] = lambda env: RecurrentPPO(
@@ -151,6 +158,7 @@ def benchmark_env(
         for mine, label_ours in (
             ("ours", OURS),
             ("all options", OURS_FULL),
+            ("all options + scaler", OURS_FULL_SCALER),
             ("all options + microbatches", OURS_FULL_MICRO),
         )
         for short, label in peer_labels
@@ -180,8 +188,16 @@ def main() -> None:
     parser.add_argument(
         "--envs", nargs="+", choices=("pendulum", "trading"), default=["pendulum", "trading"]
     )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's malloc thresholds (default: retain freed memory, as training runs do)",
+    )
     args = parser.parse_args()
+    # Process-wide, so every algorithm of the comparison runs under the same settings.
     th.set_num_threads(args.threads)
+    retained = False if args.default_malloc else retain_freed_memory()
+    print(f"glibc malloc retains freed memory (tradingbot.runtime): {retained}")
     gym.logger.min_level = gym.logger.ERROR
 
     if "pendulum" in args.envs:

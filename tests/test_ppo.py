@@ -201,8 +201,13 @@ def test_tensorboard_log(tmp_path) -> None:
 
 
 # Every risk and stability option of the algorithm config at once (benchmarks/throughput.py's
-# set, whose speed it measures) plus gradient accumulation: none of them may break learning.
-ALL_OPTIONS: dict[str, object] = {**throughput.FULL_FEATURES, "n_microbatches": 2}
+# set, whose speed it measures) plus the variance gradient scaler and gradient accumulation:
+# none of them may break learning.
+ALL_OPTIONS: dict[str, object] = {
+    **throughput.FULL_FEATURES,
+    **throughput.GRAD_SCALER,
+    "n_microbatches": 2,
+}
 
 
 @pytest.mark.slow

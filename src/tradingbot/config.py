@@ -141,6 +141,9 @@ class RunConfig(StrictModel):
     name: str | None = None
     total_timesteps: int = Field(200_000, ge=1)
     torch_threads: int = Field(1, ge=1)  # small LSTMs run fastest on one thread
+    # glibc keeps freed memory for reuse instead of page-faulting it in again every update
+    # (tradingbot.runtime); the process then does not shrink after its peak.
+    retain_freed_memory: bool = True
     checkpoint_every: int = Field(10, ge=1)  # updates between checkpoints
     keep_checkpoints: int = Field(3, ge=1)  # the newest this many are kept
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors.numpy import save_file
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -14,6 +13,7 @@ from tradingbot.config import TradingConfig, load_config
 from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.run import create_run_dir
+from tradingbot.runtime import configure_process
 
 MODEL_FILE = "model.safetensors"
 NORMALIZATION_FILE = "normalization.safetensors"
@@ -120,7 +120,7 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     TensorBoard logs under ``tb/``, checkpoints under ``checkpoints/``, the final model and
     the feature normalization fitted on the training split.
     """
-    torch.set_num_threads(config.run.torch_threads)
+    configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)
     run_dir = create_run_dir(config)
     write_normalization(market, run_dir)
@@ -143,7 +143,7 @@ def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
         partial.unlink()
     if not found:
         raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from in {CHECKPOINT_DIR}/")
-    torch.set_num_threads(config.run.torch_threads)
+    configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)
     env = MarketVecEnv(market, "train", config.env, seed=config.run.seed)
     model = DistributionalPPO.load(found[-1], env=env)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
 from tradingbot.config import TradingConfig
@@ -27,6 +26,7 @@ from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_b
 from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
 from tradingbot.evaluate.runs import BASELINES
 from tradingbot.run import create_run_dir
+from tradingbot.runtime import configure_process
 from tradingbot.train import build_model
 
 VIX_BINS = (0.0, 15.0, 25.0, 40.0, np.inf)
@@ -120,7 +120,7 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
     ``regimes.csv`` and each test backtest's bars under ``evaluation/bars/``.
     """
     seeds = seeds if seeds is not None else config.evaluation.seeds
-    torch.set_num_threads(config.run.torch_threads)
+    configure_process(config.run)
     min_rows = feature_lookback(config.data.features) + config.env.window + 1
     data = load_market(config.data.source, config.data.synthetic, config.data.instruments, min_rows)
     folds = walk_forward_folds(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from ray import tune
 
 from tradingbot.config import TradingConfig
@@ -33,6 +32,7 @@ from tradingbot.pbt.member import (
     score_member,
     with_hyperparameters,
 )
+from tradingbot.runtime import configure_process
 from tradingbot.train import build_model
 
 HP_PREFIX = "hp/"
@@ -99,7 +99,7 @@ def pbt_trainable(
     fault: for tests: kill this process once at a given member and interval.
     """
     cfg = TradingConfig.model_validate(config)
-    torch.set_num_threads(cfg.run.torch_threads)
+    configure_process(cfg.run)
     trial_id = tune.get_context().get_trial_id() or "local_00000"
     index = trial_index(trial_id)
     seed = cfg.run.seed + SEED_STRIDE * index

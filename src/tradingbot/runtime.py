@@ -13,7 +13,6 @@ peak.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 import torch
@@ -37,7 +36,8 @@ def retain_freed_memory(
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # glibc's soname; find_library would run ldconfig in a subprocess on every call.
+        libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # noqa: B018 - glibc only: musl's mallopt does nothing
     except (OSError, AttributeError):

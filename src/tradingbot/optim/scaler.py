@@ -199,7 +199,8 @@ class VarianceGradientScaler:
         """
         self.step_count += 1
         weight = 1.0 - self.beta
-        if present is None or all(present):
+        partial = present is not None and not all(present)
+        if not partial:
             self.tensor_steps += 1
             self._flat_exp_avg.mul_(self.beta).add_(flat_grad, alpha=weight)
             self._flat_exp_avg_sq.mul_(self.beta).addcmul_(flat_grad, flat_grad, value=weight)
@@ -222,7 +223,7 @@ class VarianceGradientScaler:
             self.sizes,
             self.eps,
         )
-        if present is not None and not all(present):
+        if partial:
             ratios = ratios[torch.tensor(present, device=ratios.device)]
         ratio = float(aggregate_ratios(ratios, self.aggregate, self.percentile))
         self.last_ratio = ratio

@@ -343,13 +343,19 @@ def test_dsac_t_gradient_is_weight_times_plain_gradient() -> None:
     sigma = base.std(dim=-1, unbiased=False)
     weight = (sigma_bar**2 + eps) / (sigma**2 + eps)
     assert th.allclose(dsac_t_weights(quantile_spread(base), sigma_bar, eps), weight)
-    given_spread = critic_loss_per_sample(
-        base, target, taus.double(), 1.0, sigma_bar=sigma_bar, eps=eps, spread=quantile_spread(base)
-    )
-    own_spread = critic_loss_per_sample(
+    own_weights = critic_loss_per_sample(
         base, target, taus.double(), 1.0, sigma_bar=sigma_bar, eps=eps
     )
-    assert th.equal(given_spread, own_spread)
+    given = dsac_t_weights(quantile_spread(base), sigma_bar, eps)
+    given_weights = critic_loss_per_sample(
+        base, target, taus.double(), 1.0, sigma_bar=sigma_bar, eps=eps, weights=given
+    )
+    assert th.equal(given_weights, own_weights)
+    # Weights given by the caller are the ones used: all ones leave the plain loss.
+    unit_weights = critic_loss_per_sample(
+        base, target, taus.double(), 1.0, sigma_bar=sigma_bar, eps=eps, weights=th.ones_like(given)
+    )
+    assert th.equal(unit_weights, critic_loss_per_sample(base, target, taus.double(), 1.0))
     assert not th.allclose(weight, th.ones_like(weight))
     assert th.allclose(adjusted_q.grad, weight.unsqueeze(-1) * plain_q.grad)
     # Mode none (no sigma_bar): the plain quantile Huber gradient.

@@ -271,6 +271,32 @@ def test_flat_gradients_clip_each_network_alone() -> None:
     assert not np.isfinite(gradients.square_norms().tolist()).all()
 
 
+def test_adam_over_the_flat_parameter_equals_adam_over_each_parameter() -> None:
+    """The parameters' values are views of FlatGradients.param, and fused Adam over that one
+    tensor moves every parameter as torch's Adam over the parameters does (the same float32
+    arithmetic: at most one rounding step apart, measured 6e-8)."""
+    reference = _policy(BOX_ACTIONS)
+    policy = _policy(BOX_ACTIONS)
+    policy.load_state_dict(reference.state_dict())
+    gradients = FlatGradients(policy.parameters(), policy.network_sizes())
+    assert all(
+        p.untyped_storage().data_ptr() == gradients.param.untyped_storage().data_ptr()
+        for p in policy.parameters()
+    )
+    expected_opt = th.optim.Adam(reference.parameters(), lr=1e-2, eps=1e-5, fused=True)
+    flat_opt = th.optim.Adam([gradients.param], lr=1e-2, eps=1e-5, fused=True)
+    for seed in range(3):
+        reference.zero_grad()
+        sum(_losses(reference, seed)).backward()
+        expected_opt.step()
+        gradients.zero_()
+        sum(_losses(policy, seed)).backward()
+        flat_opt.step()
+    for got, want in zip(policy.parameters(), reference.parameters(), strict=True):
+        assert th.allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert not th.equal(policy.actor_head.weight, _policy(BOX_ACTIONS).actor_head.weight)
+
+
 def test_shared_lstm_counts_with_the_actor() -> None:
     policy = _policy(BOX_ACTIONS, shared_lstm=True)
     gradients = FlatGradients(policy.parameters(), policy.network_sizes())

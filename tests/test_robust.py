@@ -202,7 +202,7 @@ def test_regularizer_has_a_nonzero_gradient_for_the_actor_only(env_id: str) -> N
         batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
     )
     step = robust_step(model.config.robust, 1.0, model.observation_space)
-    model.optimizer.zero_grad(set_to_none=True)
+    model.gradients.zero_()
     regularizer, metrics = robust_regularizer(policy, batch, evaluation.dist_params, step)
     assert regularizer.requires_grad and float(regularizer.detach()) > 0
     regularizer.backward()

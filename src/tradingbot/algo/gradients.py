@@ -1,4 +1,4 @@
-"""The policy's gradients in one flat buffer, and the per-network norm clip on it."""
+"""The policy's parameters and gradients in flat buffers, and the per-network norm clip."""
 
 from __future__ import annotations
 
@@ -15,9 +15,15 @@ class FlatGradients:
     per-network scaling. Each network's parameters are consecutive, so its gradient is one
     slice of the buffer. Backward accumulates into the views in place.
 
+    The parameters' values move into one flat buffer too (each parameter's data becomes a view
+    of it), exposed as the single parameter :attr:`param` whose ``.grad`` is :attr:`flat`: an
+    elementwise optimizer (Adam) over ``[param]`` steps every parameter in one call, with the
+    result of stepping them one by one (up to the last bit of float32 rounding).
+
     Something that replaces a ``.grad`` (``zero_grad(set_to_none=True)``, an assignment)
     detaches it from the buffer; :meth:`zero_` re-attaches every parameter, so call it, not
-    ``zero_grad``, before each backward.
+    ``zero_grad``, before each backward. Replacing a parameter's data (``param.data = ...``,
+    a move to another device) detaches it from :attr:`param`.
 
     :param params: The parameters, in the order of the optimizer and the gradient scaler.
     :param network_sizes: The number of elements of each network's parameters, which come in
@@ -27,13 +33,17 @@ class FlatGradients:
     def __init__(self, params: Iterable[th.nn.Parameter], network_sizes: Sequence[int]) -> None:
         self.params = list(params)
         sizes = [p.numel() for p in self.params]
-        first = self.params[0]
-        self.flat = th.zeros(sum(sizes), dtype=first.dtype, device=first.device)
-        if sum(network_sizes) != self.flat.numel():
+        total = sum(sizes)
+        if sum(network_sizes) != total:
             raise ValueError(
                 f"network_sizes {list(network_sizes)} cover {sum(network_sizes)} elements, the "
-                f"parameters {self.flat.numel()}"
+                f"parameters {total}"
             )
+        values = th.cat([p.detach().reshape(-1) for p in self.params])
+        for p, part in zip(self.params, values.split(sizes), strict=True):
+            p.data = part.view_as(p)
+        self.param = th.nn.Parameter(values)
+        self.flat = th.zeros_like(values)
         self.networks = list(self.flat.split(list(network_sizes)))
         self.views = [
             part.view_as(p) for part, p in zip(self.flat.split(sizes), self.params, strict=True)
@@ -45,6 +55,8 @@ class FlatGradients:
         for param, view in zip(self.params, self.views, strict=True):
             if param.grad is not view:
                 param.grad = view
+        if self.param.grad is not self.flat:
+            self.param.grad = self.flat
         self.flat.zero_()
 
     def square_norms(self) -> th.Tensor:

@@ -30,13 +30,22 @@ class _QuantileHuberPerSample(th.autograd.Function):
         taus: th.Tensor,
         kappa: float,
     ) -> th.Tensor:
-        u = target.unsqueeze(-2) - pred.unsqueeze(-1)  # (..., N, M): pred i against target j
+        # One target sample (the critic's case): pairs (..., N) without a size-1 last dim,
+        # whose strided reductions cost more; the same values, bit for bit.
+        single = target.shape[-1] == 1
+        if single:
+            u = target - pred  # (..., N)
+            taus = taus / kappa
+        else:
+            u = target.unsqueeze(-2) - pred.unsqueeze(-1)  # (..., N, M): pred i, target j
+            taus = taus.view(-1, 1) / kappa
         clipped = u.clamp(-kappa, kappa)
-        taus = taus.view(-1, 1) / kappa
         # d(pair loss)/du = |tau - 1{u < 0}| * c / kappa
         slope = th.where(u < 0, 1.0 / kappa - taus, taus).mul_(clipped)
-        loss = (slope * (u - 0.5 * clipped)).sum(dim=-2).mean(dim=-1)
+        pair_loss = slope * (u - 0.5 * clipped)
+        loss = pair_loss.sum(dim=-1) if single else pair_loss.sum(dim=-2).mean(dim=-1)
         ctx.save_for_backward(slope)
+        ctx.single = single
         return loss
 
     @staticmethod
@@ -44,8 +53,13 @@ class _QuantileHuberPerSample(th.autograd.Function):
         ctx: th.autograd.function.FunctionCtx, grad_loss: th.Tensor
     ) -> tuple[th.Tensor | None, th.Tensor | None, None, None]:
         (slope,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        grad_u = slope * (grad_loss / slope.shape[-1]).unsqueeze(-1).unsqueeze(-1)
         needs_pred, needs_target = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
+        if ctx.single:  # type: ignore[attr-defined]
+            grad_u = slope * grad_loss.unsqueeze(-1)
+            grad_pred = -grad_u if needs_pred else None
+            grad_target = grad_u.sum(dim=-1, keepdim=True) if needs_target else None
+            return grad_pred, grad_target, None, None
+        grad_u = slope * (grad_loss / slope.shape[-1]).unsqueeze(-1).unsqueeze(-1)
         grad_pred = -grad_u.sum(dim=-1) if needs_pred else None
         grad_target = grad_u.sum(dim=-2) if needs_target else None
         return grad_pred, grad_target, None, None
@@ -277,7 +291,7 @@ def critic_loss_per_sample(
     sigma_bar: float | None = None,
     eps: float = 1e-2,
     target_clip_xi: float | None = None,
-    spread: th.Tensor | None = None,
+    weights: th.Tensor | None = None,
 ) -> th.Tensor:
     """
     Per-sample, per-critic critic loss, shape (B, K).
@@ -287,14 +301,14 @@ def critic_loss_per_sample(
     unclipped and clipped losses per sample; with ``sigma_bar`` (DSAC-T) multiplied by the
     detached weights of :func:`dsac_t_weights`, the target first clipped to within
     ``target_clip_xi * sigma_bar`` of each critic's (detached) predicted mean when given.
-    ``spread`` is :func:`quantile_spread` of ``quantiles`` when the caller has it already.
+    ``weights`` are those DSAC-T weights when the caller has them already.
     """
     n_critics = quantiles.shape[1]
     targets = target.unsqueeze(-1).expand(-1, n_critics)
     if sigma_bar is not None and target_clip_xi is not None:
         centre = quantiles.detach().mean(dim=-1)
         width = target_clip_xi * sigma_bar
-        targets = th.max(th.min(targets, centre + width), centre - width)
+        targets = targets.clamp(centre - width, centre + width)
     # Every critic in one call: targets (B, K, 1) are one target sample per (sample, critic).
     targets = targets.unsqueeze(-1)
     if clip_mode == "mean_shift":
@@ -312,7 +326,7 @@ def critic_loss_per_sample(
         clipped = clip_quantiles(quantiles, old_quantiles, clip_mode, clip_range)
         losses = th.max(losses, quantile_huber_loss_per_sample(clipped, targets, taus, kappa))
     if sigma_bar is not None:
-        if spread is None:
-            spread = quantile_spread(quantiles.detach())
-        losses = losses * dsac_t_weights(spread, sigma_bar, eps)
+        if weights is None:
+            weights = dsac_t_weights(quantile_spread(quantiles.detach()), sigma_bar, eps)
+        losses = losses * weights
     return losses

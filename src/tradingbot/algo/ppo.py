@@ -127,8 +127,8 @@ class DistributionalPPO(BaseAlgorithm):
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(self.observation_space, self.action_space, cfg)
         self.policy = self.policy.to(self.device)
-        self.optimizer = build_optimizer(cfg, self.policy.parameters())
         self.gradients = FlatGradients(self.policy.parameters(), self.policy.network_sizes())
+        self.optimizer = build_optimizer(cfg, self.gradients)
         # Statistics carried between updates (saved with the model): DSAC-T sigma_bar, KL beta,
         # CVaR multiplier, entropy boost, AWR coefficient, skipped steps, the gradient scaler.
         self.train_state = TrainState(

@@ -90,11 +90,9 @@ def lstms_over_chunks(
 
     # Only the first segment of each chunk continues from the stored state.
     state_size = initial_h.shape[-1]
-    h_init = inputs.new_zeros(1, n_segments, state_size)
-    c_init = inputs.new_zeros(1, n_segments, state_size)
     first_segment = th.from_numpy(segment_id[::seq_len]).to(inputs.device)
-    h_init[0, first_segment] = h0[0]
-    c_init[0, first_segment] = c0[0]
+    h_init = inputs.new_zeros(1, n_segments, state_size).index_copy_(1, first_segment, h0)
+    c_init = inputs.new_zeros(1, n_segments, state_size).index_copy_(1, first_segment, c0)
 
     # One LSTM call (per LSTM) over the right-padded segments. The padding sits after each
     # segment's last step, so (the LSTM being causal) it changes no kept output nor its

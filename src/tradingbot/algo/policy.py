@@ -60,14 +60,16 @@ class RolloutWeights(NamedTuple):
     """Inference-time weights derived from the parameters (see
     :meth:`RecurrentActorCritic.rollout_weights`); valid until the parameters change.
 
-    The LSTM's gate rows are reordered to (input, forget, output, cell) so one sigmoid covers
-    three gates; its weights are transposed for ``addmm``. ``layers`` are the actor MLP + head
+    The LSTMs' gate rows are side by side, LSTM by LSTM, each reordered to (input, forget,
+    output, cell) so one sigmoid covers three gates of every LSTM; each LSTM keeps its own
+    recurrent weight (``lstm_weight_hh``, one per LSTM: a block-diagonal one would multiply
+    zeros); the weights are transposed for ``addmm``. ``layers`` are the actor MLP + head
     and the critic MLPs fused layer by layer into one block-diagonal (or, on a shared LSTM's
     features, concatenated) matmul each: the last layer's output is the actor's output followed
     by every critic's pre-quantile output."""
 
     lstm_weight_ih: th.Tensor
-    lstm_weight_hh: th.Tensor
+    lstm_weight_hh: list[th.Tensor]
     lstm_bias: th.Tensor
     layers: list[tuple[th.Tensor, th.Tensor]]
     log_std: th.Tensor | None
@@ -140,8 +142,8 @@ class RecurrentActorCritic(nn.Module):
     Recurrent actor-critic for DistributionalPPO.
 
     Actor and critic each read the observation through their own single-layer LSTM (or one shared
-    LSTM), then an MLP; rollouts step both LSTMs as one with a block-diagonal recurrent weight
-    (see :meth:`rollout_weights`). The actor is a diagonal Gaussian with a
+    LSTM), then an MLP; rollouts step both LSTMs together, with one input matmul, one sigmoid
+    and fused output layers (see :meth:`rollout_weights`). The actor is a diagonal Gaussian with a
     state-independent log-std bounded to ``[log_std_min, log_std_max]`` by a sigmoid, squashed by
     tanh into the Box action range (log-probabilities include the change of variables), or a
     categorical for Discrete actions. The critic has 2 (twin) or 1 quantile heads reading the
@@ -304,22 +306,16 @@ class RecurrentActorCritic(nn.Module):
 
     @th.no_grad()
     def _derive_rollout_weights(self) -> RolloutWeights:
-        # The LSTMs as one LSTM of state_size units: gate-major rows (gate, LSTM, unit), gates
-        # reordered (i, f, g, o) -> (i, f, o, g), and a block-diagonal recurrent weight.
-        n, n_lstms = self.hidden_size, len(self.lstms)
+        # Gates (i, f, g, o) reordered to (i, f, o, g), LSTM after LSTM.
+        n = self.hidden_size
         order = th.tensor([0, 1, 3, 2], device=self.taus.device)
 
-        def gate_major(tensor: th.Tensor) -> th.Tensor:  # (4H, ...) -> (4, H, ...) reordered
-            return tensor.view(4, n, *tensor.shape[1:]).index_select(0, order)
+        def reordered(tensor: th.Tensor) -> th.Tensor:  # (4H, ...) with the gates reordered
+            return tensor.view(4, n, *tensor.shape[1:]).index_select(0, order).flatten(0, 1)
 
-        weight_ih = th.stack([gate_major(lstm.weight_ih_l0) for lstm in self.lstms], dim=1)
-        weight_hh = self.taus.new_zeros(4, n_lstms, n, n_lstms, n)
-        for k, lstm in enumerate(self.lstms):
-            weight_hh[:, k, :, k] = gate_major(lstm.weight_hh_l0)
-        bias = th.stack([gate_major(lstm.bias_ih_l0 + lstm.bias_hh_l0) for lstm in self.lstms], 1)
-        weight_ih = weight_ih.reshape(4 * n_lstms * n, -1).t().contiguous()
-        weight_hh = weight_hh.reshape(4 * n_lstms * n, n_lstms * n).t().contiguous()
-        bias = bias.reshape(-1)
+        weight_ih = th.cat([reordered(lstm.weight_ih_l0) for lstm in self.lstms]).t().contiguous()
+        weight_hh = [reordered(lstm.weight_hh_l0).t().contiguous() for lstm in self.lstms]
+        bias = th.cat([reordered(lstm.bias_ih_l0 + lstm.bias_hh_l0) for lstm in self.lstms])
 
         actor_linears = [m for m in self.actor_mlp if isinstance(m, nn.Linear)]
         actor_linears.append(self.actor_head)
@@ -367,12 +363,19 @@ class RecurrentActorCritic(nn.Module):
         if keep is not None:
             h = h * keep
             c = c * keep
+        batch, n, n_lstms = h.shape[0], self.hidden_size, len(weights.lstm_weight_hh)
         gates = th.addmm(weights.lstm_bias, obs, weights.lstm_weight_ih)
-        gates = gates.addmm_(h, weights.lstm_weight_hh)
-        n = h.shape[1]
-        sig = th.sigmoid(gates[:, : 3 * n])
-        c = th.addcmul(sig[:, n : 2 * n] * c, sig[:, :n], th.tanh(gates[:, 3 * n :]))
-        h = sig[:, 2 * n :] * th.tanh(c)
+        for k, weight_hh in enumerate(weights.lstm_weight_hh):
+            gates[:, 4 * n * k : 4 * n * (k + 1)].addmm_(h[:, n * k : n * (k + 1)], weight_hh)
+        gates = gates.view(batch, n_lstms, 4 * n)
+        sig = th.sigmoid(gates[..., : 3 * n])
+        c = th.addcmul(
+            sig[..., n : 2 * n] * c.view(batch, n_lstms, n),
+            sig[..., :n],
+            th.tanh(gates[..., 3 * n :]),
+        )
+        h = (sig[..., 2 * n :] * th.tanh(c)).view(batch, -1)
+        c = c.view(batch, -1)
         x = h
         for depth, (weight, bias) in enumerate(weights.layers):
             if depth:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from stable_baselines3.common.env_util import make_vec_env
 
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.losses import dsac_t_weights, quantile_spread
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.algo.schedules import (
     adapt_kl_beta,
@@ -19,7 +20,7 @@ from tradingbot.algo.schedules import (
     linear_schedule,
     update_entropy_boost,
 )
-from tradingbot.algo.update import UpdateContext, accumulate_gradients
+from tradingbot.algo.update import UpdateContext, accumulate_gradients, minibatch_loss
 
 SMALL = dict(
     n_steps=32, batch_size=64, n_epochs=2, seq_len=16, lstm_hidden_size=8, net_arch=[8],
@@ -320,6 +321,26 @@ def test_options_change_the_update(options: dict) -> None:
     if "critic_adjust" in options:
         assert np.isfinite(other.logger.name_to_value["train/sigma_bar"])
         assert other.logger.name_to_value["train/critic_weight"] > 0
+
+
+def test_logged_critic_weight_is_the_dsac_t_weights_mean_with_awr_on() -> None:
+    """critic_weight is the mean of DSAC-T's weights of the minibatch's quantiles, also when
+    AWR (whose per-sample weights are another tensor of the same loss) is on."""
+    model = pendulum(critic_adjust={"mode": "dsac_t"}, awr={"enabled": True})
+    model.learn(64)
+    batch = model.rollout_buffer.to_chunks(16).select(th.arange(2))
+    sigma_bar, eps = 0.5, model.config.critic_adjust.eps
+    ctx = UpdateContext(
+        ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2, sigma_bar=sigma_bar, awr_coef=0.1
+    )
+    _, metrics = minibatch_loss(model, batch, ctx, 0.0, 1.0)
+    with th.no_grad():
+        quantiles = model.policy.evaluate_sequences(
+            batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
+        ).quantiles
+    expected = dsac_t_weights(quantile_spread(quantiles), sigma_bar, eps).mean()
+    assert th.allclose(metrics["critic_weight"], expected)
+    assert "bc_loss" in metrics
 
 
 def test_value_clip_config_requires_its_range() -> None:

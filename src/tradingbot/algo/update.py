@@ -165,9 +165,9 @@ def minibatch_loss(
     # Detached spread of the quantiles, and DSAC-T's weights from it: the loss and the logged
     # metrics share them.
     spread = quantile_spread(evaluation.quantiles.detach())
-    weights = None
+    critic_weights = None
     if ctx.sigma_bar is not None:
-        weights = dsac_t_weights(spread, ctx.sigma_bar, adjust.eps)
+        critic_weights = dsac_t_weights(spread, ctx.sigma_bar, adjust.eps)
     value_loss = critic_loss_per_sample(
         evaluation.quantiles,
         value_targets,
@@ -179,7 +179,7 @@ def minibatch_loss(
         sigma_bar=ctx.sigma_bar,
         eps=adjust.eps,
         target_clip_xi=adjust.xi if adjust.target_clip else None,
-        weights=weights,
+        weights=critic_weights,
     ).mean()
 
     entropy_loss = -evaluation.entropy.mean()
@@ -189,8 +189,8 @@ def minibatch_loss(
         loss = loss + ctx.kl_beta * kl_exact
     if ctx.awr_coef is not None:
         log_max = math.log(cfg.awr.max_weight)
-        weights = th.exp((raw_advantages / cfg.awr.beta).clamp(max=log_max)).detach()
-        bc_loss = -(weights * evaluation.log_prob).mean()
+        bc_weights = th.exp((raw_advantages / cfg.awr.beta).clamp(max=log_max)).detach()
+        bc_loss = -(bc_weights * evaluation.log_prob).mean()
         loss = loss + ctx.awr_coef * bc_loss
         metrics["bc_loss"] = bc_loss.detach()
         metrics["bc_ppo_ratio"] = (
@@ -215,8 +215,8 @@ def minibatch_loss(
             clip_fraction=((ratio - 1.0).abs() > ctx.clip_range).float().mean(),
             quantile_spread=spread.mean(),
         )
-        if weights is not None:
-            metrics["critic_weight"] = weights.mean()
+        if critic_weights is not None:
+            metrics["critic_weight"] = critic_weights.mean()
     return loss, metrics
 
 

@@ -26,7 +26,8 @@ def test_data_show_invalid_file(tmp_path):
     path.write_text("date,open,high,low,close\n2020-01-01,1,2,0.5,1\n2020-01-02,1,2,3,1\n")
     result = runner.invoke(app, ["data", "show", str(path)], terminal_width=300)
     assert result.exit_code == 1
-    assert "[bad]: row 1" in result.output and "high 2.0 < low 3.0" in result.output
+    # The bad bar is on line 3 of the file (the header is line 1).
+    assert "[bad]: line 3 (2020-01-02" in result.output and "high 2.0 < low 3.0" in result.output
 
 
 def test_train_writes_run_directory(tmp_path):

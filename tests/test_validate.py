@@ -1,5 +1,7 @@
 """Each class of bad input is refused with a message naming the file, row and column."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,24 +37,33 @@ def test_good_file_loads_case_insensitive(tmp_path):
 @pytest.mark.parametrize(
     ("line", "new", "expected"),
     [
-        (3, "2020-01-03,10,11,9,abc,100", ["row 2", "'Close'", "non-numeric", "abc"]),
-        (4, "2020-01-04,10,11,9,,100", ["row 3", "'Close'", "NaN"]),
-        (5, "2020-01-05,10,11,9,inf,100", ["row 4", "'Close'", "non-finite"]),
-        (2, "2020-01-02,0,11,9,10,100", ["row 1", "'Open'", "> 0"]),
-        (6, "2020-01-06,10,11,9,-3,100", ["row 5", "'Close'", "> 0"]),
-        (7, "2020-01-07,10,8,9,10,100", ["row 6", "'High'/'Low'", "high 8.0 < low 9.0"]),
-        (8, "2020-01-05,10,11,9,10,100", ["row 7", "not sorted"]),
-        (9, "2020-01-08,10,11,9,10,100", ["row 8", "duplicate timestamp"]),
-        (1, "2020-13-45,10,11,9,10,100", ["row 0", "'date'", "timestamp"]),
-        (2, "2020-01-02,10,11,9,10,-5", ["row 1", "'Volume'", ">= 0"]),
+        (3, "2020-01-03,10,11,9,abc,100", ["'Close'", "non-numeric", "abc"]),
+        (4, "2020-01-04,10,11,9,,100", ["'Close'", "NaN"]),
+        (5, "2020-01-05,10,11,9,inf,100", ["'Close'", "non-finite"]),
+        (2, "2020-01-02,0,11,9,10,100", ["'Open'", "> 0"]),
+        (6, "2020-01-06,10,11,9,-3,100", ["'Close'", "> 0"]),
+        (7, "2020-01-07,10,8,9,10,100", ["'High'/'Low'", "high 8.0 < low 9.0"]),
+        (8, "2020-01-05,10,11,9,10,100", ["not sorted", "earlier than line 8"]),
+        (9, "2020-01-08,10,11,9,10,100", ["duplicate timestamp", "same as line 9"]),
+        (1, "2020-13-45,10,11,9,10,100", ["'date'", "timestamp"]),
+        (2, "2020-01-02,10,11,9,10,-5", ["'Volume'", ">= 0"]),
+        (
+            2,
+            "2020-01-02,12,11,9,10,100",
+            ["'Open'", "open 12.0 is outside", "[low 9.0, high 11.0]"],
+        ),
+        (5, "2020-01-05,10,11,9,8.5,100", ["'Close'", "close 8.5 is outside"]),
     ],
 )
-def test_bad_values_name_file_row_column(tmp_path, line, new, expected):
+def test_bad_values_name_file_line_column(tmp_path, line, new, expected):
+    # ``line`` indexes the file's lines from 0 with the header at 0, so an editor shows the
+    # edited line as ``line + 1``.
     path = write(tmp_path, replace_line(GOOD, line, new))
     with pytest.raises(DataError) as err:
         load_user_file(path)
     text = str(err.value)
     assert str(path) in text
+    assert re.search(rf"\bline {line + 1}[ ,]", text), text
     for part in expected:
         assert part in text, (part, text)
 
@@ -97,10 +108,13 @@ def test_multi_instrument_csv_and_parquet(tmp_path):
         data = load_market(str(tmp_path / name))
         assert list(data.bars) == ["AAA", "BBB"]
         np.testing.assert_allclose(data.bars["BBB"]["close"], 50.0 + np.arange(6))
-    frame.loc[8, "close"] = -1.0  # BBB's third row is row 8 of the file
+    frame.loc[8, "close"] = -1.0  # BBB's third row: data row 8 (0-based), line 10 of the CSV
     frame.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(DataError, match=r"\[BBB\]: row 8 .*'close'"):
+    with pytest.raises(DataError, match=r"\[BBB\]: line 10 \(2021-01-05 .*'close'"):
         load_market(str(tmp_path / "bad.csv"))
+    frame.to_parquet(tmp_path / "bad.parquet", index=False)  # no lines: rows counted from 1
+    with pytest.raises(DataError, match=r"\[BBB\]: row 9 \(2021-01-05 .*'close'"):
+        load_market(str(tmp_path / "bad.parquet"))
 
 
 def test_unknown_source():

@@ -245,11 +245,18 @@ def data_list() -> None:
 @data_app.command("show")
 def data_show(
     name: str = typer.Argument(..., help="a bundled dataset name or a CSV/Parquet path"),
+    config: Path | None = ConfigOption,
+    overrides: list[str] = SetOption,
 ) -> None:
-    """Summarize a dataset and validate it (exit status 1 with the reason when it is invalid)."""
+    """Summarize a dataset and validate it (exit status 1 with the reason when it is invalid).
+
+    The data section of --config and --set applies: splits, features, and
+    data.timestamp_unit for numeric timestamps.
+    """
     try:
-        cfg = DataConfig(source=name)
-        data = load_market(name, cfg.synthetic)
+        cfg: DataConfig = load_config(config, overrides).data
+        cfg.source = name
+        data = load_market(name, cfg.synthetic, timestamp_unit=cfg.timestamp_unit)
         market = prepare_market(data, cfg)
     except (DataError, ConfigError, ValueError) as err:
         fail(str(err))

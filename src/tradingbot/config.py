@@ -116,6 +116,9 @@ class DataConfig(StrictModel):
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     walk_forward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
+    # What numeric timestamps in a user file count since 1970-01-01 UTC. None: numbers are
+    # refused (read as nanoseconds, an epoch in seconds would put every bar on 1970-01-01).
+    timestamp_unit: Literal["s", "ms", "us", "ns"] | None = None
 
 
 class EnvConfig(StrictModel):

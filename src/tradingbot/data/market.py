@@ -126,7 +126,7 @@ def prepare_market(
                 f"{data.name}: instrument {inst} has features {list(frame.columns)}, "
                 f"others have {names} (e.g. volume missing for some instruments)"
             )
-    splits = date_splits(union_index([b.index for b in data.bars.values()]), cfg.split)
+    splits = date_splits(union_index([b.index for b in data.bars.values()]), cfg.split, data.name)
     firsts = {}
     for inst, frame in raw.items():
         try:
@@ -141,8 +141,13 @@ def prepare_market(
             lo = max(lo, firsts[inst])
             if hi > lo:
                 rows.append(frame.to_numpy()[lo:hi])
-        if not rows:
-            raise DataError(f"{data.name}: no training rows with defined features in {span}")
+        if sum(len(r) for r in rows) < 2:
+            raise DataError(
+                f"{data.name}: the training rows ({span}) have "
+                f"{sum(len(r) for r in rows)} bar(s) with every feature defined, need at "
+                f"least 2 (the features need {feature_lookback(cfg.features)} bars of history): "
+                f"use more data or a longer training split (data.split)"
+            )
         normalizer = FeatureNormalizer.fit(rows, names, cfg.features.clip)
     elif normalizer.names != names:
         raise DataError(
@@ -169,5 +174,5 @@ def prepare_market(
 def load_prepared(cfg: DataConfig, window: int = 1) -> PreparedMarket:
     """Load ``cfg.source`` and prepare it (the usual path from a config to the simulator)."""
     min_rows = feature_lookback(cfg.features) + window + 1
-    data = load_market(cfg.source, cfg.synthetic, cfg.instruments, min_rows)
+    data = load_market(cfg.source, cfg.synthetic, cfg.instruments, min_rows, cfg.timestamp_unit)
     return prepare_market(data, cfg, window)

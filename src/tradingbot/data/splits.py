@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tradingbot.config import SplitConfig, WalkForwardConfig
+from tradingbot.config import ConfigError, SplitConfig, WalkForwardConfig
+from tradingbot.data.validate import DataError
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -43,11 +44,25 @@ def rows_in(index: pd.DatetimeIndex, span: DateRange) -> tuple[int, int]:
     return lo, hi
 
 
-def date_splits(timestamps: pd.DatetimeIndex, cfg: SplitConfig) -> dict[str, DateRange]:
-    """Train / validation / test ranges from dates or, when none are given, fractions."""
+def date_splits(
+    timestamps: pd.DatetimeIndex, cfg: SplitConfig, source: str = "data"
+) -> dict[str, DateRange]:
+    """Train / validation / test ranges from dates or, when none are given, fractions.
+
+    Raises
+    ------
+    DataError
+        When the data have too few timestamps for three non-empty splits by fraction.
+    ConfigError
+        When ``data.split.train_end`` / ``validation_end`` leave a split empty (dates outside
+        the data); the message gives the data's first and last timestamps.
+    """
     stamps = timestamps.unique().sort_values()
     if len(stamps) < 3:
-        raise ValueError(f"need at least 3 timestamps to split, got {len(stamps)}")
+        raise DataError(
+            f"{source}: {len(stamps)} timestamp(s); need at least 3 to split into "
+            f"train, validation and test"
+        )
     if cfg.train_end is not None and cfg.validation_end is not None:
         train_hi = int(stamps.searchsorted(pd.Timestamp(cfg.train_end) + pd.Timedelta(days=1)))
         val_hi = int(stamps.searchsorted(pd.Timestamp(cfg.validation_end) + pd.Timedelta(days=1)))
@@ -62,12 +77,28 @@ def date_splits(timestamps: pd.DatetimeIndex, cfg: SplitConfig) -> dict[str, Dat
     out = {}
     for name, (lo, hi) in bounds.items():
         if hi <= lo:
-            raise ValueError(
-                f"split {name!r} is empty with data from {stamps[0]} to {stamps[-1]} "
-                f"(check data.split)"
+            if cfg.train_end is not None:
+                raise ConfigError(
+                    f"data.split: split {name!r} is empty: train_end {cfg.train_end} and "
+                    f"validation_end {cfg.validation_end} with {source} from {stamps[0]} to "
+                    f"{stamps[-1]}; choose dates inside the data"
+                )
+            raise DataError(
+                f"{source}: split {name!r} is empty: {len(stamps)} timestamps from {stamps[0]} "
+                f"to {stamps[-1]} are too few for train_fraction {cfg.train_fraction} and "
+                f"validation_fraction {cfg.validation_fraction} (data.split)"
             )
         out[name] = DateRange(stamps[lo], stamps[hi - 1])
     return out
+
+
+def _offset(alias: str, key: str) -> pd.offsets.BaseOffset:
+    try:
+        return pd.tseries.frequencies.to_offset(alias)
+    except ValueError:
+        raise ConfigError(
+            f"data.walk_forward.{key}: {alias!r} is not a pandas offset alias (e.g. '365D', '1YE')"
+        ) from None
 
 
 def walk_forward_folds(timestamps: pd.DatetimeIndex, cfg: WalkForwardConfig) -> list[Fold]:
@@ -78,7 +109,9 @@ def walk_forward_folds(timestamps: pd.DatetimeIndex, cfg: WalkForwardConfig) -> 
     and the start of the test are left out of both.
     """
     stamps = timestamps.unique().sort_values()
-    step = pd.tseries.frequencies.to_offset(cfg.test_length)
+    if len(stamps) < 2:
+        raise DataError(f"{len(stamps)} timestamp(s); walk-forward folds need more data")
+    step = _offset(cfg.test_length, "test_length")
     start = (
         pd.Timestamp(cfg.first_test_start)
         if cfg.first_test_start is not None
@@ -92,7 +125,7 @@ def walk_forward_folds(timestamps: pd.DatetimeIndex, cfg: WalkForwardConfig) -> 
         train_hi = test_lo - cfg.embargo_bars
         if cfg.mode == "rolling":
             assert cfg.train_length is not None
-            train_start = start - pd.tseries.frequencies.to_offset(cfg.train_length)
+            train_start = start - _offset(cfg.train_length, "train_length")
             train_lo = int(stamps.searchsorted(train_start, side="left"))
         else:
             train_lo = 0
@@ -106,8 +139,8 @@ def walk_forward_folds(timestamps: pd.DatetimeIndex, cfg: WalkForwardConfig) -> 
             )
         start = end
     if not folds:
-        raise ValueError(
-            f"no walk-forward fold fits data from {stamps[0]} to {stamps[-1]} "
+        raise ConfigError(
+            f"data.walk_forward: no fold fits data from {stamps[0]} to {stamps[-1]} "
             f"(first_test_start={cfg.first_test_start}, test_length={cfg.test_length})"
         )
     return folds

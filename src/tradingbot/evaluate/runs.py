@@ -58,7 +58,11 @@ def prepare_for_run(run: LoadedRun, source: str | None = None) -> PreparedMarket
     )
     min_rows = feature_lookback(cfg.features) + run.config.env.window + 1
     data = load_market(
-        cfg.source, cfg.synthetic, cfg.instruments if source is None else None, min_rows
+        cfg.source,
+        cfg.synthetic,
+        cfg.instruments if source is None else None,
+        min_rows,
+        cfg.timestamp_unit,
     )
     return prepare_market(data, cfg, run.config.env.window, normalizer=run.normalizer)
 

@@ -122,7 +122,13 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
     seeds = seeds if seeds is not None else config.evaluation.seeds
     configure_process(config.run)
     min_rows = feature_lookback(config.data.features) + config.env.window + 1
-    data = load_market(config.data.source, config.data.synthetic, config.data.instruments, min_rows)
+    data = load_market(
+        config.data.source,
+        config.data.synthetic,
+        config.data.instruments,
+        min_rows,
+        config.data.timestamp_unit,
+    )
     folds = walk_forward_folds(
         union_index([b.index for b in data.bars.values()]), config.data.walk_forward
     )

@@ -244,10 +244,10 @@ def test_non_utf8_bytes(tmp_path):
     assert_user_error(run_cli("data", "show", path), str(path), f"line {line}", "UTF-8")
 
 
-def test_garbage_parquet(tmp_path):
+def test_garbage_parquet_stops_train(tmp_path):
     path = tmp_path / "bars.parquet"
     path.write_bytes(b"PAR1" + b"not really parquet" * 10)
-    assert_user_error(run_cli("data", "show", path), str(path), "Parquet")
+    assert_user_error(train_cli(tmp_path, path), str(path), "Parquet")
 
 
 def test_more_fields_than_header_names(tmp_path):
@@ -329,3 +329,10 @@ def test_row_numbers_without_lines_count_from_one():
     )
     with pytest.raises(DataError, match=r"row 3 \(2020-01-03 00:00:00\), column 'close': missing"):
         validate_bars(frame, "frame")
+
+
+def test_a_column_named_twice(tmp_path):
+    # pandas renames the second 'close' to 'close.1'; the first would be used without a word.
+    rows = [f"{r},99" for r in good_lines()]
+    path = write_csv(tmp_path, "twice.csv", rows, header=f"{HEADER},close")
+    assert_user_error(run_cli("data", "show", path), str(path), "line 1", "'close' twice")

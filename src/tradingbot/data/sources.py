@@ -7,6 +7,7 @@ Nothing is downloaded: ``sp500`` and ``vix`` come from the ``arch`` package, ``g
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,13 @@ import pandas as pd
 from tradingbot.config import SyntheticConfig
 from tradingbot.data.synthetic import generate_market
 from tradingbot.data.timestamps import parse_timestamps
-from tradingbot.data.validate import DataError, RowNames, validate_bars
+from tradingbot.data.validate import (
+    OPTIONAL_COLUMNS,
+    PRICE_COLUMNS,
+    DataError,
+    RowNames,
+    validate_bars,
+)
 
 TIMESTAMP_COLUMNS = ("timestamp", "datetime", "date", "time")
 INSTRUMENT_COLUMNS = ("instrument", "symbol", "ticker")
@@ -142,6 +149,27 @@ def _first_non_utf8(path: Path) -> tuple[int, bytes]:
     return 0, b""
 
 
+def _check_header(path: Path, head: bytes) -> None:
+    """Refuse a header that names a column the loader reads twice.
+
+    pandas renames the second ``close`` to ``close.1``, and the first would be used silently.
+    """
+    known = {*PRICE_COLUMNS, *OPTIONAL_COLUMNS, "signal", *TIMESTAMP_COLUMNS, *INSTRUMENT_COLUMNS}
+    reader = csv.reader(io.StringIO(head.decode("utf-8-sig", errors="replace")))
+    try:
+        header = next(r for r in reader if r and (len(r) > 1 or r[0].strip()))
+    except (StopIteration, csv.Error):
+        return
+    seen: set[str] = set()
+    for name in header:
+        key = name.strip().lower()
+        if key in known and key in seen:
+            raise DataError(
+                f"{path}: line {reader.line_num}: the header names column {name.strip()!r} twice"
+            )
+        seen.add(key)
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     with path.open("rb") as f:
         head = f.read(1 << 16)
@@ -154,6 +182,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"{path}: line {line}: NUL byte; this is a binary file, not CSV text "
             f"(CSV files are read as UTF-8 text)"
         )
+    _check_header(path, head)
     try:
         table = pd.read_csv(path)
     except UnicodeDecodeError:

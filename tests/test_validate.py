@@ -46,6 +46,7 @@ def test_good_file_loads_case_insensitive(tmp_path):
         (8, "2020-01-05,10,11,9,10,100", ["not sorted", "earlier than line 8"]),
         (9, "2020-01-08,10,11,9,10,100", ["duplicate timestamp", "same as line 9"]),
         (1, "2020-13-45,10,11,9,10,100", ["'date'", "timestamp"]),
+        (4, ",10,11,9,10,100", ["'date'", "missing timestamp"]),
         (2, "2020-01-02,10,11,9,10,-5", ["'Volume'", ">= 0"]),
         (
             2,

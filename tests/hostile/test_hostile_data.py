@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.hostile.conftest import assert_user_error, run_cli, snapshot
 
+from hostile.conftest import assert_user_error, run_cli, snapshot
 from tradingbot.config import ConfigError, SplitConfig, load_config
 from tradingbot.data.sources import load_user_file
 from tradingbot.data.splits import date_splits

@@ -78,33 +78,37 @@ def _parse_epoch(
     return parsed
 
 
+def _parse_each(values: pd.Series, source: str, column: str, rows: RowNames) -> pd.Series:
+    """Strings that are not all ISO 8601: element by element (unreadable cells become NaT)."""
+    try:
+        return pd.to_datetime(values, errors="coerce", format="mixed")
+    except (ValueError, TypeError, OverflowError):
+        pass
+    # pandas refuses to mix time-zone offsets. Instants with explicit offsets (e.g. local time
+    # across a daylight-saving change) are unambiguous and are read as UTC; a mix of timestamps
+    # with and without an offset is not.
+    aware = values.astype(str).str.strip().str.contains(_OFFSET, regex=True).to_numpy()
+    if not aware.all():
+        row = int(np.argmax(aware != aware[0]))
+        has = "has a" if aware[row] else "has no"
+        raise _timestamp_error(
+            source,
+            rows,
+            row,
+            column,
+            f"timestamp {show(values.iloc[row])} {has} time-zone offset, unlike "
+            f"{rows.name(0)} ({show(values.iloc[0])}); give every timestamp an offset, or none",
+        )
+    return pd.to_datetime(values, errors="coerce", format="mixed", utc=True)
+
+
 def _parse_text(values: pd.Series, source: str, column: str, rows: RowNames) -> pd.Series:
     """Date strings: ISO 8601 fast, anything else element by element; offsets become UTC."""
     try:
-        return pd.to_datetime(values, format="ISO8601")
+        parsed = pd.to_datetime(values, format="ISO8601")
     except (ValueError, TypeError, OverflowError):
-        pass
-    try:
-        parsed = pd.to_datetime(values, errors="coerce", format="mixed")
-    except (ValueError, TypeError, OverflowError):
-        # pandas refuses to mix time-zone offsets. Instants with explicit offsets (e.g. local
-        # time across a daylight-saving change) are unambiguous and are read as UTC; a mix of
-        # timestamps with and without an offset is not.
-        text = values.astype(str).str.strip()
-        aware = text.str.contains(_OFFSET, regex=True).to_numpy()
-        if not aware.all():
-            row = int(np.argmax(aware != aware[0]))
-            has = "has a" if aware[row] else "has no"
-            raise _timestamp_error(
-                source,
-                rows,
-                row,
-                column,
-                f"timestamp {show(values.iloc[row])} {has} time-zone offset, unlike "
-                f"{rows.name(0)} ({show(values.iloc[0])}); give every timestamp an offset, or none",
-            ) from None
-        parsed = pd.to_datetime(values, errors="coerce", format="mixed", utc=True)
-    bad = parsed.isna().to_numpy()
+        parsed = _parse_each(values, source, column, rows)
+    bad = parsed.isna().to_numpy()  # missing cells are NaT in both paths, without an error
     if bad.any():
         row = int(np.argmax(bad))
         value = values.iloc[row]

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from tradingbot.config import SplitConfig, WalkForwardConfig
+from tradingbot.config import ConfigError, SplitConfig, WalkForwardConfig
 from tradingbot.data.splits import date_splits, rows_in, walk_forward_folds
 
 DAYS = pd.date_range("2010-01-01", "2014-12-31", freq="D")
@@ -65,3 +65,15 @@ def test_rolling_folds_keep_train_length():
 def test_rolling_needs_length():
     with pytest.raises(ValueError, match="train_length"):
         WalkForwardConfig(mode="rolling")
+
+
+def test_unreadable_offset_names_the_config_key():
+    with pytest.raises(ConfigError, match=r"data\.walk_forward\.test_length: 'banana'"):
+        walk_forward_folds(DAYS, WalkForwardConfig(test_length="banana"))
+
+
+def test_no_fold_in_the_data_is_a_config_error():
+    # The first test window starts after the last bar (2014-12-31).
+    cfg = WalkForwardConfig(first_test_start="2016-01-01", test_length="365D")
+    with pytest.raises(ConfigError, match=r"data\.walk_forward: no fold fits"):
+        walk_forward_folds(DAYS, cfg)

@@ -132,3 +132,19 @@ def test_unsupported_extension(tmp_path):
     path = write(tmp_path, "x", name="bars.xlsx")
     with pytest.raises(DataError, match="unsupported file type"):
         load_market(str(path))
+
+
+def test_line_numbers_count_blank_lines_and_quoted_line_breaks(tmp_path):
+    # Line 1 header, 2 blank, 3-4 one record whose quoted note spans two lines, 5 blank,
+    # 6 the bad bar (high < low): what an editor shows, not the data row (1).
+    text = (
+        "date,open,high,low,close,note\n"
+        "\n"
+        '2020-01-01,1,2,0.5,1,"two\nlines"\n'
+        "\n"
+        "2020-01-02,1,2,3,1,x\n"
+    )
+    path = write(tmp_path, text)
+    assert text.splitlines().index("2020-01-02,1,2,3,1,x") + 1 == 6
+    with pytest.raises(DataError, match=r"line 6 \(2020-01-02 00:00:00\), columns 'high'/'low'"):
+        load_user_file(path)

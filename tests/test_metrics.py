@@ -3,13 +3,11 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.stats import norm
 
 from tradingbot.evaluate.metrics import (
     performance_metrics,
-    periods_per_year,
     probabilistic_sharpe_ratio,
 )
 

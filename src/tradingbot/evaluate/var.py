@@ -37,6 +37,8 @@ import pandas as pd
 from arch import arch_model
 from scipy import stats
 
+from tradingbot.data.market import PreparedMarket
+
 VAR_LEVEL = 0.05  # the 5% VaR and CVaR
 DISTRIBUTION = "t"  # standardized Student-t innovations
 VAR_MODEL_FILE = "var_model.json"
@@ -214,3 +216,75 @@ def fit_var_model(closes: dict[str, pd.Series], start: pd.Timestamp, end: pd.Tim
         else fit_garch(np.concatenate(pooled))
     )
     return VarModel(per_instrument, pooled_fit, f"{start} .. {end}")
+
+
+def next_bar_exposure(targets: np.ndarray, fill: str) -> np.ndarray:
+    """The position held over the bar after each decision: the new target with ``next_open``
+    fills (held from that bar's open; the gap from the close before is held at the old
+    position), the old one with ``next_close`` fills (the target is filled at that bar's close).
+    The first decision starts flat."""
+    targets = np.asarray(targets, dtype=float)
+    return targets if fill == "next_open" else np.append(0.0, targets[:-1])
+
+
+def risk_columns(
+    params: GarchParams,
+    close: pd.Series,
+    decision: pd.DatetimeIndex,
+    exposure: np.ndarray,
+) -> pd.DataFrame:
+    """Per decision bar: the next bar's VaR and CVaR (% of equity) of a unit long position and
+    of ``exposure``, and the unit return that followed (NaN after the last close).
+
+    Parameters
+    ----------
+    params: the instrument's GARCH parameters.
+    close: the instrument's whole close history (the filter runs over all of it).
+    decision: the decision bars (timestamps of ``close``).
+    exposure: the position held over the bar after each decision.
+    """
+    mean, std = next_bar_forecast(params, close.to_numpy(dtype=float))
+    rows = close.index.get_indexer(decision)
+    if (rows < 0).any():
+        raise ValueError("decision timestamps missing from the close history")
+    unit_var, unit_cvar = position_var_cvar(np.ones(len(rows)), mean[rows], std[rows], params.nu)
+    var, cvar = position_var_cvar(exposure, mean[rows], std[rows], params.nu)
+    after = np.append(percent_returns(close.to_numpy(dtype=float)), np.nan)
+    return pd.DataFrame(
+        {
+            UNIT_RETURN: after[rows],
+            UNIT_VAR: unit_var,
+            UNIT_CVAR: unit_cvar,
+            EXPOSURE: np.asarray(exposure, dtype=float),
+            VAR: var,
+            CVAR: cvar,
+        },
+        index=decision,
+    )
+
+
+def market_closes(market: PreparedMarket) -> dict[str, pd.Series]:
+    """Each instrument's close prices, indexed by timestamp."""
+    return {
+        inst.name: pd.Series(
+            market.close[inst.offset : inst.offset + inst.n_bars], index=inst.timestamps
+        )
+        for inst in market.instruments
+    }
+
+
+def fit_market_var_model(market: PreparedMarket, split: str = "train") -> VarModel:
+    """:func:`fit_var_model` on ``split`` (the training split) of a prepared market."""
+    span = market.span(split)
+    return fit_var_model(market_closes(market), pd.Timestamp(span.start), pd.Timestamp(span.end))
+
+
+def add_risk_columns(
+    bars: pd.DataFrame, params: GarchParams, close: pd.Series, fill: str
+) -> pd.DataFrame:
+    """A backtest's bars with :func:`risk_columns` for each row's decision bar: the forecast
+    made at the decision bar for the bar the row is (``exposure``: the position held over it)."""
+    decision = pd.DatetimeIndex(bars["decision_timestamp"])
+    exposure = next_bar_exposure(bars["position"].to_numpy(), fill)
+    columns = risk_columns(params, close, decision, exposure)
+    return bars.assign(**{name: columns[name].to_numpy() for name in columns.columns})

@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 
 from tradingbot.cli import app
 from tradingbot.config import load_config
+from tradingbot.data.validate import DataError
 from tradingbot.evaluate.backtest import run_backtest
 from tradingbot.evaluate.runs import RecordingAgent, load_run, prepare_for_run
 from tradingbot.signals import compute_signals, model_id
@@ -150,3 +151,21 @@ def test_signals_refuse_bad_input(run_dir, tmp_path):
         terminal_width=300,
     )
     assert result.exit_code == 1 and "duplicate timestamp" in result.output
+
+
+def test_signals_start_option_and_too_short_data(run_dir, bars_csv, tmp_path):
+    path, bars = bars_csv
+    out = tmp_path / "from.csv"
+    start = bars.index[400]
+    result = CliRunner().invoke(
+        app,
+        ["signals", str(run_dir), "--data", str(path), "--out", str(out), "--start", str(start)],
+        terminal_width=300,
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out, index_col="decision_timestamp", parse_dates=True)
+    assert frame.index[0] == start and len(frame) == 700 - 400
+    short = tmp_path / "short.csv"
+    bars.iloc[:260].to_csv(short)  # 20 bars of feature warm-up + 240 < 250 warm-up bars
+    with pytest.raises(DataError, match=r"evaluation.warmup_bars \(250\)"):
+        compute_signals(load_run(run_dir), str(short))

@@ -354,8 +354,8 @@ def quantile_fan_figure(agent: pd.DataFrame) -> go.Figure:
     )
     # What the critic predicts: the discounted sum of future log returns (about 1/(1-gamma)
     # bars ahead) under the training policy, not a next-bar return.
-    title = f"Critic's return-to-go quantiles (N={n}; discounted, horizon ~1/(1-gamma) bars)"
-    return _layout(fig, title, "discounted log return-to-go")
+    title = f"Critic's return-to-go quantiles (N={n})"
+    return _layout(fig, title, "discounted log return, ~1/(1-gamma) bars")
 
 
 def training_curves_figure(scalars: dict[str, pd.DataFrame]) -> go.Figure:

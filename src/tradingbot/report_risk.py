@@ -55,7 +55,7 @@ def var_figure(agent: pd.DataFrame) -> go.Figure:
             marker={"color": "#d62728", "size": 6},
         )
     )
-    return _layout(fig, "Next-bar 5% VaR and CVaR of the position (GARCH)", "% of equity")
+    return _layout(fig, "Position's 5% VaR and CVaR (GARCH)", "% of equity")
 
 
 def data_notes(config: dict[str, Any]) -> str:

@@ -112,3 +112,18 @@ def test_var_model_fits_the_training_span_and_round_trips(tmp_path):
     assert model.pooled == fit_garch(pooled)
     assert model.params_for("C") == model.pooled and model.params_for("B") != model.pooled
     assert VarModel.load(model.save(tmp_path / "var.json")) == model
+
+
+def test_forecast_matches_arch_fixed_model_forecast():
+    # arch's own one-step forecasts from the fixed parameters start from a backcast of the
+    # first 75 returns (ours: the unconditional variance); after that has decayed (beta^300)
+    # the two agree.
+    close = prices(simulate(TRUE, 1000, seed=7))
+    r = percent_returns(close)
+    p = TRUE
+    model = arch_model(r, mean="Constant", vol="GARCH", p=1, q=1, dist="t", rescale=False)
+    reference = model.fix([p.mu, p.omega, p.alpha, p.beta, p.nu]).forecast(start=0, reindex=False)
+    ours = next_bar_forecast(TRUE, close)[1][1:]  # the forecast made at bar k uses r[k - 1]
+    np.testing.assert_allclose(
+        ours[300:], np.sqrt(reference.variance.to_numpy()[300:, 0]), rtol=1e-9
+    )

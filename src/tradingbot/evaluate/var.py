@@ -8,6 +8,11 @@ costs). It follows a GARCH(1,1) with a constant mean and standardized Student-t 
     r_{t+1} = mu + sigma_{t+1} z_{t+1},  sigma^2_{t+1} = omega + alpha (r_t - mu)^2
               + beta sigma^2_t,          z ~ Student-t(nu) scaled to unit variance.
 
+Student-t innovations were chosen before any measurement, for the fat tails of daily returns.
+(Measured afterwards on the S&P 500 with the demo's splits: on validation 2013-2015 Kupiec
+accepts the 5% VaR with either innovation, normal 43/754 exceedances, t 45/754; on the test
+years 2016-2018 the normal's 24/755 would be rejected, p = 0.014, the t's 29/755 is accepted.)
+
 Fitting. The parameters are fitted by ``arch`` on the training split's unit returns only, per
 instrument (and once on all instruments' training returns together, the *pooled* fit, used for
 an instrument the run was not trained on). ``tradingbot train`` stores them in the run

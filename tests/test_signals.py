@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,3 +171,16 @@ def test_signals_start_option_and_too_short_data(run_dir, bars_csv, tmp_path):
     bars.iloc[:260].to_csv(short)  # 20 bars of feature warm-up + 240 < 250 warm-up bars
     with pytest.raises(DataError, match=r"evaluation.warmup_bars \(250\)"):
         compute_signals(load_run(run_dir), str(short))
+
+
+def test_run_without_var_model_refits_it_from_training_bars(run_dir, bars_csv, tmp_path):
+    # A run trained before var_model.json existed: the same parameters are refitted from its
+    # training split; signals leave the run directory as it was.
+    path, _ = bars_csv
+    old = tmp_path / "old_run"
+    shutil.copytree(run_dir, old)
+    (old / "var_model.json").unlink()
+    a = compute_signals(load_run(run_dir), str(path))
+    b = compute_signals(load_run(old), str(path))
+    assert not (old / "var_model.json").exists()
+    pd.testing.assert_frame_equal(a.drop(columns="model_id"), b.drop(columns="model_id"))

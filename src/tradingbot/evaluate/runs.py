@@ -72,10 +72,10 @@ def prepare_for_run(run: LoadedRun, source: str | None = None) -> PreparedMarket
     return prepare_market(data, cfg, run.config.env.window, normalizer=run.normalizer)
 
 
-def var_model_for_run(run: LoadedRun) -> VarModel | None:
-    """The run's GARCH VaR parameters (``var_model.json``), refitted from the run's own
-    training split and stored when the run has none; None when the training split is too
-    short for a fit."""
+def var_model_for_run(run: LoadedRun, store: bool = False) -> VarModel | None:
+    """The run's GARCH VaR parameters (``var_model.json``), or, for a run that has none,
+    refitted from the run's own training split (and written there when ``store``); None when
+    the training split is too short for a fit."""
     path = run.run_dir / VAR_MODEL_FILE
     if path.is_file():
         return VarModel.load(path)
@@ -83,7 +83,8 @@ def var_model_for_run(run: LoadedRun) -> VarModel | None:
         model = fit_market_var_model(prepare_for_run(run))
     except ValueError:
         return None
-    model.save(path)
+    if store:
+        model.save(path)
     return model
 
 
@@ -149,7 +150,7 @@ def backtest_run(
     space = make_action_space(env_cfg)
     rows = []
     warmup = run.config.evaluation.warmup_bars
-    var_model, closes, calibration = var_model_for_run(run), market_closes(market), []
+    var_model, closes, calibration = var_model_for_run(run, store=True), market_closes(market), []
     for inst in market.instruments:
         results = {
             name: run_backtest(

@@ -79,3 +79,20 @@ def test_backtest_metrics_against_buy_and_hold():
     first = bars.index.get_loc(hold.index[0])
     ratio = bars["close"].iloc[-1] / bars["open"].iloc[first]
     assert m["total_return"] == pytest.approx((1 - 0.0003) * ratio - 1, rel=1e-9)
+
+
+def test_cash_rate_reaches_every_policy(short_data_cfg):
+    # Flat earns the cash rate on all its equity every bar; fully invested earns none of it.
+    bars = make_bars(OPEN, CLOSE)
+    market = prepare_market(MarketData("hand", {"X": bars}, "t"), short_data_cfg)
+    span = DateRange(bars.index[0], bars.index[-1])
+    cfg = EnvConfig(cash_rate=0.05, commission_bps=0.0, slippage_bps=0.0)
+    space = MarketVecEnv(market, span, cfg).action_space
+    flat = run_backtest(ConstantPolicy(0.0, space), market, span, cfg, "X")
+    r = 1.05 ** (1 / 252) - 1
+    np.testing.assert_allclose(flat["equity"], (1 + r) ** np.arange(1, 8), rtol=1e-12)
+    hold = run_backtest(ConstantPolicy(1.0, space), market, span, cfg, "X")
+    # The first step starts flat (its cash, 1, earns r) and buys at the open of row 3; then
+    # it is fully invested: close-to-close growth only.
+    first = CLOSE[3] / OPEN[3] + r
+    assert hold["equity"].iloc[-1] == pytest.approx(first * CLOSE[-1] / CLOSE[3], rel=1e-12)

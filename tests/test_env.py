@@ -5,7 +5,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from conftest import make_bars
-from tradingbot.config import DataConfig, EnvConfig
+from tradingbot.config import DataConfig, EnvConfig, FeatureConfig, SplitConfig
 from tradingbot.data.market import load_prepared, prepare_market
 from tradingbot.data.sources import MarketData
 from tradingbot.data.splits import DateRange
@@ -200,3 +200,39 @@ def test_split_boundaries_respected(synthetic_market):
     for _ in range(hi - lo + 5):
         env.step(np.zeros((16, 1), dtype=np.float32))
         assert ((env.sim.row >= lo) & (env.sim.row < hi)).all()
+
+
+@pytest.mark.parametrize("fill", ["next_open", "next_close"])
+def test_cash_rate_on_the_uninvested_part(short_data_cfg, fill):
+    # 5% a year on daily weekday bars (252 a year): r = 1.05 ** (1 / 252) - 1 per bar, earned on
+    # the equity at the step's start times 1 - |position held into the step|.
+    market, span = hand_market(short_data_cfg)
+    r = 1.05 ** (1 / 252) - 1
+    cfg = EnvConfig(fill=fill, cash_rate=0.05, commission_bps=0.0, slippage_bps=0.0)
+    env = MarketEnv(market, span, cfg.model_copy(update={"episode_length": None}))
+    env.reset(seed=0)
+    equity = [info["equity"] for info in (env.step(np.array([a]))[4] for a in ACTIONS)]
+    plain, _ = run_actions(short_data_cfg, fill, 0.0, 0.0, ACTIONS)
+    # Positions held into each step: 0 (flat start), 1, 1, -0.5 -> uninvested 1, 0, 0, 0.5.
+    e1 = plain[0] + 1.0 * r
+    growth = plain[1:] / plain[:-1]
+    e2 = e1 * growth[0]
+    e3 = e2 * growth[1]
+    e4 = e3 * growth[2] + e3 * 0.5 * r
+    np.testing.assert_allclose(equity, [e1, e2, e3, e4], rtol=1e-12)
+
+
+def test_cash_rate_flat_earns_the_annual_rate_over_a_year():
+    # Flat for 252 daily bars at 3% a year: exactly 1.03; the same for every policy's cash.
+    n = 300
+    bars = make_bars([100.0] * n, [100.0 + (i % 3) for i in range(n)])
+    cfg_data = DataConfig(
+        features=FeatureConfig(return_windows=[1], volatility_window=2, volume_window=2, vix="off"),
+        split=SplitConfig(train_fraction=0.5, validation_fraction=0.1),
+    )
+    market = prepare_market(MarketData("flat", {"X": bars}, "t"), cfg_data)
+    env = MarketEnv(market, DateRange(bars.index[0], bars.index[-1]), EnvConfig(cash_rate=0.03))
+    env.reset(seed=0)
+    for _ in range(252):
+        *_, info = env.step(np.array([0.0], dtype=np.float32))
+    assert info["equity"] == pytest.approx(1.03, rel=1e-12)

@@ -99,3 +99,43 @@ def test_normalization_uses_train_rows_only():
     rows = raw.to_numpy()[first_valid_row(raw) : train_end]
     np.testing.assert_allclose(market.normalizer.mean, rows.mean(axis=0))
     np.testing.assert_allclose(market.normalizer.std, rows.std(axis=0))
+
+
+def _hourly_bars(days: pd.DatetimeIndex) -> pd.DataFrame:
+    """Seven hourly bars (09:30 ... 15:30) on each of ``days``, a random walk."""
+    stamps = pd.DatetimeIndex([d + pd.Timedelta(hours=9.5 + h) for d in days for h in range(7)])
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.002, len(stamps))))
+    return pd.DataFrame(
+        {"open": close, "high": close * 1.001, "low": close * 0.999, "close": close},
+        index=stamps,
+    )
+
+
+def test_intraday_bars_never_see_the_same_days_vix_close():
+    vix = load_vix_close()
+    days = vix.loc["2015-03-02":"2015-04-30"].index
+    bars = _hourly_bars(days)
+    features = compute_features(bars, FeatureConfig(), vix)
+    # Every bar of day d gets the close of the VIX date before d (day d's close comes after).
+    previous = {d: vix.index[vix.index.get_loc(d) - 1] for d in days}
+    expected = np.log([vix[previous[t.normalize()]] for t in bars.index])
+    np.testing.assert_allclose(features["vix_level"].to_numpy(), expected)
+    # Changing day d's VIX close changes no bar of day d, and every bar of the next date.
+    d = days[10]
+    changed = vix.copy()
+    changed[d] *= 1.5
+    other = compute_features(bars, FeatureConfig(), changed)
+    same_day = bars.index.normalize() <= d
+    pd.testing.assert_frame_equal(features[same_day], other[same_day])
+    next_day = bars.index.normalize() == days[11]
+    assert (other["vix_level"][next_day] > features["vix_level"][next_day]).all()
+
+
+def test_daily_bars_use_the_same_days_vix_close():
+    # A daily bar's decision is filled at the next open, after the VIX close of its day.
+    vix = load_vix_close()
+    bars = load_market("sp500").bars["SPX"].loc["2015-03-02":"2015-04-30"]
+    features = compute_features(bars, FeatureConfig(), vix)
+    np.testing.assert_allclose(
+        features["vix_level"].to_numpy(), np.log(vix.reindex(bars.index).to_numpy())
+    )

@@ -3,13 +3,11 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.stats import norm
 
 from tradingbot.evaluate.metrics import (
     performance_metrics,
-    periods_per_year,
     probabilistic_sharpe_ratio,
 )
 
@@ -62,7 +60,3 @@ def test_psr_symmetric_series_known_value():
     assert probabilistic_sharpe_ratio(r, benchmark_sharpe=sr) == pytest.approx(0.5)
 
 
-def test_periods_per_year():
-    assert periods_per_year(pd.bdate_range("2020-01-01", periods=30)) == 252
-    hourly = pd.date_range("2017-01-01", periods=24 * 365 + 1, freq="h")
-    assert periods_per_year(hourly) == pytest.approx(24 * 365.25)

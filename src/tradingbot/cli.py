@@ -159,6 +159,9 @@ def signals_command(
     data: str = typer.Option(..., "--data", "-d", help="bars to score: a CSV/Parquet file or name"),
     out: Path = typer.Option(..., "--out", "-o", help="where to write the signals"),
     fmt: str | None = typer.Option(None, "--format", help="csv, parquet or json (default: suffix)"),
+    start: str | None = typer.Option(
+        None, "--start", help="first bar to score (date); default: after evaluation.warmup_bars"
+    ),
 ) -> None:
     """Positions and risk estimates (value, VaR, CVaR) of a trained agent for every bar."""
     from tradingbot.signals import signals_for_run
@@ -166,7 +169,7 @@ def signals_command(
     if fmt not in (None, "csv", "parquet", "json"):
         fail(f"--format must be csv, parquet or json, got {fmt!r}")
     try:
-        path = signals_for_run(run_dir, data, out, fmt)  # type: ignore[arg-type]
+        path = signals_for_run(run_dir, data, out, fmt, start=start)  # type: ignore[arg-type]
     except (DataError, ConfigError, FileNotFoundError, ValueError) as err:
         fail(str(err))
         return

@@ -134,6 +134,9 @@ class EnvConfig(StrictModel):
     initial_equity: float = Field(1.0, gt=0.0)
     ruin_floor: float = Field(0.2, ge=0.0, lt=1.0)  # fraction of initial equity
     window: int = Field(1, ge=1)  # bars of features in one observation
+    # Annual interest earned on the uninvested part of equity, 1 - |position| (0.02 = 2% a
+    # year), per bar at (1 + rate) ** (1 / bars per year) - 1 by the data's calendar.
+    cash_rate: float = Field(0.0, ge=-0.5, le=1.0)
 
 
 class RunConfig(StrictModel):
@@ -155,6 +158,9 @@ class EvaluationConfig(StrictModel):
     """Walk-forward evaluation: an agent per fold and seed (folds in ``data.walk_forward``)."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    # Bars before the first scored bar that the LSTM runs over, in backtests and signals alike
+    # (tradingbot.evaluate.warmup): the same decisions on the same bars from both commands.
+    warmup_bars: int = Field(250, ge=0)
 
 
 class MutationSpec(StrictModel):

@@ -27,6 +27,7 @@ import yaml
 from plotly.offline import get_plotlyjs
 
 from tradingbot import report_charts as charts
+from tradingbot import report_risk
 
 POLICY_ORDER = ("agent", "buy_and_hold", "flat")
 SPLIT_ORDER = ("test", "validation", "train")
@@ -223,6 +224,8 @@ def _instrument_section(split: str, instrument: str, bars: dict[str, pd.DataFram
     agent = bars.get("agent")
     if agent is not None:
         figures.append(("position", charts.position_figure(agent)))
+        if "var_5_pct" in agent:
+            figures.append(("var", report_risk.var_figure(agent)))
     figures.append(("rolling_sharpe", charts.rolling_sharpe_figure(bars)))
     figures.append(("returns", charts.return_histogram_figure(bars)))
     notes = []
@@ -246,6 +249,7 @@ def _split_section(split_dir: Path) -> str:
         parts.append(html_table(pd.read_csv(metrics), f"Metrics on {split}"))
     else:
         parts.append(_note(f"No metrics.csv for {split}."))
+    parts.append(_var_calibration_html(split_dir))
     try:
         bars = read_bars(split_dir)
     except (KeyError, ValueError) as err:
@@ -255,6 +259,23 @@ def _split_section(split_dir: Path) -> str:
     for instrument, by_policy in bars.items():
         parts.append(_instrument_section(split, instrument, by_policy))
     return "\n".join(parts)
+
+
+def _var_calibration_html(split_dir: Path) -> str:
+    """The split's VaR calibration table (``var_calibration.csv``), with how it is counted."""
+    path = split_dir / "var_calibration.csv"
+    head = f"<h3>VaR calibration on {html.escape(split_dir.name)}</h3>"
+    if not path.exists():
+        return head + _note("No var_calibration.csv (a backtest before GARCH VaR existed).")
+    text = f"<p>{html.escape(report_risk.CALIBRATION_TEXT)}</p>"
+    return head + text + html_table(pd.read_csv(path))
+
+
+def _data_notes(run_dir: Path) -> str:
+    """What the prices and the cash leave out (dividends, interest), from the config."""
+    path = run_dir / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return f'<h2 id="data">Data</h2>\n<p>{html.escape(report_risk.data_notes(config or {}))}</p>'
 
 
 def _run_facts(run_dir: Path) -> str:
@@ -349,6 +370,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     nav = "".join(
         f'<a href="#{_id("split", d.name)}">backtest: {html.escape(d.name)}</a>' for d in split_dirs
     )
+    nav += '<a href="#data">data</a>'
     nav += '<a href="#evaluation">evaluation</a><a href="#training">training</a>'
     nav += '<a href="#config">config</a>'
     sections = [_split_section(d) for d in split_dirs] or [_note("No backtest/ results.")]
@@ -364,6 +386,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
 <nav>{nav}</nav>
 <h2 id="run">Run</h2>
 {_run_facts(run_dir)}
+{_data_notes(run_dir)}
 {"".join(sections)}
 {_evaluation_section(run_dir)}
 {_pbt_section(run_dir)}

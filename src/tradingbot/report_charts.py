@@ -301,7 +301,7 @@ def quantile_bands(n_quantiles: int, targets: tuple[float, ...] = (0.05, 0.25)) 
 
 
 def quantile_fan_figure(agent: pd.DataFrame) -> go.Figure:
-    """Fan chart of the critic's predicted return quantiles over time.
+    """Fan chart of the critic's predicted return-to-go quantiles over time.
 
     Shaded bands between symmetric quantile pairs (about 5-95% and 25-75%) and the median.
 
@@ -352,7 +352,10 @@ def quantile_fan_figure(agent: pd.DataFrame) -> go.Figure:
             line={"color": "#0b3d66", "width": 1.6},
         )
     )
-    return _layout(fig, f"Critic's predicted return quantiles (N={n})", "predicted return")
+    # What the critic predicts: the discounted sum of future log returns (about 1/(1-gamma)
+    # bars ahead) under the training policy, not a next-bar return.
+    title = f"Critic's return-to-go quantiles (N={n})"
+    return _layout(fig, title, "discounted log return, ~1/(1-gamma) bars")
 
 
 def training_curves_figure(scalars: dict[str, pd.DataFrame]) -> go.Figure:

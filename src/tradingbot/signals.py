@@ -2,8 +2,11 @@
 
 The input is validated like any data source, features are rebuilt with the run's stored
 normalization, and the recurrent policy is run through each instrument's history in time
-order, feeding back its own previous target position exactly as the simulator does. The
-signal at bar t uses bars up to t only.
+order, feeding back its own previous target position exactly as the simulator does, after
+the same LSTM warm-up as ``backtest`` (:mod:`tradingbot.evaluate.warmup`). The signal at bar t
+uses bars up to t only. A row is the decision made at the close of its bar
+(``decision_timestamp``) for the bar it is filled at (``fill_timestamp``); its VaR and CVaR
+are the GARCH forecasts for that next bar (:mod:`tradingbot.evaluate.var`).
 """
 
 from __future__ import annotations
@@ -16,19 +19,35 @@ import numpy as np
 import pandas as pd
 
 from tradingbot.algo.losses import cvar_from_quantiles, quantile_at
+from tradingbot.data.market import InstrumentSeries
+from tradingbot.data.validate import DataError
 from tradingbot.env.simulator import actions_to_targets, build_observations
-from tradingbot.evaluate.runs import LoadedRun, load_run, prepare_for_run
+from tradingbot.evaluate.runs import LoadedRun, load_run, prepare_for_run, var_model_for_run
+from tradingbot.evaluate.var import (
+    CVAR,
+    EXPOSURE,
+    UNIT_CVAR,
+    UNIT_VAR,
+    VAR,
+    market_closes,
+    next_bar_exposure,
+    risk_columns,
+)
+from tradingbot.evaluate.warmup import warm_up
 from tradingbot.train import MODEL_FILE
 
 SignalFormat = Literal["csv", "parquet", "json"]
 SIGNAL_COLUMNS = (
+    "fill_timestamp",
     "instrument",
     "position",
     "action_mean",
     "action_std",
-    "value",
-    "var",
-    "cvar",
+    EXPOSURE,
+    VAR,
+    CVAR,
+    UNIT_VAR,
+    UNIT_CVAR,
     "model_id",
 )
 
@@ -42,30 +61,62 @@ def model_id(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def compute_signals(run: LoadedRun, source: str) -> pd.DataFrame:
-    """One row per usable bar of every instrument in ``source`` (a bundled name or a file).
+def critic_columns(gamma: float, alpha: float) -> tuple[str, str, str]:
+    """Names of the critic's value, ``alpha`` quantile and CVaR columns, stating what they are:
+    the discounted sum of future log equity growth (log returns, not %) under the training
+    policy, discount ``gamma`` (a horizon of about 1 / (1 - gamma) bars)."""
+    stem = f"critic_log_return_to_go_gamma{gamma:g}"
+    return f"{stem}_mean", f"{stem}_q{alpha:g}", f"{stem}_cvar{alpha:g}"
 
-    Columns: instrument, the target position for the next bar, the pre-squash action mean and
-    std (NaN for discrete actions), the critic's value, VaR and CVaR at ``algo.risk.alpha``
-    (return units, from the twin critics' averaged quantiles), and the model id.
+
+def first_scored_row(
+    instrument: InstrumentSeries, start: pd.Timestamp | None, warmup_bars: int, window: int
+) -> int:
+    """The instrument's first scored (local) row: the first usable bar at or after ``start``,
+    or, without ``start``, the first usable bar after ``warmup_bars`` usable bars."""
+    first_usable = instrument.first_valid + window - 1
+    if start is None:
+        return first_usable + warmup_bars
+    return max(first_usable, int(instrument.timestamps.searchsorted(start, side="left")))
+
+
+def compute_signals(
+    run: LoadedRun, source: str, start: str | pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """One row per scored bar of every instrument in ``source`` (a bundled name or a file),
+    indexed by the bar the decision is made at (``decision_timestamp``).
+
+    The LSTM is warmed up over ``evaluation.warmup_bars`` bars before the first scored bar
+    (:mod:`tradingbot.evaluate.warmup`, exactly as ``backtest`` does), which is the first bar at
+    or after ``start``, or else the first bar after the warm-up. Columns: the bar the decision
+    is filled at (``fill_timestamp``, NaT after the last bar), instrument, the target position,
+    the pre-squash action mean and std (NaN for discrete actions), the position held over the
+    next bar (``exposure``), the next bar's 5% VaR and CVaR of that position and of a unit long
+    position (% of equity, GARCH, see :mod:`tradingbot.evaluate.var`; NaN without a fitted
+    model), the critic's return-to-go value, quantile and CVaR at ``algo.risk.alpha``
+    (:func:`critic_columns`), and the model id.
     """
     market = prepare_for_run(run, source)
-    window, env_cfg = run.config.env.window, run.config.env
+    env_cfg, warmup = run.config.env, run.config.evaluation.warmup_bars
     alpha = run.config.algo.risk.alpha
+    critic_names = critic_columns(run.config.algo.gamma, alpha)
     ident = model_id(run.run_dir / MODEL_FILE)
     continuous = not env_cfg.action == "discrete"
+    var_model, closes = var_model_for_run(run), market_closes(market)
+    begin = None if start is None else pd.Timestamp(start)
     frames = []
     for inst in market.instruments:
-        first = inst.first_valid + window - 1
-        rows = np.arange(inst.offset + first, inst.offset + inst.n_bars)
-        if len(rows) == 0:
+        first = first_scored_row(inst, begin, warmup, env_cfg.window)
+        if first >= inst.n_bars:
             continue
-        state, start = None, np.ones(1, dtype=bool)
+        state, episode_start = warm_up(run.model, market, inst, first, warmup, env_cfg)
         position = np.zeros(1)
-        records = np.empty((len(rows), 6))
-        for i, row in enumerate(rows):
-            obs = build_observations(market.features, row[None], position, window)
-            action, state, step = run.model.predict_details(obs, state, start, deterministic=True)
+        records = []
+        for row in range(inst.offset + first, inst.offset + inst.n_bars):
+            obs = build_observations(market.features, np.array([row]), position, env_cfg.window)
+            action, state, step = run.model.predict_details(
+                obs, state, episode_start, deterministic=True
+            )
             position = actions_to_targets(action, env_cfg)
             quantiles = step.quantiles.mean(dim=1)
             if continuous:
@@ -73,22 +124,44 @@ def compute_signals(run: LoadedRun, source: str) -> pd.DataFrame:
                 mean_std = (float(mean[0]), float(std[0]))
             else:
                 mean_std = (np.nan, np.nan)
-            records[i] = (
-                position[0],
-                *mean_std,
-                float(step.value[0]),
-                float(quantile_at(quantiles, alpha)[0]),
-                float(cvar_from_quantiles(quantiles, alpha)[0]),
+            records.append(
+                (
+                    position[0],
+                    *mean_std,
+                    float(step.value[0]),
+                    float(quantile_at(quantiles, alpha)[0]),
+                    float(cvar_from_quantiles(quantiles, alpha)[0]),
+                )
             )
-            start = np.zeros(1, dtype=bool)
+            episode_start = np.zeros(1, dtype=bool)
+        decision = inst.timestamps[first:]
         frame = pd.DataFrame(
-            records, columns=list(SIGNAL_COLUMNS[1:7]), index=inst.timestamps[first:]
+            records,
+            columns=["position", "action_mean", "action_std", *critic_names],
+            index=decision,
         )
-        frame.insert(0, "instrument", inst.name)
+        frame.insert(0, "fill_timestamp", pd.Series(inst.timestamps[first:]).shift(-1).to_numpy())
+        frame.insert(1, "instrument", inst.name)
+        exposure = next_bar_exposure(frame["position"].to_numpy(), env_cfg.fill)
+        if var_model is not None:
+            risk = risk_columns(
+                var_model.params_for(inst.name), closes[inst.name], decision, exposure
+            )
+        else:
+            risk = pd.DataFrame(np.nan, index=decision, columns=[UNIT_VAR, UNIT_CVAR, VAR, CVAR])
+            risk[EXPOSURE] = exposure
+        for name in (EXPOSURE, VAR, CVAR, UNIT_VAR, UNIT_CVAR):
+            frame[name] = risk[name].to_numpy()
         frame["model_id"] = ident
-        frames.append(frame)
+        frames.append(frame[[*SIGNAL_COLUMNS[:-1], *critic_names, "model_id"]])
+    if not frames:
+        raise DataError(
+            f"{source}: no bar to score: every instrument has fewer usable bars than "
+            f"evaluation.warmup_bars ({warmup}) + 1"
+            + ("" if begin is None else f", or none at or after {begin}")
+        )
     out = pd.concat(frames)
-    out.index.name = "timestamp"
+    out.index.name = "decision_timestamp"
     return out
 
 
@@ -108,7 +181,12 @@ def write_signals(frame: pd.DataFrame, out: Path, fmt: SignalFormat | None = Non
 
 
 def signals_for_run(
-    run_dir: str | Path, source: str, out: str | Path, fmt: SignalFormat | None = None
+    run_dir: str | Path,
+    source: str,
+    out: str | Path,
+    fmt: SignalFormat | None = None,
+    start: str | None = None,
 ) -> Path:
-    """Load a run safely, compute its signals on ``source`` and write them to ``out``."""
-    return write_signals(compute_signals(load_run(run_dir), source), Path(out), fmt)
+    """Load a run safely, compute its signals on ``source`` (from ``start``) and write them to
+    ``out``."""
+    return write_signals(compute_signals(load_run(run_dir), source, start), Path(out), fmt)

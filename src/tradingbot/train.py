@@ -12,6 +12,7 @@ from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.config import TradingConfig, load_config
 from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
+from tradingbot.evaluate.var import VAR_MODEL_FILE, fit_market_var_model
 from tradingbot.run import create_run_dir
 from tradingbot.runtime import configure_process
 
@@ -81,6 +82,14 @@ def write_normalization(market: PreparedMarket, run_dir: Path) -> Path:
     return path
 
 
+def write_var_model(market: PreparedMarket, run_dir: Path) -> Path | None:
+    """Store the GARCH VaR parameters fitted on the training split (None: too few bars)."""
+    try:
+        return fit_market_var_model(market, "train").save(run_dir / VAR_MODEL_FILE)
+    except ValueError:
+        return None
+
+
 def build_model(
     config: TradingConfig, env: MarketVecEnv, tensorboard_log: str | None = None
 ) -> DistributionalPPO:
@@ -118,12 +127,13 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
 
     The run directory holds ``config.yaml`` and ``run.json`` (see :mod:`tradingbot.run`),
     TensorBoard logs under ``tb/``, checkpoints under ``checkpoints/``, the final model and
-    the feature normalization fitted on the training split.
+    the feature normalization and the GARCH VaR parameters fitted on the training split.
     """
     configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)
     run_dir = create_run_dir(config)
     write_normalization(market, run_dir)
+    write_var_model(market, run_dir)
     env = MarketVecEnv(market, "train", config.env, seed=config.run.seed)
     model = build_model(config, env, tensorboard_log=str(run_dir / "tb"))
     _learn(model, config, run_dir, progress_bar, fresh=True)

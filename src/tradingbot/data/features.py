@@ -26,6 +26,29 @@ def vix_covers(index: pd.DatetimeIndex, vix: pd.Series) -> bool:
     return bool(days[1:].isin(vix.index.normalize()).all()) if len(days) > 1 else False
 
 
+def is_intraday(index: pd.DatetimeIndex) -> bool:
+    """Whether ``index`` holds several bars per date (any date with more than one bar)."""
+    return bool(pd.DatetimeIndex(index).normalize().duplicated().any())
+
+
+def vix_known_at(index: pd.DatetimeIndex, vix: pd.Series) -> np.ndarray:
+    """The VIX close a bar of ``index`` may use: the last close published before it.
+
+    VIX's daily close of day d is published after the US close of day d (16:15 ET). A daily
+    bar's features are read after its close and its decision is filled at the next bar, so a
+    daily bar of day d uses day d's VIX close (published before that fill). An intraday bar of
+    day d closes before it: it uses the last VIX close of a day before d. NaN where none is
+    known (before the first VIX date, or a daily bar on a date without a VIX close).
+    """
+    days = pd.DatetimeIndex(index).normalize()
+    if not is_intraday(index):
+        return vix.reindex(days).to_numpy(dtype=float)
+    vix_days = pd.DatetimeIndex(vix.index).normalize()
+    before = vix_days.searchsorted(days, side="left") - 1  # the last VIX date < d
+    values = vix.to_numpy(dtype=float)[np.maximum(before, 0)]
+    return np.where(before >= 0, values, np.nan)
+
+
 def compute_features(
     bars: pd.DataFrame, cfg: FeatureConfig, vix: pd.Series | None = None
 ) -> pd.DataFrame:
@@ -34,7 +57,8 @@ def compute_features(
     Columns: ``ret_k`` (log return over k bars), ``volatility`` (trailing std of 1-bar log
     returns), ``range`` (log high/low), ``volume_z`` (z-score of log volume against its trailing
     window, when volume exists and varies), ``vix_level``/``vix_change`` (log VIX and its 1-bar
-    change, when ``vix`` is given) and ``signal`` (the synthetic market's observable signal,
+    change, when ``vix`` is given: intraday bars use the previous day's close, see
+    :func:`vix_known_at`) and ``signal`` (the synthetic market's observable signal,
     when present and enabled).
     """
     close = np.log(bars["close"])
@@ -51,7 +75,7 @@ def compute_features(
         spread = past.std()
         out["volume_z"] = (log_volume - past.mean()) / spread.where(spread > 0)
     if vix is not None:
-        level = np.log(vix.reindex(bars.index.normalize()).to_numpy())
+        level = np.log(vix_known_at(bars.index, vix))
         out["vix_level"] = level
         out["vix_change"] = np.concatenate([[np.nan], np.diff(level)])
     if cfg.include_signal and "signal" in bars:

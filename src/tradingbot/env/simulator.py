@@ -12,6 +12,11 @@ position, c = (commission_bps + slippage_bps) / 1e4:
               e' = (e1 - cost)(1 + q (C[t+1]/O[t+1] - 1))
 - next_close: e1 = e (1 + p (C[t+1]/C[t] - 1));  cost = c |q - p| e1;  e' = e1 - cost
 
+Cash. With ``cash_rate`` (annual, default 0) the uninvested part of the equity held into the
+step earns interest: e' += e (1 - |p|) r_bar, with r_bar = (1 + cash_rate)^(1 / B) - 1 and B the
+bars per year of the instrument's calendar (:func:`tradingbot.data.calendar.periods_per_year`).
+It applies to every policy alike (agent and baselines run through this same step).
+
 Reward: log(e' / e). An episode is truncated after ``episode_length`` steps or when the split's
 data end, and terminated when equity falls below ``ruin_floor * initial_equity``.
 """
@@ -24,6 +29,7 @@ import numpy as np
 from gymnasium import spaces
 
 from tradingbot.config import EnvConfig
+from tradingbot.data.calendar import periods_per_year
 from tradingbot.data.market import PreparedMarket
 from tradingbot.data.splits import DateRange
 
@@ -87,6 +93,7 @@ class MarketSimulator:
         self._held_return = np.append(fill_price / close[:-1] - 1.0, np.nan)
         self._intrabar_return = np.append(close[1:] / open_[1:] - 1.0, np.nan)
         self._ruin_equity = cfg.ruin_floor * cfg.initial_equity
+        self._cash_return = cash_returns(market, cfg.cash_rate) if cfg.cash_rate else None
 
         self.rngs = [np.random.default_rng() for _ in range(n_envs)]
         self.row = np.zeros(n_envs, dtype=np.int64)  # global row of the bar just closed
@@ -162,6 +169,8 @@ class MarketSimulator:
         new_equity = at_fill - cost
         if self.fill_at_open:  # then held from the fill at the open to the close
             new_equity *= 1.0 + target * self._intrabar_return[row]
+        if self._cash_return is not None:  # interest on the uninvested part held into the step
+            new_equity += equity * np.maximum(1.0 - np.abs(old), 0.0) * self._cash_return[row]
         np.maximum(new_equity, MIN_EQUITY, out=new_equity)
         reward = np.log(new_equity / equity)
 
@@ -172,6 +181,16 @@ class MarketSimulator:
         terminated = new_equity < self._ruin_equity
         truncated = self.steps >= self.end_step
         return reward, terminated, truncated & ~terminated, trade, cost
+
+
+def cash_returns(market: PreparedMarket, annual_rate: float) -> np.ndarray:
+    """Per row of the market's arrays: the interest a unit of cash earns over one bar,
+    (1 + annual_rate)^(1 / bars per year) - 1 by each instrument's calendar."""
+    out = np.empty(len(market.close))
+    for inst in market.instruments:
+        per_year = periods_per_year(inst.timestamps)
+        out[inst.offset : inst.offset + inst.n_bars] = (1.0 + annual_rate) ** (1.0 / per_year) - 1
+    return out
 
 
 def build_observations(

@@ -18,6 +18,7 @@ from tradingbot.data.market import PreparedMarket
 from tradingbot.data.splits import DateRange
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
+from tradingbot.evaluate.warmup import warm_up
 
 BAR_COLUMNS = (
     "instrument",
@@ -29,6 +30,8 @@ BAR_COLUMNS = (
     "reward",
     "return",
     "close",
+    "decision_timestamp",
+    "fill_timestamp",
 )
 
 
@@ -80,19 +83,26 @@ def run_backtest(
     split: str | DateRange,
     env_cfg: EnvConfig,
     instrument: str,
+    warmup_bars: int = 0,
 ) -> pd.DataFrame:
     """Run ``policy`` deterministically over ``split`` of one instrument.
 
     Returns one row per filled bar, indexed by that bar's timestamp: the action, the position
     held over the bar, the trade at its fill, cost, equity at its close, reward (log growth)
-    and simple return after costs, and the close price.
+    and simple return after costs, the close price, and the bar the decision was made at
+    (``decision_timestamp``) and filled at (``fill_timestamp``, the index).
+
+    A recurrent policy first runs over the ``warmup_bars`` bars before the split's first
+    usable bar (:mod:`tradingbot.evaluate.warmup`, as ``signals`` does); the account starts
+    flat at that first bar either way.
     """
     cfg = env_cfg.model_copy(update={"episode_length": None, "n_envs": 1})
     env = MarketVecEnv(market, split, cfg, n_envs=1, seed=0, instruments=[instrument])
     inst = next(i for i in market.instruments if i.name == instrument)
     obs = env.reset()
-    state: Any = None
-    episode_start = np.ones(1, dtype=bool)
+    state, episode_start = warm_up(
+        policy, market, inst, int(env.sim.row[0]) - inst.offset, warmup_bars, cfg
+    )
     rows: list[int] = []
     records: list[tuple[float, ...]] = []
     while True:
@@ -124,6 +134,8 @@ def run_backtest(
     frame["return"] = np.expm1(frame["reward"])
     frame["close"] = market.close[inst.offset + np.asarray(rows)]
     frame.insert(0, "instrument", instrument)
+    frame["decision_timestamp"] = inst.timestamps[np.asarray(rows) - 1]
+    frame["fill_timestamp"] = inst.timestamps[rows]
     frame.index = inst.timestamps[rows]
     frame.index.name = "timestamp"
     return frame[list(BAR_COLUMNS)]

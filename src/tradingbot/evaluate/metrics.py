@@ -9,23 +9,10 @@ from __future__ import annotations
 
 import empyrical
 import numpy as np
-import pandas as pd
 from scipy import stats
 
-TRADING_DAYS = 252
-
-
-def periods_per_year(timestamps: pd.DatetimeIndex) -> float:
-    """Bars per year, from the timestamps' span (252 for daily equity bars, ~6200 hourly FX)."""
-    if len(timestamps) < 2:
-        raise ValueError("need at least two timestamps to infer the bar frequency")
-    days = pd.Series(timestamps).diff().median() / pd.Timedelta(days=1)
-    # The usual conventions for daily, weekly and monthly bars; otherwise bars per year of span.
-    for low, high, per_year in ((0.8, 4.5, TRADING_DAYS), (5, 8, 52), (25, 35, 12)):
-        if low <= days <= high:
-            return float(per_year)
-    years = (timestamps[-1] - timestamps[0]) / pd.Timedelta(days=365.25)
-    return float((len(timestamps) - 1) / years)
+# Annualization follows the data's calendar (weekends: 365 days; intraday: x bars per date).
+from tradingbot.data.calendar import periods_per_year  # noqa: F401 (re-exported)
 
 
 def probabilistic_sharpe_ratio(returns: np.ndarray, benchmark_sharpe: float = 0.0) -> float:

@@ -17,6 +17,15 @@ from tradingbot.data.market import PreparedMarket, prepare_market
 from tradingbot.data.sources import load_market
 from tradingbot.env.simulator import make_action_space
 from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
+from tradingbot.evaluate.calibration import calibration_table
+from tradingbot.evaluate.var import (
+    VAR_LEVEL,
+    VAR_MODEL_FILE,
+    VarModel,
+    add_risk_columns,
+    fit_market_var_model,
+    market_closes,
+)
 from tradingbot.train import MODEL_FILE, NORMALIZATION_FILE
 
 BASELINES = {"buy_and_hold": 1.0, "flat": 0.0}
@@ -67,6 +76,22 @@ def prepare_for_run(run: LoadedRun, source: str | None = None) -> PreparedMarket
     return prepare_market(data, cfg, run.config.env.window, normalizer=run.normalizer)
 
 
+def var_model_for_run(run: LoadedRun, store: bool = False) -> VarModel | None:
+    """The run's GARCH VaR parameters (``var_model.json``), or, for a run that has none,
+    refitted from the run's own training split (and written there when ``store``); None when
+    the training split is too short for a fit."""
+    path = run.run_dir / VAR_MODEL_FILE
+    if path.is_file():
+        return VarModel.load(path)
+    try:
+        model = fit_market_var_model(prepare_for_run(run))
+    except ValueError:
+        return None
+    if store:
+        model.save(path)
+    return model
+
+
 class RecordingAgent:
     """A run's model as a deterministic predictor that keeps what the critic said at each bar.
 
@@ -106,7 +131,10 @@ def backtest_run(
     """Backtest a run's agent and the baselines on ``split`` of every instrument.
 
     Writes ``backtest/<split>/bars_<instrument>_<policy>.csv`` (the agent's with the critic's
-    quantiles ``q_0..q_{N-1}``) and ``metrics.csv``; returns that directory.
+    quantiles ``q_0..q_{N-1}``), ``metrics.csv`` and ``var_calibration.csv`` (each bar's
+    GARCH VaR and CVaR, see :mod:`tradingbot.evaluate.var`, tested by
+    :func:`~tradingbot.evaluate.calibration.calibration_table`); returns that directory.
+    Every policy's LSTM is warmed up over ``evaluation.warmup_bars`` bars before the split.
 
     With ``attack`` (``pgd`` or ``random``, see :mod:`tradingbot.evaluate.attack`) the agent is
     also run with its observations perturbed within ``epsilon`` (normalized feature units) as
@@ -125,14 +153,18 @@ def backtest_run(
     env_cfg = run.config.env
     space = make_action_space(env_cfg)
     rows = []
+    warmup = run.config.evaluation.warmup_bars
+    var_model, closes, calibration = var_model_for_run(run, store=True), market_closes(market), []
     for inst in market.instruments:
         results = {
-            name: run_backtest(ConstantPolicy(pos, space), market, split, env_cfg, inst.name)
+            name: run_backtest(
+                ConstantPolicy(pos, space), market, split, env_cfg, inst.name, warmup
+            )
             for name, pos in BASELINES.items()
         }
         agent = RecordingAgent(run.model)
-        bars = run_backtest(agent, market, split, env_cfg, inst.name)
-        quantiles = np.stack(agent.quantiles)
+        bars = run_backtest(agent, market, split, env_cfg, inst.name, warmup)
+        quantiles = np.stack(agent.quantiles)[-len(bars) :]  # the warm-up's calls come first
         for i in range(quantiles.shape[1]):
             bars[f"q_{i}"] = quantiles[:, i]
         results = {"agent": bars, **results}
@@ -140,6 +172,14 @@ def backtest_run(
             results[f"agent_{attack}"] = _attacked_bars(
                 run, market, split, inst.name, attack, epsilon, attack_steps
             )
+        if var_model is not None:
+            params = var_model.params_for(inst.name)
+            results = {
+                name: add_risk_columns(frame, params, closes[inst.name], env_cfg.fill)
+                for name, frame in results.items()
+            }
+            table = calibration_table(results, VAR_LEVEL)
+            calibration.append(table.assign(instrument=inst.name))
         for name, frame in results.items():
             frame.to_csv(out / f"bars_{inst.name}_{name}.csv")
             benchmark = results["buy_and_hold"] if name.startswith("agent") else None
@@ -147,6 +187,10 @@ def backtest_run(
                 {"policy": name, "instrument": inst.name, **backtest_metrics(frame, benchmark)}
             )
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+    if calibration:
+        table = pd.concat(calibration, ignore_index=True)
+        columns = ["instrument", *(c for c in table.columns if c != "instrument")]
+        table[columns].to_csv(out / "var_calibration.csv", index=False)
     return out
 
 
@@ -165,7 +209,12 @@ def _attacked_bars(
 
     threat = ObservationAttack(run.model, epsilon, kind=attack, steps=steps)  # type: ignore[arg-type]
     bars = run_backtest(
-        AttackedPredictor(run.model, threat), market, split, run.config.env, instrument
+        AttackedPredictor(run.model, threat),
+        market,
+        split,
+        run.config.env,
+        instrument,
+        run.config.evaluation.warmup_bars,
     )
-    bars["attack_kl"] = threat.kls
+    bars["attack_kl"] = threat.kls[-len(bars) :]  # after the warm-up's
     return bars

@@ -150,7 +150,9 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
                     name: ConstantPolicy(pos, space) for name, pos in BASELINES.items()
                 }
                 results = {
-                    name: run_backtest(p, market, fold.test, config.env, inst.name)
+                    name: run_backtest(
+                        p, market, fold.test, config.env, inst.name, config.evaluation.warmup_bars
+                    )
                     for name, p in policies.items()
                 }
                 for name, bars in results.items():

@@ -260,7 +260,9 @@ def score_member(
     pbt = config.pbt
     values = []
     for inst in market.instruments:
-        bars = run_backtest(model, market, pbt.split, config.env, inst.name)
+        bars = run_backtest(
+            model, market, pbt.split, config.env, inst.name, config.evaluation.warmup_bars
+        )
         metrics = backtest_metrics(bars)
         if pbt.metric not in metrics:
             raise KeyError(f"pbt.metric {pbt.metric!r} is not one of {sorted(metrics)}")

@@ -1,0 +1,61 @@
+"""The LSTM warm-up before the first scored bar, shared by ``backtest`` and ``signals``.
+
+A recurrent policy's decision at a bar depends on its hidden state, so where that state comes
+from must be the same wherever the policy is scored. The definition, used by both commands:
+
+- the *first scored bar* is the first bar whose decision is scored (a backtest: the split's
+  first usable bar; signals: the ``start`` date, or the first usable bar after the warm-up);
+- the LSTM first runs over the ``evaluation.warmup_bars`` bars before it (fewer when the data
+  have fewer usable bars before it: features and the observation window must be defined), as a
+  paper run: each warm-up observation carries the target position the policy chose at the bar
+  before, exactly as the simulator feeds it back;
+- the scored run then starts flat (position 0 in the first scored observation: the account
+  holds nothing yet) with the hidden state the warm-up left, not a reset one.
+
+With ``warmup_bars: 0`` the state starts from zeros at the first scored bar.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tradingbot.config import EnvConfig
+from tradingbot.data.market import InstrumentSeries, PreparedMarket
+from tradingbot.env.simulator import actions_to_targets, build_observations
+
+
+def warmup_rows(
+    instrument: InstrumentSeries, first_scored: int, warmup_bars: int, window: int
+) -> range:
+    """The instrument's local rows the LSTM runs over before ``first_scored`` (local row)."""
+    first_usable = instrument.first_valid + window - 1
+    return range(max(first_usable, first_scored - warmup_bars), max(first_usable, first_scored))
+
+
+def warm_up(
+    policy: Any,
+    market: PreparedMarket,
+    instrument: InstrumentSeries,
+    first_scored: int,
+    warmup_bars: int,
+    env_cfg: EnvConfig,
+) -> tuple[Any, np.ndarray]:
+    """Run ``policy`` (SB3's ``predict``) over the warm-up bars before local row
+    ``first_scored``; returns the recurrent state and the ``episode_start`` flag (1, still
+    True when there was nothing to warm up on) for the first scored bar.
+    """
+    state: Any = None
+    episode_start = np.ones(1, dtype=bool)
+    position = np.zeros(1)
+    for row in warmup_rows(instrument, first_scored, warmup_bars, env_cfg.window):
+        obs = build_observations(
+            market.features, np.array([instrument.offset + row]), position, env_cfg.window
+        )
+        action, state = policy.predict(
+            obs, state=state, episode_start=episode_start, deterministic=True
+        )
+        position = actions_to_targets(action, env_cfg)
+        episode_start = np.zeros(1, dtype=bool)
+    return state, episode_start

@@ -14,12 +14,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tradingbot.algo.config import PPOConfig
+from tradingbot.errors import UserError, short_repr, short_text
+
+# A config is a few kilobytes; these bounds refuse a YAML alias bomb ("billion laughs") or a
+# data file passed as a config before it costs memory or time.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # scalars, sequences and mappings, counted with aliases expanded
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file or override that does not validate."""
 
 
@@ -147,6 +160,19 @@ class RunConfig(StrictModel):
     checkpoint_every: int = Field(10, ge=1)  # updates between checkpoints
     keep_checkpoints: int = Field(3, ge=1)  # the newest this many are kept
 
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str | None) -> str | None:
+        # The run directory is out_dir / name: a name with a separator or ".." would put it
+        # (and every file the run writes) somewhere else.
+        if name is None:
+            return name
+        if name in ("", ".", "..") or "/" in name or "\\" in name or any(ord(c) < 32 for c in name):
+            raise ValueError(
+                "a run name is one directory name (no '/', '\\', '..' or control characters)"
+            )
+        return name
+
 
 class EvaluationConfig(StrictModel):
     """Walk-forward evaluation: an agent per fold and seed (folds in ``data.walk_forward``)."""
@@ -265,7 +291,7 @@ def _format_validation_error(err: ValidationError, model: type[BaseModel], origi
             allowed = ", ".join(_allowed_keys(model, loc[:-1]))
             lines.append(f"{key}: unknown key; allowed keys here: {allowed}")
         else:
-            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"{key}: {item['msg']} (got {short_repr(item.get('input'))})")
     return f"invalid configuration ({origin}):\n  " + "\n  ".join(lines)
 
 
@@ -277,15 +303,100 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> TradingConfi
         raise ConfigError(_format_validation_error(err, TradingConfig, origin)) from None
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader (no Python tags) that refuses documents too large once aliases are
+    expanded, before anything is constructed from them."""
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        _check_expanded_size(node)
+        return node
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Count ``root``'s nodes as if every alias were copied out; refuse beyond the limit.
+
+    Each distinct node is sized once (aliases share nodes), so the count itself is cheap even
+    for an alias bomb that would expand to 10^9 values.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            if known < 0:
+                raise ConfigError("a YAML alias refers to a node that contains it")
+            return known
+        sizes[id(node)] = -1
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        total = 1 + sum(size(child) for child in children)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(
+                f"the YAML expands to more than {MAX_YAML_NODES} values (aliases counted "
+                "expanded); refusing it"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """Parse one YAML document safely: no Python tags, bounded size after alias expansion.
+
+    Raises :class:`ConfigError` naming ``origin`` (a file, or an override) on any failure.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{origin}: {len(text)} characters is too large for a config")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: no Python tags
+    except ConfigError as err:
+        raise ConfigError(f"{origin}: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: the YAML is nested too deeply") from None
+    except yaml.YAMLError as err:
+        detail = " ".join(str(err).split())
+        raise ConfigError(f"{origin}: not valid YAML: {short_text(detail, 300)}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (size-checked before it is read)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise ConfigError(f"config file {what}: {path}")
+    if path.suffix.lower() in (".csv", ".parquet", ".pq"):
+        raise ConfigError(f"{path}: a data file, not a YAML config; give data with --data")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size} bytes is too large for a config (a YAML file)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    loaded = load_yaml(text, str(path))
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+    return loaded or {}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value``; the value is read as YAML (``3``, ``1e-4``, ``true``, ``[1, 2]``)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.path=value")
+        raise ConfigError(f"override {short_repr(text)} must look like key.path=value")
     key, value = text.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
     if not path:
-        raise ConfigError(f"override {text!r} has an empty key")
-    return path, yaml.safe_load(value) if value.strip() else None
+        raise ConfigError(f"override {short_repr(text)} has an empty key")
+    origin = f"--set {short_text(key.strip())}"
+    return path, load_yaml(value, origin) if value.strip() else None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -297,7 +408,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+                raise ConfigError(
+                    f"override {short_repr(text)}: {short_repr(part)} is a value, not a section"
+                )
             node = child
         node[path[-1]] = value
     return result
@@ -310,22 +423,11 @@ def load_config(
     raw: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{path}: the top level must be a mapping, got {type(loaded).__name__}"
-            )
-        raw = loaded or {}
+        raw = read_config_file(path)
         origin = str(path)
     if overrides:
         raw = apply_overrides(raw, overrides)
-        origin += " with --set " + " ".join(overrides)
+        origin += " with --set " + short_text(" ".join(overrides), 300)
     return validate_config(raw, origin)
 
 

@@ -9,6 +9,7 @@ signal at bar t uses bars up to t only.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,7 @@ import pandas as pd
 from tradingbot.algo.losses import cvar_from_quantiles, quantile_at
 from tradingbot.env.simulator import actions_to_targets, build_observations
 from tradingbot.evaluate.runs import LoadedRun, load_run, prepare_for_run
+from tradingbot.safe_write import atomic_path, check_target
 from tradingbot.train import MODEL_FILE
 
 SignalFormat = Literal["csv", "parquet", "json"]
@@ -92,23 +94,39 @@ def compute_signals(run: LoadedRun, source: str) -> pd.DataFrame:
     return out
 
 
-def write_signals(frame: pd.DataFrame, out: Path, fmt: SignalFormat | None = None) -> Path:
-    """Write signals as CSV, Parquet or JSON records (format from ``fmt`` or the suffix)."""
+def write_signals(
+    frame: pd.DataFrame,
+    out: Path,
+    fmt: SignalFormat | None = None,
+    protect: Iterable[Path] = (),
+) -> Path:
+    """Write signals as CSV, Parquet or JSON records (format from ``fmt`` or the suffix).
+
+    The write is atomic and refused onto a link, a directory, a device, or any of ``protect``
+    (see :mod:`tradingbot.safe_write`).
+    """
     fmt = fmt or {".parquet": "parquet", ".pq": "parquet", ".json": "json"}.get(
         out.suffix.lower(), "csv"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        frame.to_parquet(out)
-    elif fmt == "json":
-        frame.reset_index().to_json(out, orient="records", date_format="iso", indent=1)
-    else:
-        frame.to_csv(out)
+    with atomic_path(out, protect=protect) as tmp:
+        if fmt == "parquet":
+            frame.to_parquet(tmp)
+        elif fmt == "json":
+            frame.reset_index().to_json(tmp, orient="records", date_format="iso", indent=1)
+        else:
+            frame.to_csv(tmp)
     return out
 
 
 def signals_for_run(
     run_dir: str | Path, source: str, out: str | Path, fmt: SignalFormat | None = None
 ) -> Path:
-    """Load a run safely, compute its signals on ``source`` and write them to ``out``."""
-    return write_signals(compute_signals(load_run(run_dir), source), Path(out), fmt)
+    """Load a run safely, compute its signals on ``source`` and write them to ``out``.
+
+    ``out`` is checked first: it may not be the input file nor any existing file of the run
+    directory (its model, config, checkpoints, backtests).
+    """
+    out = Path(out)
+    protect = [Path(run_dir)] + ([Path(source)] if Path(source).exists() else [])
+    check_target(out, protect=protect)
+    return write_signals(compute_signals(load_run(run_dir), source), out, fmt, protect)

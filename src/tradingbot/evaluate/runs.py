@@ -17,6 +17,7 @@ from tradingbot.data.market import PreparedMarket, prepare_market
 from tradingbot.data.sources import load_market
 from tradingbot.env.simulator import make_action_space
 from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
+from tradingbot.safe_write import atomic_path, make_dirs
 from tradingbot.train import MODEL_FILE, NORMALIZATION_FILE
 
 BASELINES = {"buy_and_hold": 1.0, "flat": 0.0}
@@ -117,7 +118,7 @@ def backtest_run(
         if attack not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
         out = run.run_dir / "backtest" / f"{split}_{attack}_eps{epsilon:g}"
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, root=run.run_dir)
     env_cfg = run.config.env
     space = make_action_space(env_cfg)
     rows = []
@@ -137,12 +138,14 @@ def backtest_run(
                 run, market, split, inst.name, attack, epsilon, attack_steps
             )
         for name, frame in results.items():
-            frame.to_csv(out / f"bars_{inst.name}_{name}.csv")
+            with atomic_path(out / f"bars_{inst.name}_{name}.csv", root=run.run_dir) as tmp:
+                frame.to_csv(tmp)
             benchmark = results["buy_and_hold"] if name.startswith("agent") else None
             rows.append(
                 {"policy": name, "instrument": inst.name, **backtest_metrics(frame, benchmark)}
             )
-    pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+    with atomic_path(out / "metrics.csv", root=run.run_dir) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
     return out
 
 

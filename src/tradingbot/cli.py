@@ -296,6 +296,35 @@ def report_command(
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
 
 
+@app.command("runs")
+def runs_command(
+    directory: Path = typer.Argument(Path("runs"), help="a directory of run directories"),
+    sort: str = typer.Option(
+        "created",
+        "--sort",
+        help="column to sort by: name, data, steps, seed, created, sharpe, max_drawdown, "
+        "bh_sharpe, bh_max_drawdown (numbers largest first)",
+    ),
+    reverse: bool = typer.Option(False, "--reverse", help="reverse the order"),
+) -> None:
+    """One table of the run directories under DIRECTORY with their test-split numbers.
+
+    Sharpe and max drawdown are the test split's (``tradingbot backtest RUN --split test``),
+    agent and buy-and-hold (bh_), each the mean over instruments.
+    """
+    from tradingbot.run_index import COLUMNS, format_cell, list_runs, sort_rows
+
+    rows = sort_rows(list_runs(directory), sort, reverse)
+    table = Table(title=f"runs in {directory}")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("name", "data", "created") else "right")
+    for row in rows:
+        table.add_row(*(escape(format_cell(getattr(row, col))) for col in COLUMNS))
+    console.print(table)
+    if not rows:
+        console.print(f"no run directories in {directory}", highlight=False)
+
+
 def _summary_rows(data: Any) -> list[tuple[str, str, str, str]]:
     """(instrument, rows, first, last) of each instrument of a ``MarketData``."""
     rows = []

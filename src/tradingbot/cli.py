@@ -16,7 +16,6 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -68,7 +67,7 @@ def describe_error(err: BaseException) -> tuple[str, int]:
 class ErrorBoundary(TyperGroup):
     """The command group whose ``invoke`` turns every exception into one line and an exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         debug = bool(ctx.params.get("debug"))
         previous = None
         if sys.platform != "win32":
@@ -78,7 +77,7 @@ class ErrorBoundary(TyperGroup):
                 previous = None
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort, typer.TyperException):  # --help, usage errors
             raise
         except Terminated:
             _print_error("terminated (SIGTERM)")

@@ -68,3 +68,12 @@ def test_user_error_is_one_line_exit_1() -> None:
     result = CliRunner().invoke(failing_app(ConfigError("run.seed: bad")), ["boom"])
     assert result.exit_code == EXIT_USER_ERROR
     assert [ln for ln in result.output.splitlines() if ln.strip()] == ["error: run.seed: bad"]
+
+
+def test_help_and_usage_errors_pass_through_the_boundary() -> None:
+    from tradingbot.cli import app
+
+    helped = CliRunner().invoke(app, ["train", "--help"], terminal_width=200)
+    assert helped.exit_code == 0 and "--config" in helped.output, helped.output
+    usage = CliRunner().invoke(app, ["backtest"], terminal_width=200)
+    assert usage.exit_code == 2 and "unexpected" not in usage.output, usage.output

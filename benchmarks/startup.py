@@ -30,15 +30,16 @@ COMMANDS = [
 ]
 
 
-def run_once(argv: list[str]) -> tuple[float, float]:
-    """Wall-clock seconds and peak RSS (MiB) of one ``tradingbot ARGV`` process."""
+def run_once(argv: list[str]) -> tuple[float, float] | None:
+    """Wall-clock seconds and peak RSS (MiB) of one ``tradingbot ARGV`` process (None when it
+    fails, e.g. a command an older version does not have)."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.read().decode()}")
+        return None
     return elapsed, usage.ru_maxrss / 1024
 
 
@@ -56,11 +57,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as runs:
         for command in COMMANDS:
             argv = [exe, *(runs if part == "RUNS" else part for part in command)]
-            run_once(argv)  # warm-up
-            samples = [run_once(argv) for _ in range(args.repeat)]
+            shown = " ".join("DIR" if part == "RUNS" else part for part in command)
+            if run_once(argv) is None:  # also the warm-up
+                print(f"| `tradingbot {shown}` | fails | | |")
+                continue
+            samples = [s for s in (run_once(argv) for _ in range(args.repeat)) if s is not None]
             times = [s[0] for s in samples]
             rss = statistics.median(s[1] for s in samples)
-            shown = " ".join("DIR" if part == "RUNS" else part for part in command)
             print(
                 f"| `tradingbot {shown}` | {statistics.median(times):.3f} | "
                 f"{min(times):.3f}-{max(times):.3f} | {rss:.0f} |"

@@ -116,7 +116,16 @@ def connect_ray(address: str | None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is not None:
         check_reachable(address)
-        ray.init(address=address, log_to_driver=False)
+        # Ray retries a GCS that does not answer 20 times, ~40 s each; one attempt is enough
+        # once the port is known to accept connections.
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "1")
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as err:
+            detail = short_text(" ".join(str(err).split()), 200)
+            raise UserError(
+                f"--address {short_text(address)}: Ray did not connect: {detail}"
+            ) from None
     else:
         ray.init(
             num_cpus=os.cpu_count() or 1,

@@ -308,3 +308,33 @@ def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"tradingbot {version('tradingbot')}"
+
+
+@pytest.mark.slow
+def test_pbt_sigterm_stops_promptly_and_leaves_no_half_made_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradingbot.cli", "pbt", "-c", "configs/pbt_ci.yaml",
+         "--set", f"run.out_dir={out}"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "pbt-ci" / "pbt" / "tune").exists():  # Ray is up, members training
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        time.sleep(2)
+        proc.terminate()
+        start = time.monotonic()
+        proc.wait(timeout=60)
+        assert time.monotonic() - start < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert not (out / "pbt-ci").exists()  # the same command can run again

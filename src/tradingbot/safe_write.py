@@ -28,8 +28,9 @@ from pathlib import Path
 from tradingbot.errors import UserError
 
 
-class WriteError(UserError):
-    """A file that may not or could not be written."""
+class WriteError(UserError, OSError):
+    """A file that may not or could not be written (also an ``OSError``, so that code catching
+    the operating system's write errors keeps catching them)."""
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.hostile.conftest import assert_user_error, run_cli, snapshot
+
+from hostile.conftest import assert_user_error, run_cli, snapshot
 
 TINY = [
     "--set",

@@ -39,7 +39,8 @@ class ConfigError(UserError):
 class StrictModel(BaseModel):
     """Base for every config model: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # defer_build: a schema is built when first used, not at import (start-up of every command)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class SyntheticConfig(StrictModel):

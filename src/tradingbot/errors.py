@@ -15,6 +15,11 @@ class UserError(ValueError):
     """An input that cannot be used as it is; the message says which and why."""
 
 
+class ConfigError(UserError):
+    """A configuration file or override that does not validate (also exported by
+    :mod:`tradingbot.config`)."""
+
+
 def short_repr(value: object, limit: int = MAX_VALUE_CHARS) -> str:
     """``repr(value)`` cut to ``limit`` characters, so that an error never embeds a huge value.
 

@@ -37,5 +37,5 @@ def short_repr(value: object, limit: int = MAX_VALUE_CHARS) -> str:
 
 def short_text(text: str, limit: int = MAX_VALUE_CHARS) -> str:
     """``text`` on one line (control characters escaped) and cut to ``limit`` characters."""
-    shown = repr(str(text))[1:-1]
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."

@@ -142,7 +142,8 @@ def list_runs(directory: Path) -> list[RunRow]:
     """The rows of every run directory directly under ``directory`` (or of ``directory``
     itself when it is one), by name."""
     if not directory.is_dir():
-        raise UserError(f"{directory}: not a directory")
+        problem = "not a directory" if directory.exists() else "no such directory"
+        raise UserError(f"{directory}: {problem} (give the run.out_dir that holds the runs)")
     if is_run_dir(directory):
         return [read_run(directory)]
     return [read_run(p) for p in sorted(directory.iterdir()) if is_run_dir(p)]

@@ -11,8 +11,6 @@ written, fsynced and renamed over the target, so a crash leaves the previous che
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +20,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from tradingbot import __version__
+from tradingbot.errors import UserError
+from tradingbot.safe_write import write_bytes
 
 FORMAT_VERSION = 1
 MANIFEST_KEY = "tradingbot.manifest"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded as it is."""
 
 
@@ -98,25 +98,7 @@ def save_checkpoint(
         tensors=specs_of(contiguous),
     )
     payload = save(contiguous, metadata={MANIFEST_KEY: manifest.model_dump_json()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make checkpoints private to the writer
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    write_bytes(path, payload)  # atomic: temporary file, fsync, rename, fsync of the directory
     return manifest
 
 

@@ -1,31 +1,131 @@
-"""The ``tradingbot`` command line."""
+"""The ``tradingbot`` command line.
+
+One error boundary (:class:`ErrorBoundary`) serves every command: an expected error (any
+:class:`~tradingbot.errors.UserError`: bad data, config, checkpoint or output path, or an
+operating-system error about a path the user gave) is printed as one ``error: ...`` line with
+exit status 1; anything else as one line with exit status 70 and a hint to rerun with
+``--debug``, which prints the traceback. Nothing heavy (torch, Ray, pandas, plotly) is imported
+until a command needs it, so ``--help`` and ``--version`` start at once.
+"""
 
 from __future__ import annotations
 
+import signal
+import sys
+import traceback
 from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from tradingbot.config import ConfigError, DataConfig, load_config
-from tradingbot.data.market import prepare_market
-from tradingbot.data.sources import DATASET_NAMES, MarketData, load_market
-from tradingbot.data.validate import DataError
+from tradingbot import __version__
+from tradingbot.errors import UserError, short_text
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE of sysexits.h
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process killed by it
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks (Ray's shutdown) run."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> NoReturn:
+    raise Terminated()
+
+
+def _print_error(message: str) -> None:
+    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def describe_error(err: BaseException) -> tuple[str, int]:
+    """The one line shown for ``err`` and the exit status.
+
+    Expected errors: :class:`UserError` and operating-system errors that name a file (a path
+    that does not exist, is a directory, is not writable, ...). Everything else is unexpected.
+    """
+    if isinstance(err, UserError):
+        return str(err), EXIT_USER_ERROR
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}", EXIT_USER_ERROR
+    if isinstance(err, (FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError)):
+        return str(err), EXIT_USER_ERROR
+    detail = short_text(str(err), 300)
+    return (
+        f"unexpected {type(err).__name__}: {detail} (run with --debug for the traceback)",
+        EXIT_INTERNAL_ERROR,
+    )
+
+
+class ErrorBoundary(TyperGroup):
+    """The command group whose ``invoke`` turns every exception into one line and an exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        previous = None
+        if sys.platform != "win32":
+            try:
+                previous = signal.signal(signal.SIGTERM, _raise_terminated)
+            except ValueError:  # not the main thread (e.g. a test runner's worker)
+                previous = None
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # --help, usage errors
+            raise
+        except Terminated:
+            _print_error("terminated (SIGTERM)")
+            raise typer.Exit(EXIT_TERMINATED) from None
+        except KeyboardInterrupt:
+            _print_error("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as err:
+            if debug:
+                traceback.print_exc(file=sys.stderr)
+            message, code = describe_error(err)
+            _print_error(message)
+            raise typer.Exit(code) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
 
 app = typer.Typer(
-    help="Risk-aware recurrent distributional PPO trading agents.", no_args_is_help=True
+    cls=ErrorBoundary,
+    help="Risk-aware recurrent distributional PPO trading agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Bundled and user datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
 
 
-def fail(message: str) -> None:
-    """Print an error and exit with status 1 (no traceback for expected input errors)."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=1)
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"tradingbot {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(
+        False, "--debug", help="on an error, print the traceback (for bug reports)"
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="print the version and exit",
+    ),
+) -> None:
+    """Risk-aware recurrent distributional PPO trading agents."""
 
 
 ConfigOption = typer.Option(
@@ -49,23 +149,18 @@ def train_command(
     ),
 ) -> None:
     """Train DistributionalPPO on the training split and write a run directory."""
+    from tradingbot.config import ConfigError, load_config
     from tradingbot.train import resume, train
 
-    try:
-        if resume_dir is not None:
-            if config is not None or data is not None or overrides:
-                raise ConfigError(
-                    "--resume continues a run with its own config; drop other options"
-                )
-            result = resume(resume_dir, progress_bar=progress)
-        else:
-            cfg = load_config(config, overrides)
-            if data is not None:
-                cfg.data.source = data
-            result = train(cfg, progress_bar=progress)
-    except (DataError, ConfigError, FileExistsError, FileNotFoundError) as err:
-        fail(str(err))
-        return
+    if resume_dir is not None:
+        if config is not None or data is not None or overrides:
+            raise ConfigError("--resume continues a run with its own config; drop other options")
+        result = resume(resume_dir, progress_bar=progress)
+    else:
+        cfg = load_config(config, overrides)
+        if data is not None:
+            cfg.data.source = data
+        result = train(cfg, progress_bar=progress)
     console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 
 
@@ -78,17 +173,14 @@ def walkforward_command(
     """Train and test an agent per walk-forward fold and seed; summarize with 95% CIs."""
     import pandas as pd
 
+    from tradingbot.config import load_config
     from tradingbot.evaluate.walkforward import walk_forward
     from tradingbot.report import build_report
 
-    try:
-        cfg = load_config(config, overrides)
-        if data is not None:
-            cfg.data.source = data
-        run_dir = walk_forward(cfg)
-    except (DataError, ConfigError, FileExistsError, ValueError) as err:
-        fail(str(err))
-        return
+    cfg = load_config(config, overrides)
+    if data is not None:
+        cfg.data.source = data
+    run_dir = walk_forward(cfg)
     summary = pd.read_csv(run_dir / "evaluation" / "summary.csv")
     table = Table(title="walk-forward: mean [95% CI] over folds and seeds")
     for col in ("policy", "sharpe", "max_drawdown", "cvar_5"):
@@ -126,17 +218,17 @@ def backtest_command(
     """
     import pandas as pd
 
+    from tradingbot.data.splits import SPLIT_NAMES
     from tradingbot.evaluate.runs import backtest_run
 
+    # Checked before anything is read or created: the split names a directory of the run.
+    if split not in SPLIT_NAMES:
+        raise UserError(f"--split must be one of {', '.join(SPLIT_NAMES)}, got {short_text(split)}")
     if attack is not None and attack not in ("pgd", "random"):
-        fail(f"--attack must be pgd or random, got {attack!r}")
+        raise UserError(f"--attack must be pgd or random, got {short_text(attack)}")
     if epsilon < 0 or attack_steps < 1:
-        fail("--epsilon must be >= 0 and --attack-steps >= 1")
-    try:
-        out = backtest_run(run_dir, split, data, attack, epsilon, attack_steps)
-    except (DataError, ConfigError, FileNotFoundError, ValueError) as err:
-        fail(str(err))
-        return
+        raise UserError("--epsilon must be >= 0 and --attack-steps >= 1")
+    out = backtest_run(run_dir, split, data, attack, epsilon, attack_steps)
     metrics = pd.read_csv(out / "metrics.csv")
     title = f"{split} split"
     if attack is not None:
@@ -167,12 +259,8 @@ def signals_command(
     from tradingbot.signals import signals_for_run
 
     if fmt not in (None, "csv", "parquet", "json"):
-        fail(f"--format must be csv, parquet or json, got {fmt!r}")
-    try:
-        path = signals_for_run(run_dir, data, out, fmt, start=start)  # type: ignore[arg-type]
-    except (DataError, ConfigError, FileNotFoundError, ValueError) as err:
-        fail(str(err))
-        return
+        raise UserError(f"--format must be csv, parquet or json, got {short_text(fmt or '')}")
+    path = signals_for_run(run_dir, data, out, fmt, start=start)  # type: ignore[arg-type]
     console.print(f"signals written to {path}", highlight=False, soft_wrap=True)
 
 
@@ -185,13 +273,10 @@ def pbt_command(
     ),
 ) -> None:
     """Population-based training on Ray Tune; export the best member as a run directory."""
+    from tradingbot.config import load_config
     from tradingbot.pbt import run_pbt
 
-    try:
-        result = run_pbt(load_config(config, overrides), address=address)
-    except (DataError, ConfigError, FileExistsError, ValueError, RuntimeError) as err:
-        fail(str(err))
-        return
+    result = run_pbt(load_config(config, overrides), address=address)
     exploits = int((result.members["exploited_from"] != "").sum())
     console.print(
         f"best member {result.best_trial} at interval {result.best_iteration}: "
@@ -209,15 +294,41 @@ def report_command(
     """Build the run's self-contained report.html."""
     from tradingbot.report import build_report
 
-    try:
-        path = build_report(run_dir)
-    except FileNotFoundError as err:
-        fail(str(err))
-        return
+    path = build_report(run_dir)
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
 
 
-def _summary_rows(data: MarketData) -> list[tuple[str, str, str, str]]:
+@app.command("runs")
+def runs_command(
+    directory: Path = typer.Argument(Path("runs"), help="a directory of run directories"),
+    sort: str = typer.Option(
+        "created",
+        "--sort",
+        help="column to sort by: name, data, steps, seed, created, sharpe, max_drawdown, "
+        "bh_sharpe, bh_max_drawdown (numbers largest first)",
+    ),
+    reverse: bool = typer.Option(False, "--reverse", help="reverse the order"),
+) -> None:
+    """One table of the run directories under DIRECTORY with their test-split numbers.
+
+    Sharpe and max drawdown are the test split's (``tradingbot backtest RUN --split test``),
+    agent and buy-and-hold (bh_), each the mean over instruments.
+    """
+    from tradingbot.run_index import COLUMNS, format_cell, list_runs, sort_rows
+
+    rows = sort_rows(list_runs(directory), sort, reverse)
+    table = Table(title=f"runs in {directory}")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("name", "data", "created") else "right")
+    for row in rows:
+        table.add_row(*(escape(format_cell(getattr(row, col))) for col in COLUMNS))
+    console.print(table)
+    if not rows:
+        console.print(f"no run directories in {directory}", highlight=False)
+
+
+def _summary_rows(data: Any) -> list[tuple[str, str, str, str]]:
+    """(instrument, rows, first, last) of each instrument of a ``MarketData``."""
     rows = []
     for inst, bars in data.bars.items():
         rows.append((inst, str(len(bars)), f"{bars.index[0]}", f"{bars.index[-1]}"))
@@ -227,6 +338,8 @@ def _summary_rows(data: MarketData) -> list[tuple[str, str, str, str]]:
 @data_app.command("list")
 def data_list() -> None:
     """List the bundled datasets: name, instruments, rows, date range, source."""
+    from tradingbot.data.sources import DATASET_NAMES, load_market
+
     table = Table(title="datasets")
     for col in ("name", "instruments", "rows", "from", "to", "source"):
         table.add_column(col)
@@ -256,14 +369,14 @@ def data_show(
     The data section of --config and --set applies: splits, features, and
     data.timestamp_unit for numeric timestamps.
     """
-    try:
-        cfg: DataConfig = load_config(config, overrides).data
-        cfg.source = name
-        data = load_market(name, cfg.synthetic, timestamp_unit=cfg.timestamp_unit)
-        market = prepare_market(data, cfg)
-    except (DataError, ConfigError, ValueError) as err:
-        fail(str(err))
-        return
+    from tradingbot.config import load_config
+    from tradingbot.data.market import prepare_market
+    from tradingbot.data.sources import load_market
+
+    cfg = load_config(config, overrides).data
+    cfg.source = name
+    data = load_market(name, cfg.synthetic, timestamp_unit=cfg.timestamp_unit)
+    market = prepare_market(data, cfg)
     table = Table(title=f"{name}: {data.origin}")
     for col in ("instrument", "rows", "from", "to"):
         table.add_column(col)

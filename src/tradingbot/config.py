@@ -14,19 +14,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tradingbot.algo.config import PPOConfig
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that does not validate."""
+from tradingbot.errors import ConfigError, short_repr, short_text
+from tradingbot.safe_yaml import MAX_CONFIG_BYTES, load_yaml
 
 
 class StrictModel(BaseModel):
     """Base for every config model: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # defer_build: a schema is built when first used, not at import (start-up of every command)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class SyntheticConfig(StrictModel):
@@ -153,6 +159,19 @@ class RunConfig(StrictModel):
     checkpoint_every: int = Field(10, ge=1)  # updates between checkpoints
     keep_checkpoints: int = Field(3, ge=1)  # the newest this many are kept
 
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str | None) -> str | None:
+        # The run directory is out_dir / name: a name with a separator or ".." would put it
+        # (and every file the run writes) somewhere else.
+        if name is None:
+            return name
+        if name in ("", ".", "..") or "/" in name or "\\" in name or any(ord(c) < 32 for c in name):
+            raise ValueError(
+                "a run name is one directory name (no '/', '\\', '..' or control characters)"
+            )
+        return name
+
 
 class EvaluationConfig(StrictModel):
     """Walk-forward evaluation: an agent per fold and seed (folds in ``data.walk_forward``)."""
@@ -274,7 +293,7 @@ def _format_validation_error(err: ValidationError, model: type[BaseModel], origi
             allowed = ", ".join(_allowed_keys(model, loc[:-1]))
             lines.append(f"{key}: unknown key; allowed keys here: {allowed}")
         else:
-            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"{key}: {item['msg']} (got {short_repr(item.get('input'))})")
     return f"invalid configuration ({origin}):\n  " + "\n  ".join(lines)
 
 
@@ -286,15 +305,39 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> TradingConfi
         raise ConfigError(_format_validation_error(err, TradingConfig, origin)) from None
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (size-checked before it is read)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise ConfigError(f"config file {what}: {path}")
+    if path.suffix.lower() in (".csv", ".parquet", ".pq"):
+        raise ConfigError(f"{path}: a data file, not a YAML config; give data with --data")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size} bytes is too large for a config (a YAML file)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    loaded = load_yaml(text, str(path))
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+    return loaded or {}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value``; the value is read as YAML (``3``, ``1e-4``, ``true``, ``[1, 2]``)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.path=value")
+        raise ConfigError(f"override {short_repr(text)} must look like key.path=value")
     key, value = text.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
     if not path:
-        raise ConfigError(f"override {text!r} has an empty key")
-    return path, yaml.safe_load(value) if value.strip() else None
+        raise ConfigError(f"override {short_repr(text)} has an empty key")
+    origin = f"--set {short_text(key.strip())}"
+    return path, load_yaml(value, origin) if value.strip() else None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -306,7 +349,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+                raise ConfigError(
+                    f"override {short_repr(text)}: {short_repr(part)} is a value, not a section"
+                )
             node = child
         node[path[-1]] = value
     return result
@@ -319,22 +364,11 @@ def load_config(
     raw: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{path}: the top level must be a mapping, got {type(loaded).__name__}"
-            )
-        raw = loaded or {}
+        raw = read_config_file(path)
         origin = str(path)
     if overrides:
         raw = apply_overrides(raw, overrides)
-        origin += " with --set " + " ".join(overrides)
+        origin += " with --set " + short_text(" ".join(overrides), 300)
     return validate_config(raw, origin)
 
 

@@ -28,6 +28,7 @@ from plotly.offline import get_plotlyjs
 
 from tradingbot import report_charts as charts
 from tradingbot import report_risk
+from tradingbot.safe_write import write_text
 
 POLICY_ORDER = ("agent", "buy_and_hold", "flat")
 SPLIT_ORDER = ("test", "validation", "train")
@@ -363,6 +364,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    root = run_dir if out is None else None  # a path the caller chose may lie elsewhere
     out = run_dir / "report.html" if out is None else Path(out)
     backtest = run_dir / "backtest"
     splits = [p.name for p in backtest.iterdir() if p.is_dir()] if backtest.is_dir() else []
@@ -394,8 +396,5 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
 {_config_section(run_dir)}
 </body></html>
 """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text(out, page, root=root)
     return out

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from tradingbot.config import TradingConfig, dump_config
+from tradingbot.config import ConfigError, TradingConfig, dump_config
+from tradingbot.safe_write import write_text
 
 RECORDED_PACKAGES = (
     "tradingbot",
@@ -45,11 +46,22 @@ def create_run_dir(config: TradingConfig) -> Path:
     digest = config.config_hash()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = config.run.name or f"{stamp}-{digest[:8]}"
-    run_dir = Path(config.run.out_dir) / name
-    if run_dir.exists():
+    out_dir = Path(config.run.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"run.out_dir: {out_dir} exists and is not a directory")
+    run_dir = out_dir / name  # one path component: RunConfig refuses '/' and '..' in names
+    if run_dir.exists() or run_dir.is_symlink():
         raise FileExistsError(f"run directory {run_dir} exists; choose another run.name")
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(dump_config(config))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()
+    except FileExistsError:
+        raise FileExistsError(f"run directory {run_dir} exists; choose another run.name") from None
+    except OSError as err:
+        raise ConfigError(
+            f"run.out_dir: cannot create the run directory {run_dir} ({err.strerror})"
+        ) from None
+    write_text(run_dir / "config.yaml", dump_config(config), root=run_dir)
     record = {
         "config_hash": digest,
         "seed": config.run.seed,
@@ -57,5 +69,5 @@ def create_run_dir(config: TradingConfig) -> Path:
         "command": sys.argv,
         "created": datetime.now(timezone.utc).isoformat(),
     }
-    (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n", root=run_dir)
     return run_dir

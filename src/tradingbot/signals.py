@@ -12,6 +12,7 @@ are the GARCH forecasts for that next bar (:mod:`tradingbot.evaluate.var`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,7 @@ from tradingbot.evaluate.var import (
     risk_columns,
 )
 from tradingbot.evaluate.warmup import warm_up
+from tradingbot.safe_write import atomic_path, check_target
 from tradingbot.train import MODEL_FILE
 
 SignalFormat = Literal["csv", "parquet", "json"]
@@ -165,18 +167,27 @@ def compute_signals(
     return out
 
 
-def write_signals(frame: pd.DataFrame, out: Path, fmt: SignalFormat | None = None) -> Path:
-    """Write signals as CSV, Parquet or JSON records (format from ``fmt`` or the suffix)."""
+def write_signals(
+    frame: pd.DataFrame,
+    out: Path,
+    fmt: SignalFormat | None = None,
+    protect: Iterable[Path] = (),
+) -> Path:
+    """Write signals as CSV, Parquet or JSON records (format from ``fmt`` or the suffix).
+
+    The write is atomic and refused onto a link, a directory, a device, or any of ``protect``
+    (see :mod:`tradingbot.safe_write`).
+    """
     fmt = fmt or {".parquet": "parquet", ".pq": "parquet", ".json": "json"}.get(
         out.suffix.lower(), "csv"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        frame.to_parquet(out)
-    elif fmt == "json":
-        frame.reset_index().to_json(out, orient="records", date_format="iso", indent=1)
-    else:
-        frame.to_csv(out)
+    with atomic_path(out, protect=protect) as tmp:
+        if fmt == "parquet":
+            frame.to_parquet(tmp)
+        elif fmt == "json":
+            frame.reset_index().to_json(tmp, orient="records", date_format="iso", indent=1)
+        else:
+            frame.to_csv(tmp)
     return out
 
 
@@ -188,5 +199,12 @@ def signals_for_run(
     start: str | None = None,
 ) -> Path:
     """Load a run safely, compute its signals on ``source`` (from ``start``) and write them to
-    ``out``."""
-    return write_signals(compute_signals(load_run(run_dir), source, start), Path(out), fmt)
+    ``out``.
+
+    ``out`` is checked first: it may not be the input file nor any existing file of the run
+    directory (its model, config, checkpoints, backtests).
+    """
+    out = Path(out)
+    protect = [Path(run_dir)] + ([Path(source)] if Path(source).exists() else [])
+    check_target(out, protect=protect)
+    return write_signals(compute_signals(load_run(run_dir), source, start), out, fmt, protect)

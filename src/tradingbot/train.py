@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 from stable_baselines3.common.callbacks import BaseCallback
 
 from tradingbot.algo.ppo import DistributionalPPO
@@ -15,6 +15,7 @@ from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.var import VAR_MODEL_FILE, fit_market_var_model
 from tradingbot.run import create_run_dir
 from tradingbot.runtime import configure_process
+from tradingbot.safe_write import write_bytes
 
 MODEL_FILE = "model.safetensors"
 NORMALIZATION_FILE = "normalization.safetensors"
@@ -74,11 +75,10 @@ def list_checkpoints(directory: Path) -> list[Path]:
 def write_normalization(market: PreparedMarket, run_dir: Path) -> Path:
     """Store the feature normalization with the model (signals and backtests reuse it)."""
     path = run_dir / NORMALIZATION_FILE
-    save_file(
-        market.normalizer.state_dict(),
-        str(path),
-        metadata={"features": ",".join(market.feature_names)},
+    payload = save(
+        market.normalizer.state_dict(), metadata={"features": ",".join(market.feature_names)}
     )
+    write_bytes(path, payload, root=run_dir)
     return path
 
 

@@ -1,0 +1,1 @@
+"""Hostile inputs (a package: its conftest must not shadow tests/conftest.py)."""

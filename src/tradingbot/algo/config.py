@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class RiskConfig(_Section):
@@ -237,7 +237,7 @@ class PPOConfig(BaseModel):
     :param device: Torch device.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
     learning_rate: float = Field(3e-4, gt=0)
     learning_rate_final: float | None = Field(None, ge=0)

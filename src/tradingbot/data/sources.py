@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tradingbot.config import SyntheticConfig
+from tradingbot.data.package_files import read_anytrading_dataset, read_arch_dataset
 from tradingbot.data.synthetic import generate_market
 from tradingbot.data.timestamps import parse_timestamps
 from tradingbot.data.validate import (
@@ -49,9 +50,7 @@ class MarketData:
 
 
 def _arch_frame(module_name: str) -> pd.DataFrame:
-    import importlib
-
-    return importlib.import_module(f"arch.data.{module_name}").load()
+    return read_arch_dataset(module_name)  # arch.data.<name>.load(), without importing arch
 
 
 def _load_sp500() -> pd.DataFrame:
@@ -65,15 +64,12 @@ def _load_vix_bars() -> pd.DataFrame:
 
 
 def _load_googl() -> pd.DataFrame:
-    from gym_anytrading import datasets
-
-    return datasets.STOCKS_GOOGL[["Open", "High", "Low", "Close", "Volume"]]
+    frame = read_anytrading_dataset("STOCKS_GOOGL", "Date")
+    return frame[["Open", "High", "Low", "Close", "Volume"]]
 
 
 def _load_eurusd() -> pd.DataFrame:
-    from gym_anytrading import datasets
-
-    frame = datasets.FOREX_EURUSD_1H_ASK.copy()
+    frame = read_anytrading_dataset("FOREX_EURUSD_1H_ASK", "Time")
     frame.index = pd.to_datetime(frame.index, format="%d.%m.%Y %H:%M:%S.%f")
     return frame
 

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tradingbot.errors import UserError
+
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OPTIONAL_COLUMNS = ("volume",)
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Market data that cannot be used as it is."""
 
 

@@ -26,6 +26,7 @@ from tradingbot.evaluate.var import (
     fit_market_var_model,
     market_closes,
 )
+from tradingbot.safe_write import atomic_path, make_dirs
 from tradingbot.train import MODEL_FILE, NORMALIZATION_FILE
 
 BASELINES = {"buy_and_hold": 1.0, "flat": 0.0}
@@ -149,7 +150,7 @@ def backtest_run(
         if attack not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
         out = run.run_dir / "backtest" / f"{split}_{attack}_eps{epsilon:g}"
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, root=run.run_dir)
     env_cfg = run.config.env
     space = make_action_space(env_cfg)
     rows = []
@@ -181,16 +182,19 @@ def backtest_run(
             table = calibration_table(results, VAR_LEVEL)
             calibration.append(table.assign(instrument=inst.name))
         for name, frame in results.items():
-            frame.to_csv(out / f"bars_{inst.name}_{name}.csv")
+            with atomic_path(out / f"bars_{inst.name}_{name}.csv", root=run.run_dir) as tmp:
+                frame.to_csv(tmp)
             benchmark = results["buy_and_hold"] if name.startswith("agent") else None
             rows.append(
                 {"policy": name, "instrument": inst.name, **backtest_metrics(frame, benchmark)}
             )
-    pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+    with atomic_path(out / "metrics.csv", root=run.run_dir) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
     if calibration:
         table = pd.concat(calibration, ignore_index=True)
         columns = ["instrument", *(c for c in table.columns if c != "instrument")]
-        table[columns].to_csv(out / "var_calibration.csv", index=False)
+        with atomic_path(out / "var_calibration.csv", root=run.run_dir) as tmp:
+            table[columns].to_csv(tmp, index=False)
     return out
 
 

@@ -42,7 +42,10 @@ import pandas as pd
 from arch import arch_model
 from scipy import stats
 
+from tradingbot.checkpoint import CheckpointError
 from tradingbot.data.market import PreparedMarket
+from tradingbot.errors import short_text
+from tradingbot.safe_write import write_text
 
 VAR_LEVEL = 0.05  # the 5% VaR and CVaR
 DISTRIBUTION = "t"  # standardized Student-t innovations
@@ -181,23 +184,42 @@ class VarModel:
         return self.instruments.get(instrument, self.pooled)
 
     def save(self, path: Path) -> Path:
+        """Write the parameters as JSON (atomically, inside the run directory ``path`` is in)."""
         payload = {
             "model": f"GARCH(1,1), constant mean, {DISTRIBUTION} innovations, percent returns",
             "fitted_on": self.fitted_on,
             "instruments": {k: asdict(v) for k, v in self.instruments.items()},
             "pooled": asdict(self.pooled),
         }
-        path.write_text(json.dumps(payload, indent=1))
-        return path
+        return write_text(path, json.dumps(payload, indent=1), root=path.parent)
 
     @classmethod
     def load(cls, path: Path) -> VarModel:
-        raw = json.loads(path.read_text())
-        return cls(
-            instruments={k: GarchParams(**v) for k, v in raw["instruments"].items()},
-            pooled=GarchParams(**raw["pooled"]),
-            fitted_on=str(raw.get("fitted_on", "")),
-        )
+        """Read ``var_model.json``; a malformed file or a parameter outside its range (non-finite,
+        negative variance terms, alpha + beta >= 1, nu <= 2) is a :class:`CheckpointError`."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            model = cls(
+                instruments={k: GarchParams(**v) for k, v in raw["instruments"].items()},
+                pooled=GarchParams(**raw["pooled"]),
+                fitted_on=str(raw.get("fitted_on", "")),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as err:
+            message = f"{path}: not a valid VaR model file ({short_text(str(err))})"
+            raise CheckpointError(message) from None
+        for name, params in [*model.instruments.items(), ("pooled", model.pooled)]:
+            values = [params.mu, params.omega, params.alpha, params.beta, params.nu]
+            if not (
+                all(isinstance(v, (int, float)) and np.isfinite(v) for v in values)
+                and params.omega > 0
+                and params.alpha >= 0
+                and params.beta >= 0
+                and params.alpha + params.beta < 1
+                and params.nu > 2
+            ):
+                message = f"{path}: GARCH parameters of {name!r} out of range: {params}"
+                raise CheckpointError(message)
+        return model
 
 
 def fit_var_model(closes: dict[str, pd.Series], start: pd.Timestamp, end: pd.Timestamp) -> VarModel:

@@ -27,6 +27,7 @@ from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
 from tradingbot.evaluate.runs import BASELINES
 from tradingbot.run import create_run_dir
 from tradingbot.runtime import configure_process
+from tradingbot.safe_write import atomic_path, make_dirs
 from tradingbot.train import build_model
 
 VIX_BINS = (0.0, 15.0, 25.0, 40.0, np.inf)
@@ -134,7 +135,7 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
     )
     run_dir = create_run_dir(config)
     out = run_dir / "evaluation"
-    (out / "bars").mkdir(parents=True)
+    make_dirs(out / "bars", root=run_dir)
     space = make_action_space(config.env)
     rows, pooled = [], []
     for fold in folds:
@@ -156,9 +157,9 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
                     for name, p in policies.items()
                 }
                 for name, bars in results.items():
-                    bars.to_csv(
-                        out / "bars" / f"fold{fold.index}_seed{seed}_{inst.name}_{name}.csv"
-                    )
+                    name_csv = f"fold{fold.index}_seed{seed}_{inst.name}_{name}.csv"
+                    with atomic_path(out / "bars" / name_csv, root=run_dir) as tmp:
+                        bars.to_csv(tmp)
                     benchmark = results["buy_and_hold"] if name == "agent" else None
                     rows.append(
                         {
@@ -178,10 +179,13 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
                         )
                     )
     table = pd.DataFrame(rows)
-    table.to_csv(out / "folds.csv", index=False)
-    summarize(table).to_csv(out / "summary.csv", index=False)
+    with atomic_path(out / "folds.csv", root=run_dir) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out / "summary.csv", root=run_dir) as tmp:
+        summarize(table).to_csv(tmp, index=False)
     test_bars = pd.concat(pooled)
     closes = {name: bars["close"] for name, bars in data.bars.items()}
     test_bars["regime"] = label_regimes(test_bars, closes)
-    regime_table(test_bars).to_csv(out / "regimes.csv", index=False)
+    with atomic_path(out / "regimes.csv", root=run_dir) as tmp:
+        regime_table(test_bars).to_csv(tmp, index=False)
     return run_dir

@@ -18,6 +18,7 @@ from tradingbot.config import TradingConfig, dump_config
 from tradingbot.data.market import load_prepared
 from tradingbot.pbt.member import MEMBER_FILE
 from tradingbot.pbt.trainable import HP_PREFIX
+from tradingbot.safe_write import atomic_path, write_text
 from tradingbot.train import MODEL_FILE, write_normalization
 
 PBT_DIR = "pbt"
@@ -83,9 +84,8 @@ def trial_failures(grid: Any) -> dict[str, int]:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def export_best(
@@ -102,7 +102,7 @@ def export_best(
         _copy_atomic(Path(directory) / MODEL_FILE, run_dir / MODEL_FILE)
         _copy_atomic(Path(directory) / MEMBER_FILE, run_dir / PBT_DIR / "best_member.json")
     best_config = TradingConfig.model_validate(read_manifest(run_dir / MODEL_FILE).config)
-    (run_dir / "config.yaml").write_text(dump_config(best_config))
+    write_text(run_dir / "config.yaml", dump_config(best_config), root=run_dir)
     write_normalization(load_prepared(best_config.data, window=best_config.env.window), run_dir)
     record = json.loads((run_dir / "run.json").read_text())
     summary = {
@@ -118,8 +118,10 @@ def export_best(
         "failures": trial_failures(grid),
     }
     record.update(config_hash=best_config.config_hash(), seed=best_config.run.seed, pbt=summary)
-    (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    (run_dir / PBT_DIR / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n", root=run_dir)
+    write_text(
+        run_dir / PBT_DIR / "summary.json", json.dumps(summary, indent=2) + "\n", root=run_dir
+    )
     return trial, score, iteration
 
 
@@ -189,7 +191,5 @@ another member's checkpoint (exploit) with perturbed hyperparameters.</p>
 {table}
 </body></html>
 """
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, page)
     return path

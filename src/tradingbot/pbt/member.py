@@ -24,6 +24,7 @@ from tradingbot.config import MutationSpec, TradingConfig
 from tradingbot.data.market import PreparedMarket
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
+from tradingbot.safe_write import write_text
 from tradingbot.train import MODEL_FILE
 
 log = logging.getLogger(__name__)
@@ -225,9 +226,7 @@ def save_member(
         config=member_config.to_dict(),
         metrics={"score": state.score} if math.isfinite(state.score) else None,
     )
-    tmp = directory / f".{MEMBER_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(state), indent=2))
-    tmp.replace(directory / MEMBER_FILE)
+    write_text(directory / MEMBER_FILE, json.dumps(asdict(state), indent=2), root=directory)
     return directory
 
 

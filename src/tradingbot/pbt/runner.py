@@ -19,22 +19,27 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tradingbot.config import MutationSpec, TradingConfig, dump_config
+from tradingbot.config import ConfigError, MutationSpec, TradingConfig, dump_config
+from tradingbot.errors import UserError, short_text
 from tradingbot.pbt.member import clip_to_space, resolve_mutations
 from tradingbot.pbt.trainable import FaultInjection, pbt_trainable
 from tradingbot.run import create_run_dir
+from tradingbot.safe_write import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
 PBT_DIR = "pbt"
 TUNE_NAME = "tune"
 OBJECT_STORE_BYTES = 200 * 1024**2
+CONNECT_TIMEOUT_S = 10.0  # ray.init itself retries an unreachable cluster for minutes
 
 
 @dataclass
@@ -76,6 +81,28 @@ def members_recorder() -> Any:
     return MembersRecorder()
 
 
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse a cluster ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``) that does not accept
+    a TCP connection within ``timeout`` seconds; ``auto`` (a local cluster) is not checked."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(
+            f"--address must be HOST:PORT (e.g. 127.0.0.1:6379), got {short_text(address)}"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise UserError(
+            f"--address {short_text(address)}: no Ray cluster reachable there ({reason}; "
+            f"waited up to {timeout:g} s)"
+        ) from None
+
+
 def connect_ray(address: str | None) -> bool:
     """Start an embedded Ray sized to this machine, or join the cluster at ``address``.
 
@@ -88,7 +115,17 @@ def connect_ray(address: str | None) -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is not None:
-        ray.init(address=address, log_to_driver=False)
+        check_reachable(address)
+        # Ray retries a GCS that does not answer 20 times, ~40 s each; one attempt is enough
+        # once the port is known to accept connections.
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "1")
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as err:
+            detail = short_text(" ".join(str(err).split()), 200)
+            raise UserError(
+                f"--address {short_text(address)}: Ray did not connect: {detail}"
+            ) from None
     else:
         ray.init(
             num_cpus=os.cpu_count() or 1,
@@ -172,22 +209,29 @@ def run_pbt(
 
     mutations = resolve_mutations(config.pbt.mutations, config.algo)
     if not mutations:
-        raise ValueError("pbt.mutations: no usable hyperparameter to mutate")
-    run_dir = create_run_dir(config)
-    pbt_dir = run_dir / PBT_DIR
-    pbt_dir.mkdir()
-    (pbt_dir / "base_config.yaml").write_text(dump_config(config))
-    recorder = members_recorder()
+        raise ConfigError("pbt.mutations: no usable hyperparameter to mutate")
+    # Connect before the run directory exists: a cluster that cannot be reached, or an
+    # interruption, must not leave a half-made directory that blocks the same command again.
     started = connect_ray(address)
+    run_dir: Path | None = None
     try:
+        run_dir = create_run_dir(config)
+        pbt_dir = run_dir / PBT_DIR
+        write_text(pbt_dir / "base_config.yaml", dump_config(config), root=run_dir)
+        recorder = members_recorder()
         grid = make_tuner(config, pbt_dir, mutations, fault, [recorder]).fit()
+    except BaseException:
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was exported from it yet
+        raise
     finally:
         if started:
             import ray
 
             ray.shutdown()
     members = members_table(recorder.results)
-    members.to_csv(pbt_dir / "members.csv", index=False)
+    with atomic_path(pbt_dir / "members.csv", root=run_dir) as tmp:
+        members.to_csv(tmp, index=False)
     best = export_best(config, run_dir, grid, members)
     write_pbt_html(members, list(mutations), pbt_dir / "pbt.html", config)
     log.info("PBT best member %s (score %.4f) exported to %s", best[0], best[1], run_dir)

@@ -1,0 +1,42 @@
+"""The data files bundled in installed packages, read without importing those packages.
+
+``import arch.data.sp500`` runs ``arch/__init__.py``, which imports its models, SciPy and
+matplotlib (seconds); ``gym_anytrading.datasets`` imports Gymnasium and matplotlib. The files
+are plain CSVs, so they are read here the way the packages' own loaders read them
+(``arch.data.utility.load_file``, ``gym_anytrading.datasets.utils.load_dataset``; a test
+checks that the frames are equal), from the package directory that the import system finds
+without executing the package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+
+def package_dir(package: str) -> Path:
+    """The directory of an installed top-level package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the package {package!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def read_arch_dataset(name: str) -> pd.DataFrame:
+    """``arch.data.<name>.load()``: ``<name>.csv.gz`` with a parsed ``Date`` index and numeric
+    columns (unparseable cells become NaN, as in arch)."""
+    data = pd.read_csv(package_dir("arch") / "data" / name / f"{name}.csv.gz")
+    if "Date" in data:
+        data.Date = pd.to_datetime(data.Date)
+        data = data.set_index("Date")
+    for col in data:
+        data[col] = pd.to_numeric(data[col], errors="coerce")
+    return data
+
+
+def read_anytrading_dataset(name: str, index_name: str) -> pd.DataFrame:
+    """``gym_anytrading.datasets.<name>``: ``data/<name>.csv`` indexed by ``index_name``."""
+    path = package_dir("gym_anytrading") / "datasets" / "data" / f"{name}.csv"
+    return pd.read_csv(path, parse_dates=True, index_col=index_name)

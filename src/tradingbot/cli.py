@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tradingbot.checkpoint import CheckpointError
 from tradingbot.config import ConfigError, DataConfig, load_config
 from tradingbot.data.market import prepare_market
 from tradingbot.data.sources import DATASET_NAMES, MarketData, load_market
@@ -63,7 +64,7 @@ def train_command(
             if data is not None:
                 cfg.data.source = data
             result = train(cfg, progress_bar=progress)
-    except (DataError, ConfigError, FileExistsError, FileNotFoundError) as err:
+    except (DataError, ConfigError, CheckpointError, FileExistsError, FileNotFoundError) as err:
         fail(str(err))
         return
     console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import assert_user_error, run_cli
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from conftest import assert_user_error, run_cli
 from tradingbot.algo import DistributionalPPO
 from tradingbot.checkpoint import MANIFEST_KEY, CheckpointError, load_checkpoint, read_manifest
 from tradingbot.config import validate_config
@@ -257,7 +257,7 @@ def test_header_shapes_that_differ_from_the_manifest_are_refused(run_copy: Path)
         m["tensors"]["return_rms.var"]["shape"] = [4096, 4096]
 
     rewrite(path, manifest=lie)
-    with pytest.raises(CheckpointError, match="return_rms.var") as caught:
+    with pytest.raises(CheckpointError, match=r"return_rms\.var") as caught:
         read_manifest(path)
     assert str(path) in str(caught.value)
 

@@ -8,10 +8,8 @@ and tensors are rewritten, files truncated), and checks that loading refuses it 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,75 +17,28 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tiny_run import rewrite, train_tiny
 
 from conftest import assert_user_error, run_cli
 from tradingbot.algo import DistributionalPPO
-from tradingbot.checkpoint import MANIFEST_KEY, CheckpointError, load_checkpoint, read_manifest
+from tradingbot.checkpoint import CheckpointError, load_checkpoint, read_manifest
 from tradingbot.config import validate_config
 from tradingbot.data.market import load_prepared
 from tradingbot.env import MarketVecEnv
 from tradingbot.evaluate.runs import load_normalizer, load_run
-from tradingbot.train import CHECKPOINT_DIR, MODEL_FILE, NORMALIZATION_FILE, list_checkpoints, train
-
-TINY = {
-    "data": {"source": "synthetic"},
-    "env": {"n_envs": 2, "episode_length": 50},
-    "algo": {
-        "n_steps": 32,
-        "batch_size": 32,
-        "seq_len": 16,
-        "n_epochs": 1,
-        "n_quantiles": 8,
-        "lstm_hidden_size": 8,
-        "net_arch": [8],
-    },
-    "run": {
-        "total_timesteps": 256,
-        "checkpoint_every": 1,
-        "keep_checkpoints": 10,
-        "name": "tiny",
-    },
-}
+from tradingbot.train import CHECKPOINT_DIR, MODEL_FILE, NORMALIZATION_FILE, list_checkpoints
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run: four updates, checkpoints at steps 64, 128, 192 and 256."""
-    out = tmp_path_factory.mktemp("runs")
-    config = validate_config({**TINY, "run": {**TINY["run"], "out_dir": str(out)}})
-    return train(config).run_dir
+    return train_tiny(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture
 def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
     """A copy of the tiny run that a test may damage."""
     return Path(shutil.copytree(tiny_run, tmp_path / "tiny"))
-
-
-def rewrite(
-    path: Path,
-    tensors: Callable[[dict[str, torch.Tensor]], None] | None = None,
-    manifest: Callable[[dict[str, Any]], None] | None = None,
-    respec: bool = True,
-) -> None:
-    """Rewrite a checkpoint after ``tensors`` and ``manifest`` edited them in place; with
-    ``respec`` the manifest's tensor list is updated to the edited tensors (a consistent
-    forgery, so that only the check under test can catch it)."""
-    with safe_open(str(path), framework="pt") as handle:
-        data = {k: handle.get_tensor(k) for k in handle.keys()}
-        metadata = dict(handle.metadata())
-    raw = json.loads(metadata[MANIFEST_KEY])
-    if tensors is not None:
-        tensors(data)
-    if respec:
-        raw["tensors"] = {
-            k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
-            for k, v in data.items()
-        }
-    if manifest is not None:
-        manifest(raw)
-    metadata[MANIFEST_KEY] = json.dumps(raw)
-    save_file(data, str(path), metadata=metadata)
 
 
 def refused(path: Path, *names: str, env: bool = False) -> str:

@@ -51,7 +51,7 @@ from tradingbot.algo.update import (
 from tradingbot.checkpoint import CheckpointError
 
 SelfDistributionalPPO = TypeVar("SelfDistributionalPPO", bound="DistributionalPPO")
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)  # warnings (``log`` in train() is the SB3 logger)
 # A return std that grows by more than this factor in one update is reported (an outlier reward
 # or a broken environment; ordinary training moves it by a few percent per update).
 RETURN_STD_JUMP = 100.0
@@ -210,7 +210,7 @@ class DistributionalPPO(BaseAlgorithm):
             # the critic's targets for the rest of training, so say so when it happens.
             jump = self._return_scale()[1] / std_before
             if self._n_updates > 0 and jump > RETURN_STD_JUMP:
-                log.warning(
+                LOGGER.warning(
                     "warning: one rollout's returns (|G| up to %.3g) multiplied the return "
                     "std by %.3g (now %.3g); the running statistics keep this for the rest "
                     "of training",

@@ -7,6 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,10 @@ from tiny_run import TINY, train_tiny
 
 from conftest import assert_user_error, run_cli
 from tradingbot.algo import DistributionalPPO
+from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.guard import StepUndo
+from tradingbot.algo.policy import RecurrentActorCritic
+from tradingbot.algo.sequence import lstm_over_chunks, lstm_step_by_step
 from tradingbot.checkpoint import CheckpointError, load_checkpoint
 from tradingbot.config import ConfigError, DataConfig, EnvConfig, load_config, validate_config
 from tradingbot.data.market import load_prepared
@@ -87,6 +91,33 @@ def test_one_nan_observation_costs_one_episode_not_the_run(market) -> None:
     assert model._n_updates == 12 - sum(counts)
     assert all(torch.isfinite(p).all() for p in model.policy.parameters())
     assert all(torch.isfinite(s).all() for s in model._last_lstm_states)
+
+
+def test_episode_start_replaces_a_nan_state_in_both_lstm_paths() -> None:
+    # Known answer: from a NaN state, a step that starts an episode gives exactly what it gives
+    # from zeros, in the training path (sequence chunks, a reset on a chunk's first step and
+    # one inside it) and in the rollout path.
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 4, batch_first=True)
+    inputs = torch.randn(2, 5, 3)
+    starts = torch.tensor([[1.0, 0, 0, 1, 0], [1.0, 0, 0, 0, 0]])
+    nan = torch.full((2, 4), float("nan"))
+    zeros = torch.zeros(2, 4)
+    for run in (lstm_over_chunks, lstm_step_by_step):
+        with torch.no_grad():
+            out = run(lstm, inputs, starts, nan, nan)
+            assert torch.equal(out, run(lstm, inputs, starts, zeros, zeros)), run.__name__
+    policy = RecurrentActorCritic(
+        gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-1, 1, (1,)), PPOConfig(**HYPER)
+    )
+    states = policy.initial_state(2)
+    nan_states = type(states)(*(torch.full_like(s, float("nan")) for s in states))
+    obs = torch.randn(2, 3)
+    with torch.no_grad():
+        from_nan = policy.step(obs, nan_states, torch.ones(2), deterministic=True)
+        from_zero = policy.step(obs, states, torch.ones(2), deterministic=True)
+    assert torch.equal(from_nan.value, from_zero.value)
+    assert all(torch.equal(a, b) for a, b in zip(from_nan.states, from_zero.states, strict=True))
 
 
 def test_extreme_reward_is_reported(market, caplog: pytest.LogCaptureFixture) -> None:

@@ -353,7 +353,8 @@ class RecurrentActorCritic(nn.Module):
 
         :param obs: Observations, shape (n_envs, obs_dim).
         :param states: LSTM states before this step (not yet reset).
-        :param keep: ``1 - episode_starts`` of shape (n_envs, 1), or ``None`` when no env
+        :param keep: ``1 - episode_starts`` of shape (n_envs, 1) (states are kept where it is
+            positive, replaced by zeros elsewhere), or ``None`` when no env
             starts an episode.
         :param weights: From :meth:`rollout_weights` of the current parameters.
         :return: Actor output (Gaussian mean or logits) (n_envs, out), the critics' pre-quantile

@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tiny_run import rewrite, train_tiny
 
-from conftest import assert_user_error, run_cli
+from hostile.conftest import assert_user_error, run_cli
+from hostile.tiny_run import rewrite, train_tiny
 from tradingbot.algo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, load_checkpoint, read_manifest
 from tradingbot.config import validate_config

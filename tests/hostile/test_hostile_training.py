@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.vec_env import VecEnvWrapper
-from tiny_run import TINY, train_tiny
 
-from conftest import assert_user_error, run_cli
+from hostile.conftest import assert_user_error, run_cli
+from hostile.tiny_run import TINY, train_tiny
 from tradingbot.algo import DistributionalPPO
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.guard import StepUndo

@@ -13,7 +13,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, read_manifest
-from tradingbot.config import ConfigError, TradingConfig, load_config
+from tradingbot.config import ConfigError, TradingConfig, load_config, validate_config
 from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.run import create_run_dir
@@ -205,6 +205,10 @@ def check_config_unchanged(run_dir: Path, config: TradingConfig, saved: dict[str
     """Refuse a ``config.yaml`` that differs from the config a checkpoint was written with."""
     if not saved:  # a checkpoint written by the API without a run config
         return
+    try:  # defaults added by a newer tradingbot are not changes
+        saved = validate_config(saved, "the checkpoint's config").to_dict()
+    except ConfigError:
+        pass
     current = _flatten(config.to_dict())
     before = _flatten(saved)
     changed = sorted(k for k in current.keys() | before.keys() if current.get(k) != before.get(k))

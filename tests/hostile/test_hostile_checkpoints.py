@@ -165,6 +165,16 @@ def test_normalization_with_wrong_length_is_refused(run_copy: Path) -> None:
         load_normalizer(path, clip=5.0)
 
 
+def test_garbage_rng_state_is_refused(run_copy: Path) -> None:
+    path = newest(run_copy)
+
+    def poison(t: dict[str, torch.Tensor]) -> None:
+        t["rng.torch"] = torch.full_like(t["rng.torch"], 255)
+
+    rewrite(path, poison)
+    refused(path, "rng.torch")
+
+
 # ---------------------------------------------------------- environment state range (item 9)
 @pytest.mark.parametrize(("value", "name"), [(-3, "row"), (10**9, "row"), (7, "slot")])
 def test_env_state_out_of_range_is_refused(run_copy: Path, value: int, name: str) -> None:

@@ -177,11 +177,19 @@ def restore_model(
         optimizer_state["param_groups"].append(restored)
         first += len(group["params"])
     optimizer_state["state"] = dict(optimizer_state["state"])
-    model.optimizer.load_state_dict(optimizer_state)
+    try:
+        model.optimizer.load_state_dict(optimizer_state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: optimizer state does not load: {err!r}") from None
     model.return_rms.mean = tensors["return_rms.mean"].numpy().copy()
     model.return_rms.var = tensors["return_rms.var"].numpy().copy()
     model.return_rms.count = float(tensors["return_rms.count"])
-    th.set_rng_state(tensors["rng.torch"])
+    try:
+        th.set_rng_state(tensors["rng.torch"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: tensor 'rng.torch' is not a torch RNG state ({err})"
+        ) from None
     train_state = {
         k.removeprefix("train_state."): v
         for k, v in tensors.items()

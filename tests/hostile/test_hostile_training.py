@@ -251,7 +251,9 @@ def test_kill_between_last_checkpoint_and_model_resumes_to_the_model(
     resume(run_copy)
     assert_same_model(tiny_run / MODEL_FILE, run_copy / MODEL_FILE)
     assert not partial.exists() and not stray.exists() and unrelated.exists()
-    resume(run_copy)  # a finished run resumes to the same model again
+    (run_copy / MODEL_FILE).unlink()  # and from the command line
+    result = run_cli("train", "--no-progress", "--resume", run_copy)
+    assert result.returncode == 0, result.output
     assert_same_model(tiny_run / MODEL_FILE, run_copy / MODEL_FILE)
 
 

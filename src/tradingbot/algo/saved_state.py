@@ -172,8 +172,8 @@ def check_values(path: Path, tensors: dict[str, th.Tensor], saved: SavedModel) -
     if not float(tensors["return_rms.count"]) > 0:
         raise CheckpointError(f"{path}: tensor 'return_rms.count' must be positive")
     for key, value in tensors.items():
-        negative_ok = not key.endswith((".exp_avg_sq", ".step")) or not key.startswith("optimizer.")
-        if not negative_ok and bool((value < 0).any()):
+        never_negative = key.startswith("optimizer.") and key.endswith((".exp_avg_sq", ".step"))
+        if never_negative and bool((value < 0).any()):
             raise CheckpointError(f"{path}: tensor {key!r} has negative values")
     for i, group in enumerate(saved.state.optimizer_param_groups):
         for name, value in group.items():

@@ -4,13 +4,16 @@ Every tensor (weights, optimizer moments, scaler statistics, normalization stati
 states) is stored by safetensors, which reads a JSON header and raw buffers: loading never
 unpickles. The manifest (format version, package version, config, step, metrics,
 hyperparameters, and the name, shape and dtype of every tensor) is validated by a pydantic
-schema before any tensor is used. Writes are atomic: a temporary file in the same directory is
-written, fsynced and renamed over the target, so a crash leaves the previous checkpoint intact.
+schema before any tensor is used, and the header's tensor list (names, shapes, dtypes, read
+without loading any data) must match it. Every floating-point tensor must be finite. Writes are
+atomic: a temporary file in the same directory is written, fsynced and renamed over the target,
+so a crash leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,19 @@ from tradingbot.safe_write import write_bytes
 
 FORMAT_VERSION = 1
 MANIFEST_KEY = "tradingbot.manifest"
+# safetensors' dtype names in a file header, as torch names them.
+_HEADER_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
 
 
 class CheckpointError(UserError):
@@ -110,6 +126,7 @@ def read_manifest(path: str | Path) -> Manifest:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            header = header_specs(handle)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({err})") from None
     if MANIFEST_KEY not in metadata:
@@ -125,22 +142,50 @@ def read_manifest(path: str | Path) -> Manifest:
             f"version {FORMAT_VERSION})"
         )
     try:
-        return Manifest.model_validate(raw)
+        manifest = Manifest.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise CheckpointError(f"{path}: invalid manifest: {problems}") from None
+        raise CheckpointError(f"{path}: invalid manifest: {validation_problems(err)}") from None
+    # The header's shapes, before any tensor is read: a manifest that lies about them is refused
+    # here, not after the loader has allocated what it claims.
+    _compare(path, "manifest", manifest.tensors, header)
+    return manifest
+
+
+def header_specs(handle: Any) -> dict[str, TensorSpec]:
+    """The name, shape and dtype of every tensor of an open safetensors file, from its header
+    alone (no tensor data is read)."""
+    specs = {}
+    for key in handle.keys():
+        tensor_slice = handle.get_slice(key)
+        dtype = tensor_slice.get_dtype()
+        specs[key] = TensorSpec(
+            shape=list(tensor_slice.get_shape()), dtype=_HEADER_DTYPES.get(dtype, dtype)
+        )
+    return specs
+
+
+def validation_problems(err: ValidationError) -> str:
+    """A pydantic error as one line: ``key: message; key: message`` (no input dump)."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in err.errors()
+    )
 
 
 def load_checkpoint(
-    path: str | Path, expected: dict[str, TensorSpec] | None = None
+    path: str | Path,
+    expected: dict[str, TensorSpec] | None = None,
+    nonfinite_ok: Collection[str] = (),
 ) -> tuple[dict[str, torch.Tensor], Manifest]:
     """Load a checkpoint's tensors and manifest, refusing anything inconsistent.
 
     The stored tensors must match the manifest's list exactly (names, shapes, dtypes), and,
-    when ``expected`` is given, that list too.
+    when ``expected`` is given, that list too (checked before any tensor is read). Every
+    floating-point tensor must be finite, except those named in ``nonfinite_ok``.
     """
     path = Path(path)
     manifest = read_manifest(path)
+    if expected is not None:
+        _compare(path, "model", expected, manifest.tensors)
     tensors: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -150,9 +195,20 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: tensor data unreadable ({err})") from None
     actual = specs_of(tensors)
     _compare(path, "manifest", manifest.tensors, actual)
-    if expected is not None:
-        _compare(path, "model", expected, actual)
+    for key, tensor in tensors.items():
+        if key not in nonfinite_ok:
+            check_finite(path, key, tensor)
     return tensors, manifest
+
+
+def check_finite(path: Path, key: str, tensor: torch.Tensor) -> None:
+    """Refuse a floating-point ``tensor`` with a NaN or infinite element (naming file and key)."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise CheckpointError(
+            f"{path}: tensor {key!r} has {bad} non-finite (NaN or infinite) value(s) of "
+            f"{tensor.numel()}"
+        )
 
 
 def _compare(

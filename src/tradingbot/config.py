@@ -259,6 +259,16 @@ class TradingConfig(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _batch_within_rollout(self) -> TradingConfig:
+        rollout = self.algo.n_steps * self.env.n_envs
+        if self.algo.batch_size > rollout:
+            raise ValueError(
+                f"algo.batch_size ({self.algo.batch_size}) is larger than one rollout, "
+                f"algo.n_steps x env.n_envs = {self.algo.n_steps} x {self.env.n_envs} = {rollout}"
+            )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
+    # allow_inf_nan=False: an infinite or NaN hyperparameter (``learning_rate: .inf``) is refused.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, allow_inf_nan=False, defer_build=True
+    )
 
 
 class RiskConfig(_Section):
@@ -237,7 +241,9 @@ class PPOConfig(BaseModel):
     :param device: Torch device.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, allow_inf_nan=False, defer_build=True
+    )
 
     learning_rate: float = Field(3e-4, gt=0)
     learning_rate_final: float | None = Field(None, ge=0)
@@ -283,6 +289,19 @@ class PPOConfig(BaseModel):
     robust: RobustConfig = Field(default_factory=RobustConfig)
     seed: int | None = None
     device: str = "cpu"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        if device != "auto":
+            try:
+                torch.device(device)
+            except (RuntimeError, ValueError):
+                raise ValueError(
+                    f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', "
+                    "'auto')"
+                ) from None
+        return device
 
     @model_validator(mode="after")
     def _check_relations(self) -> PPOConfig:

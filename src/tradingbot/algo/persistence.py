@@ -16,15 +16,15 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from tradingbot.checkpoint import (
-    CheckpointError,
-    Manifest,
-    TensorSpec,
-    load_checkpoint,
-    read_manifest,
-    save_checkpoint,
-    specs_of,
+from tradingbot.algo.saved_state import (
+    NONFINITE_OK,
+    SavedModel,
+    check_param_groups,
+    check_values,
+    expected_specs,
+    read_saved_model,
 )
+from tradingbot.checkpoint import CheckpointError, Manifest, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from tradingbot.algo.ppo import DistributionalPPO
@@ -131,14 +131,35 @@ def save_model(
     )
 
 
-def restore_model(model: DistributionalPPO, path: str | Path) -> Manifest:
+def restore_model(
+    model: DistributionalPPO, path: str | Path, saved: SavedModel | None = None
+) -> Manifest:
     """Load a checkpoint into ``model`` (built with the checkpoint's hyperparameters).
 
-    Tensors must match the model's own names, shapes and dtypes; the environment's state is
-    restored when the checkpoint has it and the model's env accepts it.
+    Tensors must match the model's own names, shapes and dtypes (checked before any tensor is
+    read), be finite and in range (:mod:`tradingbot.algo.saved_state`); the environment's
+    state is restored when the checkpoint has it and the model's env accepts it. Everything is
+    checked before the model or the env is changed. ``saved``: the checkpoint's validated
+    manifest, when the caller has read it already.
     """
     path = checkpoint_path(path)
-    tensors, manifest = load_checkpoint(path, expected=_expected_specs(model, path))
+    if saved is None:
+        saved = read_saved_model(path)
+    manifest = saved.manifest
+    tensors, _ = load_checkpoint(
+        path, expected=expected_specs(model, saved), nonfinite_ok=NONFINITE_OK
+    )
+    check_values(path, tensors, saved)
+    check_param_groups(path, model.optimizer.param_groups, saved)
+    env = model.get_env()
+    if saved.state.env is not None and env is not None and hasattr(env, "load_state_dict"):
+        env_tensors = {
+            k.removeprefix("env."): v.numpy() for k, v in tensors.items() if k.startswith("env.")
+        }
+        try:  # validates everything before it changes the env
+            env.load_state_dict(env_tensors, saved.state.env)
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: invalid environment state: {err}") from None
     model.policy.load_state_dict(
         {k.removeprefix("policy."): v for k, v in tensors.items() if k.startswith("policy.")}
     )
@@ -148,28 +169,39 @@ def restore_model(model: DistributionalPPO, path: str | Path) -> Manifest:
             _, index, name = key.split(".", 2)
             optimizer_state["state"][int(index)][name] = value
     first = 0
-    for group, saved in zip(
-        model.optimizer.param_groups, manifest.state["optimizer_param_groups"], strict=True
+    for group, saved_group in zip(
+        model.optimizer.param_groups, saved.state.optimizer_param_groups, strict=True
     ):
-        restored = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()}
+        restored = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved_group.items()}
         restored["params"] = list(range(first, first + len(group["params"])))
         optimizer_state["param_groups"].append(restored)
         first += len(group["params"])
     optimizer_state["state"] = dict(optimizer_state["state"])
-    model.optimizer.load_state_dict(optimizer_state)
+    try:
+        model.optimizer.load_state_dict(optimizer_state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: optimizer state does not load: {err!r}") from None
     model.return_rms.mean = tensors["return_rms.mean"].numpy().copy()
     model.return_rms.var = tensors["return_rms.var"].numpy().copy()
     model.return_rms.count = float(tensors["return_rms.count"])
-    th.set_rng_state(tensors["rng.torch"])
+    try:
+        th.set_rng_state(tensors["rng.torch"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: tensor 'rng.torch' is not a torch RNG state ({err})"
+        ) from None
     train_state = {
         k.removeprefix("train_state."): v
         for k, v in tensors.items()
         if k.startswith("train_state.")
     }
     if train_state:  # checkpoints written before these statistics existed have none
-        model.train_state.load_state_dict(train_state)
-    model.num_timesteps = int(manifest.state["num_timesteps"])
-    model._n_updates = int(manifest.state["n_updates"])
+        try:
+            model.train_state.load_state_dict(train_state)
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: invalid train_state tensors: {err!r}") from None
+    model.num_timesteps = saved.state.num_timesteps
+    model._n_updates = saved.state.n_updates
     if "rollout.last_obs" in tensors:
         model._last_obs = tensors["rollout.last_obs"].numpy().copy()
         model._last_episode_starts = tensors["rollout.episode_starts"].numpy().copy()
@@ -177,34 +209,4 @@ def restore_model(model: DistributionalPPO, path: str | Path) -> Manifest:
         model._last_lstm_states = type(model._last_lstm_states)(
             *(tensors[f"rollout.lstm.{i}"].clone() for i in range(n_states))
         )
-    env = model.get_env()
-    if "env" in manifest.state and env is not None and hasattr(env, "load_state_dict"):
-        env_tensors = {
-            k.removeprefix("env."): v.numpy() for k, v in tensors.items() if k.startswith("env.")
-        }
-        env.load_state_dict(env_tensors, manifest.state["env"])
     return manifest
-
-
-def _expected_specs(model: DistributionalPPO, path: Path) -> dict[str, TensorSpec]:
-    """What a checkpoint for ``model`` must hold: exactly the model's policy and statistics
-    tensors; optimizer moments shaped like the parameters they belong to; and rollout and
-    environment tensors as stored (they exist only once a run has started)."""
-    manifest = read_manifest(path)
-    own, _ = model_state(model)
-    optional = ("rollout.", "env.", "optimizer.", "train_state.")
-    expected = {k: v for k, v in specs_of(own).items() if not k.startswith(optional)}
-    params = [p for group in model.optimizer.param_groups for p in group["params"]]
-    for key, spec in manifest.tensors.items():
-        if key.startswith("optimizer."):
-            index = int(key.split(".")[1])
-            if index >= len(params):
-                raise CheckpointError(f"{path}: {key} names parameter {index} of {len(params)}")
-            if spec.shape and spec.shape != list(params[index].shape):
-                raise CheckpointError(
-                    f"{path}: {key} has shape {spec.shape}, parameter {index} has shape "
-                    f"{list(params[index].shape)}"
-                )
-        if key.startswith(optional):
-            expected[key] = spec
-    return expected

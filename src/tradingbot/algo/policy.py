@@ -148,7 +148,8 @@ class RecurrentActorCritic(nn.Module):
     tanh into the Box action range (log-probabilities include the change of variables), or a
     categorical for Discrete actions. The critic has 2 (twin) or 1 quantile heads reading the
     critic LSTM; each head has its own MLP and outputs monotone quantiles at midpoint taus. LSTM
-    states are multiplied by ``1 - episode_start`` before a step, in rollouts and in training.
+    states are replaced by zeros where an episode starts, before a step, in rollouts and in
+    training (replaced, not multiplied by ``1 - episode_start``: a NaN state times 0 stays NaN).
 
     :param observation_space: Box observation space (flattened).
     :param action_space: Box (finite bounds) or Discrete action space.
@@ -352,7 +353,8 @@ class RecurrentActorCritic(nn.Module):
 
         :param obs: Observations, shape (n_envs, obs_dim).
         :param states: LSTM states before this step (not yet reset).
-        :param keep: ``1 - episode_starts`` of shape (n_envs, 1), or ``None`` when no env
+        :param keep: ``1 - episode_starts`` of shape (n_envs, 1) (states are kept where it is
+            positive, replaced by zeros elsewhere), or ``None`` when no env
             starts an episode.
         :param weights: From :meth:`rollout_weights` of the current parameters.
         :return: Actor output (Gaussian mean or logits) (n_envs, out), the critics' pre-quantile
@@ -361,8 +363,10 @@ class RecurrentActorCritic(nn.Module):
         """
         h, c = states
         if keep is not None:
-            h = h * keep
-            c = c * keep
+            # Replace, not multiply: a state made NaN by a bad observation must not outlive
+            # the episode (NaN * 0 is NaN).
+            h = th.where(keep > 0, h, 0.0)
+            c = th.where(keep > 0, c, 0.0)
         batch, n, n_lstms = h.shape[0], self.hidden_size, len(weights.lstm_weight_hh)
         gates = th.addmm(weights.lstm_bias, obs, weights.lstm_weight_ih)
         for k, weight_hh in enumerate(weights.lstm_weight_hh):

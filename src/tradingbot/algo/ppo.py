@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import sys
 import time
@@ -24,17 +25,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from tradingbot.algo.buffer import RecurrentRolloutBuffer
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.gradients import FlatGradients
+from tradingbot.algo.guard import StepUndo
 from tradingbot.algo.losses import cvar_from_quantiles, explained_variance, quantile_spread
-from tradingbot.algo.persistence import (
-    checkpoint_path,
-    restore_model,
-    save_model,
-    space_from_description,
-)
+from tradingbot.algo.persistence import checkpoint_path, restore_model, save_model
 from tradingbot.algo.policy import LSTMStates, PolicyStep, RecurrentActorCritic
 from tradingbot.algo.risk import dual_ascent, empirical_cvar, shape_advantages
 from tradingbot.algo.robust import robust_step
 from tradingbot.algo.rollout import collect_rollouts
+from tradingbot.algo.saved_state import read_saved_model
 from tradingbot.algo.schedules import (
     adapt_kl_beta,
     decay_awr_coef,
@@ -50,9 +48,13 @@ from tradingbot.algo.update import (
     build_optimizer,
     build_scaler,
 )
-from tradingbot.checkpoint import read_manifest
+from tradingbot.checkpoint import CheckpointError
 
 SelfDistributionalPPO = TypeVar("SelfDistributionalPPO", bound="DistributionalPPO")
+LOGGER = logging.getLogger(__name__)  # warnings (``log`` in train() is the SB3 logger)
+# A return std that grows by more than this factor in one update is reported (an outlier reward
+# or a broken environment; ordinary training moves it by a few percent per update).
+RETURN_STD_JUMP = 100.0
 
 
 class DistributionalPPO(BaseAlgorithm):
@@ -188,8 +190,9 @@ class DistributionalPPO(BaseAlgorithm):
         CVaR shaping of the advantages, the entropy coefficient. Each minibatch step (see
         :mod:`tradingbot.algo.update`): losses accumulated over microbatches -> non-finite
         guard on the loss and the gradient norms (skip, count, change nothing) -> KL early
-        stop -> scaler -> per-network norm clip -> optimizer. After: KL beta, AWR coefficient
-        and logging.
+        stop -> scaler -> per-network norm clip -> optimizer -> a step that left a non-finite
+        parameter is undone (parameters and optimizer state) and counted as skipped. After: KL
+        beta, AWR coefficient and logging.
         """
         cfg = self.config
         buffer = self.rollout_buffer
@@ -201,7 +204,20 @@ class DistributionalPPO(BaseAlgorithm):
         # they normalize this update's value targets.
         returns_finite = bool(th.isfinite(buffer.returns).all())
         if cfg.normalize_returns and returns_finite:
+            std_before = self._return_scale()[1]
             self.return_rms.update(buffer.returns.reshape(-1).double().cpu().numpy())
+            # The statistics never forget (running, not moving): one extreme return rescales
+            # the critic's targets for the rest of training, so say so when it happens.
+            jump = self._return_scale()[1] / std_before
+            if self._n_updates > 0 and jump > RETURN_STD_JUMP:
+                LOGGER.warning(
+                    "warning: one rollout's returns (|G| up to %.3g) multiplied the return "
+                    "std by %.3g (now %.3g); the running statistics keep this for the rest "
+                    "of training",
+                    float(buffer.returns.abs().max()),
+                    jump,
+                    self._return_scale()[1],
+                )
         ret_mean, ret_std = self._return_scale()
         values, returns = buffer.values.reshape(-1), buffer.returns.reshape(-1)
         rollout_ev = explained_variance(values, returns)
@@ -286,7 +302,17 @@ class DistributionalPPO(BaseAlgorithm):
                             f"Early stopping at epoch {epoch} with {cfg.kl_early_stop} KL {kl:.4f}"
                         )
                     break
-                for name, value in apply_step(self, square_norms).items():
+                undo = StepUndo(self.gradients.param, self.optimizer)
+                step_stats = apply_step(self, square_norms)
+                if not undo.step_was_finite():
+                    # A finite gradient gave a non-finite parameter (e.g. an overflowing step):
+                    # undo the step and count it as skipped, so nothing non-finite is saved.
+                    undo.restore()
+                    self.policy.forget_rollout_weights()
+                    self.gradients.zero_()
+                    state.skipped_steps += 1
+                    continue
+                for name, value in step_stats.items():
                     stats[name].append(value)
                 self._n_updates += 1
                 if dsac_t:
@@ -482,19 +508,23 @@ class DistributionalPPO(BaseAlgorithm):
         reset_num_timesteps=False)``)."""
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        manifest = read_manifest(checkpoint_path(path))
-        config = PPOConfig(**manifest.hyperparameters)
-        observation_space = space_from_description(manifest.state["observation_space"])
-        action_space = space_from_description(manifest.state["action_space"])
+        # Everything the manifest claims is checked before the model is built (its policy
+        # shapes against its hyperparameters too): a lying manifest allocates nothing.
+        saved = read_saved_model(checkpoint_path(path))
+        config, observation_space, action_space = (
+            saved.config,
+            saved.observation_space,
+            saved.action_space,
+        )
         model = cls("MlpLstmPolicy", env, config=config, _init_setup_model=False)
         if env is None:
             model.observation_space, model.action_space = observation_space, action_space
             model.n_envs = 1
         elif model.observation_space != observation_space or model.action_space != action_space:
-            raise ValueError(
-                f"env spaces ({model.observation_space}, {model.action_space}) differ from the "
-                f"saved ones ({observation_space}, {action_space})"
+            raise CheckpointError(
+                f"{saved.path}: env spaces ({model.observation_space}, {model.action_space}) "
+                f"differ from the saved ones ({observation_space}, {action_space})"
             )
         model._setup_model()
-        restore_model(model, path)
+        restore_model(model, path, saved)
         return model

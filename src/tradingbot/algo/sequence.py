@@ -19,11 +19,11 @@ def lstm_over_chunks(
     """
     Run a single-layer, batch-first ``lstm`` over chunks, resetting its state at episode starts.
 
-    Equivalent to stepping through time with ``state = state * (1 - episode_start[t])`` before
+    Equivalent to stepping through time with ``state = where(episode_start[t], 0, state)`` before
     each step, but without a Python loop over time: each chunk is split at its episode starts
     into segments, gathered (with index tensors) into one right-padded batch that runs in a
-    single LSTM call, and scattered back. A chunk's first segment starts from
-    ``initial_* * (1 - episode_starts[:, 0])``, every later segment (which begins at an episode
+    single LSTM call, and scattered back. A chunk's first segment starts from ``initial_*``, or
+    zeros where ``episode_starts[:, 0]`` is set, every later segment (which begins at an episode
     start) from zeros. Without inner episode starts it is one plain LSTM call over the chunks.
 
     :param lstm: Single-layer ``nn.LSTM`` with ``batch_first=True``.
@@ -61,9 +61,10 @@ def lstms_over_chunks(
     found once), whose states are concatenated in ``initial_h`` / ``initial_c`` (C, sum of
     hidden sizes) in order. Returns each LSTM's outputs (C, L, H_k)."""
     n_chunks, seq_len = episode_starts.shape
-    keep_first = (1.0 - episode_starts[:, 0]).unsqueeze(-1)
-    h0 = (initial_h * keep_first).unsqueeze(0)
-    c0 = (initial_c * keep_first).unsqueeze(0)
+    # Replace, not multiply: a NaN state (from a bad observation) times 0 would stay NaN.
+    keep_first = (episode_starts[:, 0] == 0).unsqueeze(-1)
+    h0 = th.where(keep_first, initial_h, 0.0).unsqueeze(0)
+    c0 = th.where(keep_first, initial_c, 0.0).unsqueeze(0)
     inner_starts = episode_starts[:, 1:] > 0
     if not bool(inner_starts.any()):
         return _run_lstms(lstms, inputs, h0, c0)
@@ -120,7 +121,8 @@ def lstm_step_by_step(
     c = initial_c.unsqueeze(0)
     outputs = []
     for t in range(inputs.shape[1]):
-        keep = (1.0 - episode_starts[:, t]).view(1, -1, 1)
-        out, (h, c) = lstm(inputs[:, t : t + 1], (h * keep, c * keep))
+        keep = (episode_starts[:, t] == 0).view(1, -1, 1)
+        h, c = th.where(keep, h, 0.0), th.where(keep, c, 0.0)
+        out, (h, c) = lstm(inputs[:, t : t + 1], (h, c))
         outputs.append(out)
     return th.cat(outputs, dim=1)

@@ -29,7 +29,8 @@ class TrainState:
     :param risk_multiplier: CVaR weight lambda (a Lagrange multiplier under ``cvar_constraint``).
     :param entropy_boost: Multiplicative entropy-coefficient boost.
     :param awr_coef: Current AWR behaviour-cloning coefficient.
-    :param skipped_steps: Optimizer steps skipped for a non-finite loss or gradient, in total.
+    :param skipped_steps: Optimizer steps skipped (non-finite loss or gradient) or undone
+        (non-finite parameter after the step), in total.
     :param scaler: The variance gradient scaler (``None`` when disabled).
     """
 

@@ -111,16 +111,51 @@ class MarketSimulator:
         return arrays, {"rngs": [rng.bit_generator.state for rng in self.rngs]}
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned, refusing a different number of envs."""
+        """Restore what :meth:`state_dict` returned, refusing a different number of envs and
+        values out of range (rows outside the split, an episode past its end, non-finite or
+        non-positive equity, a position outside [-1, 1]); nothing changes unless all is valid."""
+        values = {}
         for name in self.STATE_ARRAYS:
             value = np.asarray(arrays[name])
             if value.shape != (self.n_envs,):
                 raise ValueError(
                     f"env state {name!r} has shape {value.shape}, expected ({self.n_envs},)"
                 )
-            setattr(self, name, value.astype(getattr(self, name).dtype, copy=True))
-        for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
-            rng.bit_generator.state = rng_state
+            values[name] = value.astype(getattr(self, name).dtype, copy=True)
+        self._check_state(values)
+        rngs = state.get("rngs") if isinstance(state, dict) else None
+        if not isinstance(rngs, list) or len(rngs) != self.n_envs:
+            raise ValueError(f"env state 'rngs' must list {self.n_envs} generator states")
+        generators = []
+        for rng, rng_state in zip(self.rngs, rngs, strict=True):
+            generator = np.random.Generator(type(rng.bit_generator)())
+            generator.bit_generator.state = rng_state  # raises on a malformed state
+            generators.append(generator)
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.rngs = generators
+
+    def _check_state(self, values: dict[str, np.ndarray]) -> None:
+        """Refuse environment state that no episode of this split can be in."""
+        slot, row, steps, end_step = (values[k] for k in ("slot", "row", "steps", "end_step"))
+        bad = (slot < 0) | (slot >= len(self.instrument_ids))
+        if bad.any():
+            raise ValueError(f"env state 'slot' {slot[bad].tolist()} outside [0, {len(self.lo)})")
+        lo, hi = self.lo[slot], self.hi[slot]
+        checks = {
+            "row": (row < lo) | (row >= hi),
+            "steps": (steps < 0) | (steps > end_step),
+            # The episode's remaining steps must stay inside the split's rows.
+            "end_step": (end_step < 0) | (row - steps + end_step > hi - 1),
+            "equity": ~np.isfinite(values["equity"]) | (values["equity"] <= 0),
+            "position": ~(np.abs(values["position"]) <= 1.0),
+        }
+        for name, bad in checks.items():
+            if bad.any():
+                raise ValueError(
+                    f"env state {name!r} out of range in environment(s) "
+                    f"{np.flatnonzero(bad).tolist()}: {values[name][bad].tolist()}"
+                )
 
     def seed(self, seeds: list[int | None]) -> None:
         """Re-seed environment i with ``seeds[i]`` (None leaves its generator as it is)."""

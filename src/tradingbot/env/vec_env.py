@@ -158,8 +158,14 @@ class MarketVecEnv(VecEnv):
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
+        episode_return = np.asarray(arrays["episode_return"], dtype=np.float64).copy()
+        if episode_return.shape != (self.num_envs,) or not np.isfinite(episode_return).all():
+            raise ValueError(
+                f"env state 'episode_return' must be {self.num_envs} finite values, got "
+                f"shape {episode_return.shape}"
+            )
         self.sim.load_state_dict(arrays, state)
-        self._episode_return = np.asarray(arrays["episode_return"], dtype=np.float64).copy()
+        self._episode_return = episode_return
 
     def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
         if indices is None:

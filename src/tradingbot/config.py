@@ -148,10 +148,50 @@ class RunConfig(StrictModel):
     keep_checkpoints: int = Field(3, ge=1)  # the newest this many are kept
 
 
+class BaselineConfig(StrictModel):
+    """Parameters of the rule baselines (:mod:`tradingbot.evaluate.baselines`), fixed in advance.
+
+    Textbook values, never tuned on any split: a 10% annual volatility target over 20 bars of
+    past closes with the position capped at 1, a 200-bar moving-average trend rule, and 12-1
+    time-series momentum (the return over the last 252 bars, skipping the latest 21).
+    """
+
+    target_volatility: float = Field(0.10, gt=0.0)  # annualized
+    volatility_window: int = Field(20, ge=2)  # bars of close-to-close log returns
+    volatility_cap: float = Field(1.0, gt=0.0, le=1.0)  # the largest position it takes
+    trend_window: int = Field(200, ge=2)  # bars in the moving average of closes
+    momentum_lookback: int = Field(252, ge=2)  # bars from the start of the momentum return
+    momentum_skip: int = Field(21, ge=0)  # most recent bars left out of it
+
+    @model_validator(mode="after")
+    def _check(self) -> BaselineConfig:
+        if self.momentum_skip >= self.momentum_lookback:
+            raise ValueError(
+                f"momentum_skip ({self.momentum_skip}) must be smaller than "
+                f"momentum_lookback ({self.momentum_lookback})"
+            )
+        return self
+
+
+class StatisticsConfig(StrictModel):
+    """Statistics over the market path (:mod:`tradingbot.evaluate.statistics`).
+
+    ``block_length`` None: the stationary bootstrap's mean block length is chosen by
+    ``arch.bootstrap.optimal_block_length`` (Politis & White) on the series compared.
+    """
+
+    bootstrap_reps: int = Field(2000, ge=100)
+    block_length: float | None = Field(None, ge=1.0)
+    seed: int = 0
+    level: float = Field(0.95, gt=0.0, lt=1.0)  # confidence level of every interval
+
+
 class EvaluationConfig(StrictModel):
     """Walk-forward evaluation: an agent per fold and seed (folds in ``data.walk_forward``)."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    baselines: BaselineConfig = Field(default_factory=BaselineConfig)
+    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
 
 
 class MutationSpec(StrictModel):

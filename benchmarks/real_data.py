@@ -125,10 +125,16 @@ def train_and_run(
     seed: int,
     candidate: str,
     phase: str,
+    out: Path,
 ) -> dict[str, Any]:
     """Train one candidate at one seed and run it: ``phase`` "validation" trains on the fold's
     training bars before its validation window and scores the window; "test" trains on the
-    whole training period and runs over the test year."""
+    whole training period and runs over the test year. The bars and the record are written to
+    ``out/bars/`` at once, and a job found there is not run again."""
+    stem = out / "bars" / f"fold{fold_index}_seed{seed}_{candidate}_{phase}"
+    if stem.with_suffix(".json").exists():  # done by an earlier, interrupted invocation
+        record = json.loads(stem.with_suffix(".json").read_text())
+        return record | {"bars": read_bars(stem.with_suffix(".csv")), "cached": True}
     torch.set_num_threads(1)
     cfg = fold_config(config, folds, steps, [*CANDIDATES[candidate], f"run.seed={seed}"])
     data, stamps, fold_list = make_folds(cfg)
@@ -145,17 +151,20 @@ def train_and_run(
     seconds = time.perf_counter() - start
     span = scored_span(stamps, scored)
     bars = run_backtest(model, market, span, cfg.env, market.instruments[0].name)
-    return {
+    record = {
         "fold": fold_index,
         "seed": seed,
         "candidate": candidate,
         "phase": phase,
         "train": str(train),
         "scored": str(scored),
-        "bars": bars,
         "sharpe": backtest_metrics(bars)["sharpe"],
         "seconds": seconds,
     }
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    bars.to_csv(stem.with_suffix(".csv"))
+    stem.with_suffix(".json").write_text(json.dumps(record))
+    return record | {"bars": bars}
 
 
 def run_jobs(jobs: list[tuple[Any, ...]], workers: int) -> list[dict[str, Any]]:
@@ -164,7 +173,8 @@ def run_jobs(jobs: list[tuple[Any, ...]], workers: int) -> list[dict[str, Any]]:
         for r in pool.map(train_and_run, *zip(*jobs, strict=True)):
             print(
                 f"  fold {r['fold']} seed {r['seed']} {r['candidate']} {r['phase']}: "
-                f"sharpe {r['sharpe']:.2f} ({r['seconds']:.0f}s)",
+                f"sharpe {r['sharpe']:.2f} ({r['seconds']:.0f}s"
+                + (", cached)" if "cached" in r else ")"),
                 flush=True,
             )
             results.append(r)
@@ -193,13 +203,12 @@ def train_all(args: argparse.Namespace) -> None:
         + ", ".join(f"{f.test.start:%Y-%m-%d}..{f.test.end:%Y-%m-%d}" for f in fold_list),
         flush=True,
     )
-    bars_dir = args.out / "bars"
-    bars_dir.mkdir(parents=True, exist_ok=True)
+    commit = git_commit()
     common = (args.config, args.folds, args.steps)
     start = time.perf_counter()
     validation = run_jobs(
         [
-            (*common, f.index, seed, name, "validation")
+            (*common, f.index, seed, name, "validation", args.out)
             for f in fold_list
             for seed in args.seeds
             for name in CANDIDATES
@@ -223,19 +232,16 @@ def train_all(args: argparse.Namespace) -> None:
     write_selection(
         args.out, {n: AGENT + o for n, o in CANDIDATES.items()}, trials, HISTORY, PROTOCOL
     )
-    tests = run_jobs(
+    run_jobs(
         [
-            (*common, f.index, seed, chosen[f.index, seed], "test")
+            (*common, f.index, seed, chosen[f.index, seed], "test", args.out)
             for f in fold_list
             for seed in args.seeds
         ],
         args.workers,
     )
-    for r in validation + tests:
-        name = f"fold{r['fold']}_seed{r['seed']}_{r['candidate']}_{r['phase']}.csv"
-        r["bars"].to_csv(bars_dir / name)
     meta = {
-        "commit": git_commit(),
+        "commit": commit,
         "config": args.config,
         "seeds": args.seeds,
         "steps": args.steps,

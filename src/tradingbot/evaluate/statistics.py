@@ -10,13 +10,13 @@ unless the config fixes it.
 
 - :func:`sharpe_intervals`: each policy's annualized Sharpe and the agent's Sharpe minus each
   baseline's, with percentile intervals.
-- :func:`spa_test`: Hansen's (2005) test of superior predictive ability of the agent against all
+- :func:`spa_test`: Hansen's (2005) test of superior predictive ability, the agent against all
   baselines at once. Loss per bar: ``-r_t / sd(r)`` (each series divided by its own standard
-  deviation over the bars), so a loss difference has mean ``SR_baseline - SR_agent`` per bar:
+  deviation over the bars), so a loss difference has mean ``SR_agent - SR_baseline`` per bar:
   the test compares Sharpe ratios, not raw returns, and a de-levered copy of a baseline is not
-  "worse" than the baseline. Null: the agent's Sharpe is no higher than any baseline's. A small
-  p-value says the agent beats *at least one* baseline after the multiple comparison; which ones
-  the difference intervals say. ``flat`` (all zeros) has loss 0, i.e. Sharpe 0.
+  "worse" than the baseline. Null: the agent's Sharpe is no higher than the best baseline's
+  (one SPA per baseline, joined by the intersection-union rule, see :func:`spa_test`): a small
+  p-value says the agent beats *every* baseline. ``flat`` (all zeros) has loss 0, Sharpe 0.
 - :func:`deflated_sharpe_ratio`: Bailey & Lopez de Prado (2014): the probability that the true
   Sharpe exceeds the best Sharpe expected among ``n_trials`` unskilled configurations.
 - :func:`clustered_interval`: a t-interval over clusters (folds) of values averaged within each
@@ -140,13 +140,16 @@ def spa_test(
     reps: int = 2000,
     seed: int = 0,
     block: int | None = None,
-) -> dict[str, float]:
-    """Hansen's SPA of the agent against all baselines at once, on Sharpe-like losses.
+) -> dict[str, object]:
+    """Whether the agent's Sharpe beats every baseline's: Hansen's SPA per baseline, joined as
+    an intersection-union test.
 
-    With ``d_k = L_agent - L_k`` given to ``arch.bootstrap.SPA`` as the models' losses and a
-    zero benchmark, the null is ``E[L_k - L_agent] <= 0`` for every baseline k: the agent's
-    Sharpe is no higher than any baseline's. ``flat`` (all zeros) counts with Sharpe 0; other
-    zero-variance baselines are left out.
+    For each baseline k, ``arch.bootstrap.SPA`` with the baseline's Sharpe-like losses as the
+    benchmark and the agent's as the one model gives ``p_k``, the p-value of "the agent's
+    Sharpe is no higher than baseline k's" (Hansen's consistent p-value). The claim of skill is
+    that the agent beats *all* baselines, so the joint p-value is ``max_k p_k`` (Berger's
+    intersection-union test: level alpha with no multiplicity correction). An agent identical
+    to a baseline has ``p_k = 1`` for it. Every test uses the same seed and block length.
 
     Parameters
     ----------
@@ -158,8 +161,8 @@ def spa_test(
 
     Returns
     -------
-    ``pvalue`` (Hansen's consistent p-value), ``pvalue_lower``, ``pvalue_upper``,
-    ``n_baselines`` and ``block_length``.
+    ``pvalue`` (the joint p-value), ``pvalues`` (baseline -> p_k), ``n_baselines`` and
+    ``block_length``.
     """
     returns = pd.concat([agent.rename("__agent__"), baselines], axis=1)
     if returns.isna().any().any():
@@ -167,25 +170,25 @@ def spa_test(
     losses = sharpe_losses(returns)
     if "__agent__" not in losses.columns:
         raise ValueError("the agent's returns have zero variance: SPA needs a Sharpe-like loss")
-    differences = losses.drop(columns="__agent__").rsub(losses["__agent__"], axis=0)
-    if differences.shape[1] == 0:
+    compared = [c for c in losses.columns if c != "__agent__"]
+    if not compared:
         raise ValueError("no baseline with a Sharpe ratio to test against")
     block = block if block is not None else block_length(returns.to_numpy())
-    spa = SPA(
-        np.zeros(len(differences)),
-        differences.to_numpy(),
-        block_size=block,
-        reps=reps,
-        bootstrap="stationary",
-        seed=seed,
-    )
-    spa.compute()
-    p = spa.pvalues
+    model = losses["__agent__"].to_numpy()
+    pvalues: dict[str, float] = {}
+    for name in compared:
+        benchmark = losses[name].to_numpy()
+        # A copy (or a re-levered copy: same standardized losses) never beats its original.
+        if np.allclose(benchmark, model, rtol=0.0, atol=1e-12):
+            pvalues[str(name)] = 1.0
+            continue
+        spa = SPA(benchmark, model, block_size=block, reps=reps, bootstrap="stationary", seed=seed)
+        spa.compute()
+        pvalues[str(name)] = float(spa.pvalues["consistent"])
     return {
-        "pvalue": float(p["consistent"]),
-        "pvalue_lower": float(p["lower"]),
-        "pvalue_upper": float(p["upper"]),
-        "n_baselines": int(differences.shape[1]),
+        "pvalue": max(pvalues.values()),
+        "pvalues": pvalues,
+        "n_baselines": len(pvalues),
         "block_length": int(block),
     }
 

@@ -230,7 +230,12 @@ def train_all(args: argparse.Namespace) -> None:
         for r in validation
     ]
     write_selection(
-        args.out, {n: AGENT + o for n, o in CANDIDATES.items()}, trials, HISTORY, PROTOCOL
+        args.out,
+        {n: AGENT + o for n, o in CANDIDATES.items()},
+        trials,
+        HISTORY,
+        PROTOCOL,
+        trial_sharpes=[h["sharpe"] for h in HISTORY if "sharpe" in h],
     )
     run_jobs(
         [
@@ -280,7 +285,10 @@ def analyze(out: Path, config: str) -> str:
         ).sort_index()
         for seed in meta["seeds"]
     }
-    trial_sharpes = np.array([h["sharpe"] for h in selection["history"] if "sharpe" in h])
+    trial_sharpes = np.array(
+        selection.get("trial_sharpes")
+        or [h["sharpe"] for h in selection["history"] if "sharpe" in h]
+    )
     n_trials = int(selection["n_configurations"])
     stats_cfg = cfg.evaluation.statistics
     base = run_baselines(market, whole, cfg.env, instrument, cfg.evaluation.baselines)
@@ -294,7 +302,7 @@ def analyze(out: Path, config: str) -> str:
         comparisons[seed] = compare_policies(
             policies, per_year, stats_cfg, "agent", n_trials, trial_sharpes / np.sqrt(per_year)
         )
-        comparisons[seed].write(out, f"seed{seed}_")
+        comparisons[seed].write(out, f"seed{seed}")
     lines = [
         f"S&P 500 walk-forward {whole.start:%Y-%m-%d}..{whole.end:%Y-%m-%d}, "
         f"{meta['steps']} env steps per agent, seeds {meta['seeds']}, commit {meta['commit'][:10]}",

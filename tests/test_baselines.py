@@ -73,7 +73,7 @@ def test_volatility_target_is_capped():
 
 def test_rules_are_causal():
     """Changing the closes after t leaves every position up to t unchanged."""
-    changed = CLOSE[:8] + [50, 200, 60, 300, 10, 500]
+    changed = [*CLOSE[:8], 50, 200, 60, 300, 10, 500]
     for rule in (
         lambda c: trend_positions(c, 3, False),
         lambda c: momentum_positions(c, 4, 1, False),
@@ -137,7 +137,7 @@ def test_rules_are_invested_from_the_first_test_bar(hand_market):
     results = run_baselines(market, span, EnvConfig(), "X", SMALL)
     assert results["trend"]["position"].iloc[0] == TREND_LONG_SHORT[8] == 1
     assert results["momentum"]["position"].iloc[0] == MOMENTUM_LONG_SHORT[8] == -1
-    held, equity = hand_equity(TREND_LONG_SHORT, first_decision=8)
+    _, equity = hand_equity(TREND_LONG_SHORT, first_decision=8)
     np.testing.assert_allclose(results["trend"]["equity"], equity, rtol=1e-12)
 
 

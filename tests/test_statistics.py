@@ -10,8 +10,8 @@ from tradingbot.evaluate.statistics import (
     annualized_sharpe,
     block_length,
     clustered_interval,
-    deflated_sharpe_ratio,
     deflated_sharpe_of_returns,
+    deflated_sharpe_ratio,
     expected_max_sharpe,
     sharpe_intervals,
     sharpe_losses,
@@ -129,7 +129,8 @@ def test_expected_max_sharpe_and_deflated_sharpe_by_hand():
     # 0.5772 * 2.6804 = 2.5307; times sqrt(0.5 / 252) = 0.044544 -> 0.11273
     assert expected_max_sharpe(100, variance) == pytest.approx(0.11273, abs=2e-5)
     sr = 2.5 / np.sqrt(252)  # 0.157485
-    # (0.157485 - 0.11273) sqrt(1249) / sqrt(1 + 3 * 0.157485 + 9/4 * 0.157485^2) = 0.044755 * 35.3412 / 1.236227 = 1.2795
+    # (0.157485 - 0.11273) sqrt(1249) / sqrt(1 + 3 * 0.157485 + 9/4 * 0.157485^2)
+    #   = 0.044755 * 35.3412 / 1.236227 = 1.2795
     dsr = deflated_sharpe_ratio(sr, 1250, -3.0, 10.0, 100, variance)
     assert dsr == pytest.approx(stats.norm.cdf(1.2795), abs=2e-4)
     assert dsr == pytest.approx(0.90, abs=0.01)  # the paper's rounded answer

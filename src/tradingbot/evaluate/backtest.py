@@ -171,12 +171,12 @@ def run_backtest(
     return frame[list(BAR_COLUMNS)]
 
 
-def backtest_metrics(bars: pd.DataFrame, benchmark: pd.DataFrame | None = None) -> dict[str, float]:
-    """Metrics of one backtest's bars (optionally with PSR against a benchmark's bars)."""
+def backtest_metrics(bars: pd.DataFrame) -> dict[str, float]:
+    """Metrics of one backtest's bars (comparisons with baselines:
+    :mod:`tradingbot.evaluate.comparison`)."""
     return performance_metrics(
         bars["return"].to_numpy(),
         bars["position"].to_numpy(),
         bars["trade"].to_numpy(),
         annualization=periods_per_year(pd.DatetimeIndex(bars.index)),
-        benchmark_returns=None if benchmark is None else benchmark["return"].to_numpy(),
     )

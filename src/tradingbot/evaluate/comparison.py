@@ -25,8 +25,6 @@ from tradingbot.evaluate.statistics import (
 )
 
 TABLE_METRICS = ("annual_return", "max_drawdown", "cvar_5", "exposure", "turnover")
-STATISTICS_FILE = "statistics.csv"
-TESTS_FILE = "tests.json"
 
 
 @dataclass
@@ -45,10 +43,10 @@ class Comparison:
     table: pd.DataFrame
     tests: dict[str, Any]
 
-    def write(self, out: Path, prefix: str = "") -> None:
-        """Write ``<prefix>statistics.csv`` and ``<prefix>tests.json`` into ``out``."""
-        self.table.to_csv(out / f"{prefix}{STATISTICS_FILE}", index=False)
-        (out / f"{prefix}{TESTS_FILE}").write_text(json.dumps(self.tests, indent=2, default=str))
+    def write(self, out: Path, tag: str) -> None:
+        """Write ``statistics_<tag>.csv`` and ``tests_<tag>.json`` into ``out``."""
+        self.table.to_csv(out / f"statistics_{tag}.csv", index=False)
+        (out / f"tests_{tag}.json").write_text(json.dumps(self.tests, indent=2, default=str))
 
 
 def aligned_returns(bars: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

@@ -11,15 +11,16 @@ import pandas as pd
 from safetensors import safe_open
 
 from tradingbot.algo.ppo import DistributionalPPO
-from tradingbot.config import TradingConfig, load_config
+from tradingbot.config import ConfigError, TradingConfig, load_config
 from tradingbot.data.features import FeatureNormalizer, feature_lookback
 from tradingbot.data.market import PreparedMarket, prepare_market
 from tradingbot.data.sources import load_market
-from tradingbot.env.simulator import make_action_space
-from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
+from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
+from tradingbot.evaluate.baselines import agent_exposure, run_baselines
+from tradingbot.evaluate.comparison import compare_policies
+from tradingbot.evaluate.metrics import periods_per_year
+from tradingbot.evaluate.selection import SELECTION_FILE, read_selection
 from tradingbot.train import MODEL_FILE, NORMALIZATION_FILE
-
-BASELINES = {"buy_and_hold": 1.0, "flat": 0.0}
 
 
 @dataclass
@@ -102,7 +103,10 @@ def backtest_run(
     """Backtest a run's agent and the baselines on ``split`` of every instrument.
 
     Writes ``backtest/<split>/bars_<instrument>_<policy>.csv`` (the agent's with the critic's
-    quantiles ``q_0..q_{N-1}``) and ``metrics.csv``; returns that directory.
+    quantiles ``q_0..q_{N-1}``; every baseline of :mod:`tradingbot.evaluate.baselines`) and
+    ``metrics.csv``, and per instrument the agent beside the baselines with bootstrap intervals,
+    SPA and deflated Sharpe (``statistics_<instrument>.csv``, ``tests_<instrument>.json``, see
+    :mod:`tradingbot.evaluate.comparison`); returns that directory.
 
     With ``attack`` (``pgd`` or ``random``, see :mod:`tradingbot.evaluate.attack`) the agent is
     also run with its observations perturbed within ``epsilon`` (normalized feature units) as
@@ -119,31 +123,50 @@ def backtest_run(
         out = run.run_dir / "backtest" / f"{split}_{attack}_eps{epsilon:g}"
     out.mkdir(parents=True, exist_ok=True)
     env_cfg = run.config.env
-    space = make_action_space(env_cfg)
+    evaluation = run.config.evaluation
+    n_trials, trial_sharpes = selection_of(run)
     rows = []
     for inst in market.instruments:
-        results = {
-            name: run_backtest(ConstantPolicy(pos, space), market, split, env_cfg, inst.name)
-            for name, pos in BASELINES.items()
-        }
         agent = RecordingAgent(run.model)
         bars = run_backtest(agent, market, split, env_cfg, inst.name)
         quantiles = np.stack(agent.quantiles)
         for i in range(quantiles.shape[1]):
             bars[f"q_{i}"] = quantiles[:, i]
-        results = {"agent": bars, **results}
+        baselines = run_baselines(
+            market, split, env_cfg, inst.name, evaluation.baselines, agent_exposure(bars)
+        )
+        results = {"agent": bars, **baselines}
+        per_year = periods_per_year(pd.DatetimeIndex(bars.index))
+        compare_policies(
+            results,
+            per_year,
+            evaluation.statistics,
+            n_trials=n_trials,
+            trial_sharpes=np.asarray(trial_sharpes) / np.sqrt(per_year),
+        ).write(out, inst.name)
         if attack is not None:
             results[f"agent_{attack}"] = _attacked_bars(
                 run, market, split, inst.name, attack, epsilon, attack_steps
             )
         for name, frame in results.items():
             frame.to_csv(out / f"bars_{inst.name}_{name}.csv")
-            benchmark = results["buy_and_hold"] if name.startswith("agent") else None
-            rows.append(
-                {"policy": name, "instrument": inst.name, **backtest_metrics(frame, benchmark)}
-            )
+            rows.append({"policy": name, "instrument": inst.name, **backtest_metrics(frame)})
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     return out
+
+
+def selection_of(run: LoadedRun) -> tuple[int, list[float]]:
+    """How many configurations were tried to arrive at the run's config, and their annualized
+    Sharpe ratios where recorded: the run directory's ``selection.json``, else the config's
+    ``evaluation.selection_file``, else one configuration."""
+    path = run.run_dir / SELECTION_FILE
+    if not path.exists() and run.config.evaluation.selection_file is not None:
+        path = run.config.evaluation.selection_file
+        if not path.exists():
+            raise ConfigError(f"evaluation.selection_file: {path} does not exist")
+    if not path.exists():
+        return 1, []
+    return read_selection(path)
 
 
 def _attacked_bars(

@@ -78,6 +78,7 @@ def write_selection(
     trials: Sequence[Mapping[str, Any]],
     history: Sequence[Mapping[str, Any]] = (),
     protocol: str = "",
+    trial_sharpes: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Write ``selection.json`` and return what it holds.
 
@@ -89,6 +90,8 @@ def write_selection(
     history: configurations tried before, outside this protocol (name, overrides, where their
         results were seen, Sharpe where known), counted too.
     protocol: a sentence saying how the choice was made.
+    trial_sharpes: annualized Sharpe ratios of configurations tried, measured on comparable
+        bars, whose variance the deflated Sharpe ratio uses.
 
     ``n_configurations`` counts the distinct candidates plus the history's entries: the number
     of trials the deflated Sharpe ratio is given.
@@ -97,9 +100,22 @@ def write_selection(
         "protocol": protocol,
         "candidates": {name: list(overrides) for name, overrides in candidates.items()},
         "n_configurations": len(candidates) + len(history),
+        "trial_sharpes": [float(x) for x in trial_sharpes],
         "history": [dict(h) for h in history],
         "trials": [dict(t) for t in trials],
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / SELECTION_FILE).write_text(json.dumps(record, indent=2, default=str))
     return record
+
+
+def read_selection(path: Path) -> tuple[int, list[float]]:
+    """``(n_configurations, trial_sharpes)`` of a ``selection.json`` (annualized Sharpes).
+
+    Raises ``ValueError`` naming the file when it is not a selection record.
+    """
+    try:
+        record = json.loads(Path(path).read_text())
+        return int(record["n_configurations"]), [float(x) for x in record.get("trial_sharpes", [])]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable selection record ({err})") from err

@@ -192,9 +192,9 @@ class EvaluationConfig(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     baselines: BaselineConfig = Field(default_factory=BaselineConfig)
     statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
-    # The selection.json that records the configurations tried to arrive at this config (read
-    # by backtest for the deflated Sharpe ratio; a run directory's own selection.json wins).
-    # Relative paths are relative to the working directory. None: one configuration.
+    # The selection.json that records the configurations tried to arrive at this config: copied
+    # into the run directory at training, where backtest reads it for the deflated Sharpe ratio.
+    # A relative path is relative to the working directory. None: one configuration.
     selection_file: Path | None = None
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from safetensors import safe_open
 
 from tradingbot.algo.ppo import DistributionalPPO
-from tradingbot.config import ConfigError, TradingConfig, load_config
+from tradingbot.config import TradingConfig, load_config
 from tradingbot.data.features import FeatureNormalizer, feature_lookback
 from tradingbot.data.market import PreparedMarket, prepare_market
 from tradingbot.data.sources import load_market
@@ -157,13 +157,9 @@ def backtest_run(
 
 def selection_of(run: LoadedRun) -> tuple[int, list[float]]:
     """How many configurations were tried to arrive at the run's config, and their annualized
-    Sharpe ratios where recorded: the run directory's ``selection.json``, else the config's
-    ``evaluation.selection_file``, else one configuration."""
+    Sharpe ratios where recorded: the run directory's ``selection.json`` (copied there from
+    ``evaluation.selection_file`` at training), else one configuration."""
     path = run.run_dir / SELECTION_FILE
-    if not path.exists() and run.config.evaluation.selection_file is not None:
-        path = run.config.evaluation.selection_file
-        if not path.exists():
-            raise ConfigError(f"evaluation.selection_file: {path} does not exist")
     if not path.exists():
         return 1, []
     return read_selection(path)

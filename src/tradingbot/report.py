@@ -234,7 +234,7 @@ def _instrument_section(split: str, instrument: str, bars: dict[str, pd.DataFram
         f'<h3 id="{_id(split, instrument)}">{html.escape(split)}: {html.escape(instrument)}</h3>'
     ]
     figures: list[tuple[str, go.Figure]] = [
-        ("equity", charts.equity_figure(bars, f"Equity ({', '.join(bars)})")),
+        ("equity", charts.equity_figure(bars, "Equity: the agent and the baselines")),
         ("drawdown", charts.drawdown_figure(bars)),
     ]
     agent = bars.get("agent")
@@ -250,6 +250,18 @@ def _instrument_section(split: str, instrument: str, bars: dict[str, pd.DataFram
     else:
         notes.append("The agent's bars have no critic quantiles (q_0 ...): fan chart skipped.")
     parts.extend(_note(n) for n in notes)
+    if len(bars) > 3:  # every baseline: a legend above the plot would wrap over it
+        for _, fig in figures:
+            fig.update_layout(
+                legend={
+                    "orientation": "v",
+                    "yanchor": "top",
+                    "y": 1.0,
+                    "xanchor": "left",
+                    "x": 1.02,
+                },
+                margin={"l": 60, "r": 110},
+            )
     grid = "".join(figure_html(fig, _id(split, instrument, key)) for key, fig in figures)
     parts.append(f'<div class="grid">{grid}</div>')
     return "\n".join(parts)

@@ -28,7 +28,7 @@ from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
 from tradingbot.evaluate.baselines import agent_exposure, run_baselines
 from tradingbot.evaluate.comparison import compare_policies
 from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
-from tradingbot.evaluate.selection import scored_span
+from tradingbot.evaluate.selection import read_selection, scored_span
 from tradingbot.evaluate.statistics import clustered_interval, seed_spread
 from tradingbot.run import create_run_dir
 from tradingbot.runtime import configure_process
@@ -225,7 +225,10 @@ def stitched_comparisons(
 ) -> pd.DataFrame:
     """Each seed's test folds joined into one series per instrument, beside the baselines run
     once, continuously, over ``whole`` (buy-and-hold holds across fold boundaries); writes the
-    comparison files and returns one row of metrics per seed, instrument and policy."""
+    comparison files (the deflated Sharpe counts ``evaluation.selection_file``'s configurations)
+    and returns one row of metrics per seed, instrument and policy."""
+    selection = config.evaluation.selection_file
+    n_trials, trial_sharpes = read_selection(selection) if selection is not None else (1, [])
     rows = []
     for (seed, instrument), parts in stitched.items():
         agent = pd.concat(parts).sort_index()
@@ -241,9 +244,13 @@ def stitched_comparisons(
             bars.to_csv(out / "bars" / f"stitched_seed{seed}_{instrument}_{name}.csv")
         policies = {"agent": agent} | baselines
         per_year = periods_per_year(pd.DatetimeIndex(agent.index))
-        compare_policies(policies, per_year, config.evaluation.statistics, n_trials=1).write(
-            out, f"{instrument}_seed{seed}"
-        )
+        compare_policies(
+            policies,
+            per_year,
+            config.evaluation.statistics,
+            n_trials=n_trials,
+            trial_sharpes=np.asarray(trial_sharpes) / np.sqrt(per_year),
+        ).write(out, f"{instrument}_seed{seed}")
         for name, bars in policies.items():
             same = bars.loc[bars.index.isin(agent.index)]
             rows.append(

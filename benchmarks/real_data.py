@@ -1,29 +1,33 @@
-"""Real-data benchmark: S&P 500 walk-forward, test years 2008-2018, costs on.
+"""Real-data benchmark: S&P 500 walk-forward 2008-2018, costs on, under one selection protocol.
 
-One-year expanding folds (test year Y, trained on every bar before it, feature normalization
-fitted on those bars only). For every fold and seed three agents are trained on the fold's
-training bars with the same env (costs 1 bp commission + 2 bp slippage, fills at the next
-open) and the same budget, then run deterministically over the test year:
+One-year expanding folds (test year Y, trained on every bar before it). Within each fold and
+seed the choice between the candidates (long-only or long-short positions for the
+DistributionalPPO ``mean_cvar`` agent of ``configs/demo.yaml``) is made on the fold's own
+validation window, the last year of its training bars (:mod:`tradingbot.evaluate.selection`):
+each candidate is trained on the bars before that year (normalization fitted there), scored by
+its validation Sharpe, and the chosen one is retrained on the whole training period and run
+deterministically over the test year. The test years take no part in any choice. Every
+candidate scored, and the configurations tried on these years before this protocol existed,
+go to ``selection.json``; the deflated Sharpe ratio counts them all.
 
-- ``mean_cvar``: DistributionalPPO with the CVaR objective (``configs/demo.yaml`` plus
-  ``algo.risk.mode=mean_cvar``);
-- ``risk_neutral``: the same with ``algo.risk.mode=none``;
-- ``sb3_ppo``: Stable-Baselines3 PPO, MLP policy, the same n_steps, batch, epochs, gamma,
-  lambda, learning rate and clip range;
+The eleven test years of a seed are stitched into one 2008-2018 series. The baselines of
+:mod:`tradingbot.evaluate.baselines` (long-only forms, parameters fixed in the config) run once,
+continuously, over the same bars with the same costs; ``risk_matched`` per seed at that seed's
+mean |position|. Per seed: stationary-bootstrap intervals of every Sharpe and of the agent's
+minus each baseline's, Hansen's SPA p-value against all baselines, the deflated Sharpe. The
+seed spread and the per-fold Sharpe (seeds averaged within a fold, t-interval over folds) are
+reported apart.
 
-and buy-and-hold runs over the same bars with the same costs. The eleven test years of one
-seed are stitched into one 2008-2018 out-of-sample series per agent; Sharpe, max drawdown,
-CVaR 5% and the probabilistic Sharpe ratio against buy-and-hold's Sharpe are computed on it,
-and reported as the mean and 95% t-interval over the seeds. The per-fold Sharpe (mean and CI
-over fold x seed) is printed too.
-
-    .venv/bin/python benchmarks/real_data.py                       # 5 seeds, 2 workers
-    .venv/bin/python benchmarks/real_data.py --seeds 0 --steps 20000 --folds 2
+    .venv/bin/python benchmarks/real_data.py --out runs/real_data          # 3 seeds, 2 workers
+    .venv/bin/python benchmarks/real_data.py --seeds 0 --steps 20000 --folds 2 --out /tmp/rd
+    .venv/bin/python benchmarks/real_data.py --analyze runs/real_data     # tables only
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -33,17 +37,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from stable_baselines3 import PPO
 
 from tradingbot.config import TradingConfig, load_config
 from tradingbot.data.features import feature_lookback
 from tradingbot.data.market import prepare_market
 from tradingbot.data.sources import load_market
-from tradingbot.data.splits import Fold, union_index, walk_forward_folds
-from tradingbot.env.simulator import make_action_space
+from tradingbot.data.splits import DateRange, Fold, union_index, walk_forward_folds
 from tradingbot.env.vec_env import MarketVecEnv
-from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
-from tradingbot.evaluate.walkforward import mean_confidence_interval
+from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
+from tradingbot.evaluate.baselines import agent_exposure, run_baselines
+from tradingbot.evaluate.comparison import compare_policies
+from tradingbot.evaluate.metrics import periods_per_year
+from tradingbot.evaluate.selection import choose, scored_span, validation_window, write_selection
+from tradingbot.evaluate.statistics import annualized_sharpe, clustered_interval, seed_spread
 from tradingbot.train import build_model
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -52,12 +58,43 @@ WALK_FORWARD = [
     "data.walk_forward.test_length=12MS",  # calendar years: Jan 1 to the next Jan 1
     "data.walk_forward.mode=expanding",
 ]
-AGENTS: dict[str, list[str]] = {
-    "mean_cvar": ["algo.risk.mode=mean_cvar"],
-    "risk_neutral": ["algo.risk.mode=none"],
-    "sb3_ppo": ["algo.risk.mode=none"],
+AGENT = ["algo.risk.mode=mean_cvar"]
+CANDIDATES: dict[str, list[str]] = {
+    "long_only": ["env.long_only=true"],
+    "long_short": ["env.long_only=false"],
 }
-METRICS = ("sharpe", "max_drawdown", "cvar_5", "annual_return", "psr_vs_benchmark")
+VALIDATION_LENGTH = "365D"
+# Configurations whose results on these same test years were seen before this protocol
+# (docs/benchmarks.md, 2026-12-01, 100k steps unless named; stitched Sharpe, mean over 5 seeds),
+# and the demo's validation sweep on 2013-2015, three of these test years.
+HISTORY: list[dict[str, Any]] = [
+    {"name": f"{agent} {space} {steps}", "seen_on": "test years 2008-2018", "sharpe": sharpe}
+    for agent, space, steps, sharpe in (
+        ("mean_cvar", "long-only", "100k", 0.27),
+        ("risk_neutral", "long-only", "100k", 0.13),
+        ("sb3_ppo", "long-only", "100k", 0.14),
+        ("mean_cvar", "long-short", "100k", 0.22),
+        ("risk_neutral", "long-short", "100k", 0.20),
+        ("sb3_ppo", "long-short", "100k", 0.09),
+        ("mean_cvar", "long-only", "200k", 0.10),
+        ("risk_neutral", "long-only", "200k", 0.12),
+    )
+] + [
+    {"name": f"demo validation sweep: {name}", "seen_on": "2013-2015 (demo validation split)"}
+    for name in (
+        "gamma 0.99 risk-neutral",
+        "gamma 0.99 mean_cvar",
+        "gamma 0.9 risk-neutral",
+        "gamma 0.9 mean_cvar",
+        "long-only risk-neutral",
+        "long-only mean_cvar",
+    )
+]
+PROTOCOL = (
+    "per fold and seed: each candidate trained on the fold's training bars before its last "
+    f"{VALIDATION_LENGTH} (normalization fitted there), scored by Sharpe on those last "
+    f"{VALIDATION_LENGTH}; the best retrained on the whole training period and tested"
+)
 
 
 def fold_config(config: str, folds: int, steps: int, extra: list[str]) -> TradingConfig:
@@ -67,153 +104,316 @@ def fold_config(config: str, folds: int, steps: int, extra: list[str]) -> Tradin
             *WALK_FORWARD,
             f"data.walk_forward.n_folds={folds}",
             f"run.total_timesteps={steps}",
+            *AGENT,
             *extra,
         ],
     )
 
 
-def make_folds(cfg: TradingConfig) -> tuple[Any, list[Fold]]:
+def make_folds(cfg: TradingConfig) -> tuple[Any, pd.DatetimeIndex, list[Fold]]:
     min_rows = feature_lookback(cfg.data.features) + cfg.env.window + 1
     data = load_market(cfg.data.source, cfg.data.synthetic, cfg.data.instruments, min_rows)
     stamps = union_index([b.index for b in data.bars.values()])
-    return data, walk_forward_folds(stamps, cfg.data.walk_forward)
+    return data, stamps, walk_forward_folds(stamps, cfg.data.walk_forward)
 
 
-def sb3_ppo(cfg: TradingConfig, env: MarketVecEnv, seed: int) -> PPO:
-    a = cfg.algo
-    return PPO(
-        "MlpPolicy",
-        env,
-        n_steps=a.n_steps,
-        batch_size=a.batch_size,
-        n_epochs=a.n_epochs,
-        gamma=a.gamma,
-        gae_lambda=a.gae_lambda,
-        learning_rate=a.learning_rate,
-        clip_range=a.clip_range,
-        ent_coef=a.ent_coef,
-        max_grad_norm=a.max_grad_norm,
-        seed=seed,
-        verbose=0,
-    )
-
-
-def run_job(
-    config: str, folds: int, steps: int, fold_index: int, seed: int, agent: str
+def train_and_run(
+    config: str,
+    folds: int,
+    steps: int,
+    fold_index: int,
+    seed: int,
+    candidate: str,
+    phase: str,
+    out: Path,
 ) -> dict[str, Any]:
-    """Train one agent on one fold at one seed; its test-year bars (and buy-and-hold's)."""
+    """Train one candidate at one seed and run it: ``phase`` "validation" trains on the fold's
+    training bars before its validation window and scores the window; "test" trains on the
+    whole training period and runs over the test year. The bars and the record are written to
+    ``out/bars/`` at once, and a job found there is not run again."""
+    stem = out / "bars" / f"fold{fold_index}_seed{seed}_{candidate}_{phase}"
+    if stem.with_suffix(".json").exists():  # done by an earlier, interrupted invocation
+        record = json.loads(stem.with_suffix(".json").read_text())
+        return record | {"bars": read_bars(stem.with_suffix(".csv")), "cached": True}
     torch.set_num_threads(1)
-    cfg = fold_config(config, folds, steps, [*AGENTS[agent], f"run.seed={seed}"])
-    data, fold_list = make_folds(cfg)
+    cfg = fold_config(config, folds, steps, [*CANDIDATES[candidate], f"run.seed={seed}"])
+    data, stamps, fold_list = make_folds(cfg)
     fold = fold_list[fold_index]
-    market = prepare_market(data, cfg.data, cfg.env.window, fit_on=fold.train)
-    env = MarketVecEnv(market, fold.train, cfg.env, seed=seed)
-    model = sb3_ppo(cfg, env, seed) if agent == "sb3_ppo" else build_model(cfg, env)
+    if phase == "validation":
+        train, scored = validation_window(fold, stamps, VALIDATION_LENGTH)
+    else:
+        train, scored = fold.train, fold.test
+    market = prepare_market(data, cfg.data, cfg.env.window, fit_on=train)
+    env = MarketVecEnv(market, train, cfg.env, seed=seed)
+    model = build_model(cfg, env)
     start = time.perf_counter()
     model.learn(cfg.run.total_timesteps)
     seconds = time.perf_counter() - start
-    instrument = market.instruments[0].name
-    bars = run_backtest(model, market, fold.test, cfg.env, instrument)
-    hold = run_backtest(
-        ConstantPolicy(1.0, make_action_space(cfg.env)), market, fold.test, cfg.env, instrument
-    )
-    return {
+    span = scored_span(stamps, scored)
+    bars = run_backtest(model, market, span, cfg.env, market.instruments[0].name)
+    record = {
         "fold": fold_index,
         "seed": seed,
-        "agent": agent,
-        "bars": bars,
-        "buy_and_hold": hold,
+        "candidate": candidate,
+        "phase": phase,
+        "train": str(train),
+        "scored": str(scored),
+        "sharpe": backtest_metrics(bars)["sharpe"],
         "seconds": seconds,
     }
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    bars.to_csv(stem.with_suffix(".csv"))
+    stem.with_suffix(".json").write_text(json.dumps(record))
+    return record | {"bars": bars}
 
 
-def stitched_metrics(bars: list[pd.DataFrame], benchmark: pd.DataFrame) -> dict[str, float]:
-    """Metrics of consecutive test years joined into one series (equity compounds across)."""
-    return backtest_metrics(pd.concat(bars).sort_index(), benchmark)
+def run_jobs(jobs: list[tuple[Any, ...]], workers: int) -> list[dict[str, Any]]:
+    results = []
+    with ProcessPoolExecutor(workers) as pool:
+        for r in pool.map(train_and_run, *zip(*jobs, strict=True)):
+            print(
+                f"  fold {r['fold']} seed {r['seed']} {r['candidate']} {r['phase']}: "
+                f"sharpe {r['sharpe']:.2f} ({r['seconds']:.0f}s"
+                + (", cached)" if "cached" in r else ")"),
+                flush=True,
+            )
+            results.append(r)
+    return results
 
 
-def fmt(values: list[float], pct: bool = False) -> str:
-    mean, low, high = mean_confidence_interval(np.asarray(values))
-    scale = 100.0 if pct else 1.0
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def train_all(args: argparse.Namespace) -> None:
+    """Both phases of the protocol; bars and ``selection.json`` into ``args.out``."""
+    cfg = fold_config(args.config, args.folds, args.steps, [])
+    _, _, fold_list = make_folds(cfg)
+    print(
+        f"{len(fold_list)} folds: "
+        + ", ".join(f"{f.test.start:%Y-%m-%d}..{f.test.end:%Y-%m-%d}" for f in fold_list),
+        flush=True,
+    )
+    commit = git_commit()
+    common = (args.config, args.folds, args.steps)
+    start = time.perf_counter()
+    validation = run_jobs(
+        [
+            (*common, f.index, seed, name, "validation", args.out)
+            for f in fold_list
+            for seed in args.seeds
+            for name in CANDIDATES
+        ],
+        args.workers,
+    )
+    chosen = {}
+    for f in fold_list:
+        for seed in args.seeds:
+            scores = {
+                r["candidate"]: r["sharpe"]
+                for r in validation
+                if r["fold"] == f.index and r["seed"] == seed
+            }
+            chosen[f.index, seed] = choose({n: scores[n] for n in CANDIDATES})
+    trials = [
+        {k: r[k] for k in ("fold", "seed", "candidate", "train", "scored", "sharpe", "seconds")}
+        | {"chosen": chosen[r["fold"], r["seed"]] == r["candidate"]}
+        for r in validation
+    ]
+    write_selection(
+        args.out,
+        {n: AGENT + o for n, o in CANDIDATES.items()},
+        trials,
+        HISTORY,
+        PROTOCOL,
+        trial_sharpes=[h["sharpe"] for h in HISTORY if "sharpe" in h],
+    )
+    run_jobs(
+        [
+            (*common, f.index, seed, chosen[f.index, seed], "test", args.out)
+            for f in fold_list
+            for seed in args.seeds
+        ],
+        args.workers,
+    )
+    meta = {
+        "commit": commit,
+        "config": args.config,
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "folds": args.folds,
+        "seconds": round(time.perf_counter() - start),
+    }
+    (args.out / "run.json").write_text(json.dumps(meta, indent=2))
+    print(f"total {meta['seconds']}s", flush=True)
+
+
+def read_bars(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, index_col="timestamp")
+    frame.index = pd.DatetimeIndex(pd.to_datetime(frame.index), name="timestamp")
+    return frame
+
+
+def ci(mean: float, low: float, high: float, pct: bool = False) -> str:
+    s = 100.0 if pct else 1.0
     if not np.isfinite(low):
-        return f"{mean * scale:.2f}"
-    return f"{mean * scale:.2f} [{low * scale:.2f}, {high * scale:.2f}]"
+        return f"{mean * s:.2f}"
+    return f"{mean * s:.2f} [{low * s:.2f}, {high * s:.2f}]"
+
+
+def analyze(out: Path, config: str) -> str:
+    """The tables of a finished run in ``out`` (markdown), also written to ``out/tables.md``."""
+    meta = json.loads((out / "run.json").read_text())
+    selection = json.loads((out / "selection.json").read_text())
+    cfg = fold_config(config, meta["folds"], meta["steps"], CANDIDATES["long_only"])
+    data, stamps, fold_list = make_folds(cfg)
+    market = prepare_market(data, cfg.data, cfg.env.window, fit_on=fold_list[0].train)
+    instrument = market.instruments[0].name
+    whole = scored_span(stamps, DateRange(fold_list[0].test.start, fold_list[-1].test.end))
+    agents = {
+        seed: pd.concat(
+            [read_bars(p) for p in sorted(out.glob(f"bars/fold*_seed{seed}_*_test.csv"))]
+        ).sort_index()
+        for seed in meta["seeds"]
+    }
+    trial_sharpes = np.array(
+        selection.get("trial_sharpes")
+        or [h["sharpe"] for h in selection["history"] if "sharpe" in h]
+    )
+    n_trials = int(selection["n_configurations"])
+    stats_cfg = cfg.evaluation.statistics
+    base = run_baselines(market, whole, cfg.env, instrument, cfg.evaluation.baselines)
+    per_year = periods_per_year(pd.DatetimeIndex(base["buy_and_hold"].index))
+    comparisons = {}
+    for seed, bars in agents.items():
+        matched = run_baselines(
+            market, whole, cfg.env, instrument, cfg.evaluation.baselines, agent_exposure(bars)
+        )["risk_matched"]
+        policies = {"agent": bars, **base, "risk_matched": matched}
+        comparisons[seed] = compare_policies(
+            policies, per_year, stats_cfg, "agent", n_trials, trial_sharpes / np.sqrt(per_year)
+        )
+        comparisons[seed].write(out, f"seed{seed}")
+    lines = [
+        f"S&P 500 walk-forward {whole.start:%Y-%m-%d}..{whole.end:%Y-%m-%d}, "
+        f"{meta['steps']} env steps per agent, seeds {meta['seeds']}, commit {meta['commit'][:10]}",
+        "",
+        "| policy | Sharpe [95% bootstrap CI] | max drawdown % | CVaR 5% (daily) % | "
+        "annual return % | exposure | turnover /yr |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for seed, comparison in comparisons.items():
+        table = comparison.table.set_index("policy")
+        names = ["agent", "risk_matched"] if seed != meta["seeds"][0] else list(table.index)
+        for name in names:
+            row = table.loc[name]
+            label = f"agent seed {seed}" if name == "agent" else name
+            if name == "risk_matched":
+                label = f"risk_matched (seed {seed})"
+            lines.append(
+                f"| {label} | {ci(row.sharpe, row.sharpe_low, row.sharpe_high)} | "
+                f"{row.max_drawdown * 100:.1f} | {row.cvar_5 * 100:.2f} | "
+                f"{row.annual_return * 100:.2f} | {row.exposure:.2f} | {row.turnover:.1f} |"
+            )
+    baselines = [n for n in comparisons[meta["seeds"][0]].table["policy"] if n != "agent"]
+    lines += [
+        "",
+        "Agent's Sharpe minus each baseline's on the same bars [95% stationary-bootstrap CI]:",
+        "",
+        "| baseline | " + " | ".join(f"seed {s}" for s in comparisons) + " |",
+        "|---|" + "---:|" * len(comparisons),
+    ]
+    for name in baselines:
+        cells = []
+        for comparison in comparisons.values():
+            row = comparison.table.set_index("policy").loc[name]
+            cells.append(ci(row.agent_minus, row.agent_minus_low, row.agent_minus_high))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| seed | SPA p-value (agent vs all baselines) | deflated Sharpe | block |",
+        "|---|---:|---:|---:|",
+    ]
+    for seed, comparison in comparisons.items():
+        t = comparison.tests
+        lines.append(
+            f"| {seed} | {t['spa']['pvalue']:.3f} | {t['deflated_sharpe']['dsr']:.3f} | "
+            f"{t['block_length']} |"
+        )
+    spread = seed_spread(
+        {
+            s: float(c.table.set_index("policy").loc["agent", "sharpe"])
+            for s, c in comparisons.items()
+        }
+    )
+    lines += [
+        "",
+        f"Seed spread of the agent's stitched Sharpe: mean {spread['mean']:.2f}, sd "
+        f"{spread['std']:.2f}, min {spread['min']:.2f}, max {spread['max']:.2f} "
+        f"({spread['seeds']} seeds). Deflated Sharpe: {n_trials} configurations counted.",
+    ]
+    lines += per_fold_lines(fold_list, agents, base, selection, per_year)
+    text = "\n".join(lines)
+    (out / "tables.md").write_text(text + "\n")
+    return text
+
+
+def per_fold_lines(
+    fold_list: list[Fold],
+    agents: dict[int, pd.DataFrame],
+    base: dict[str, pd.DataFrame],
+    selection: dict[str, Any],
+    per_year: float,
+) -> list[str]:
+    """Per-fold Sharpe: seeds averaged within a fold, t-interval over the folds; and which
+    candidate each fold chose."""
+    rows = []
+    for f in fold_list:
+        for name, bars in [*((f"agent:{s}", b) for s, b in agents.items()), *base.items()]:
+            part = bars.loc[f.test.start : f.test.end]
+            if len(part) > 2:
+                sharpe = float(annualized_sharpe(part["return"].to_numpy(), per_year))
+                rows.append({"fold": f.index, "policy": name.split(":")[0], "sharpe": sharpe})
+    table = pd.DataFrame(rows)
+    lines = ["", "Per-fold Sharpe (seeds averaged within a fold; mean [95% t-CI] over folds):", ""]
+    for policy, group in table.groupby("policy", sort=False):
+        mean, low, high, n = clustered_interval(
+            group["sharpe"].to_numpy(), group["fold"].to_numpy()
+        )
+        lines.append(f"- {policy}: {ci(mean, low, high)} ({n} folds)")
+    picks = pd.DataFrame([t for t in selection["trials"] if t["chosen"]])
+    if len(picks):
+        counts = picks.groupby("fold")["candidate"].apply(lambda c: ", ".join(sorted(c)))
+        lines += [
+            "",
+            "Chosen on validation, per fold (one per seed): "
+            + "; ".join(f"{fold_list[i].test.start:%Y}: {c}" for i, c in counts.items()),
+        ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=100_000, help="env steps per agent")
     parser.add_argument("--folds", type=int, default=11, help="test years from 2008")
-    parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="CSV of per-fold metrics")
+    parser.add_argument("--out", type=Path, default=Path("runs/real_data"))
+    parser.add_argument("--analyze", type=Path, default=None, help="tables of a finished run")
     args = parser.parse_args(argv)
-
-    cfg = fold_config(args.config, args.folds, args.steps, [])
-    _, fold_list = make_folds(cfg)
-    print(
-        f"{len(fold_list)} folds: "
-        + ", ".join(f"{f.test.start:%Y-%m-%d}..{f.test.end:%Y-%m-%d}" for f in fold_list)
-    )
-    jobs = [
-        (args.config, args.folds, args.steps, f.index, seed, agent)
-        for f in fold_list
-        for seed in args.seeds
-        for agent in args.agents
-    ]
-    results: list[dict[str, Any]] = []
-    rows = []
-    start = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        for r in pool.map(run_job, *zip(*jobs, strict=True)):
-            results.append(r)
-            m = backtest_metrics(r["bars"], r["buy_and_hold"])
-            rows.append({"fold": r["fold"], "seed": r["seed"], "agent": r["agent"], **m})
-            print(
-                f"  fold {r['fold']} seed {r['seed']} {r['agent']}: sharpe {m['sharpe']:.2f} "
-                f"maxdd {m['max_drawdown']:.3f} ({r['seconds']:.0f}s)",
-                flush=True,
-            )
-    print(f"total {time.perf_counter() - start:.0f}s")
-
-    hold_by_fold = {r["fold"]: r["buy_and_hold"] for r in results}
-    hold_all = pd.concat([hold_by_fold[i] for i in sorted(hold_by_fold)]).sort_index()
-    for i, hold in hold_by_fold.items():
-        rows.append({"fold": i, "seed": -1, "agent": "buy_and_hold", **backtest_metrics(hold)})
-    per_fold = pd.DataFrame(rows)
-    if args.out:
-        per_fold.to_csv(args.out, index=False)
-
-    print(
-        f"\nS&P 500, {hold_all.index[0]:%Y-%m-%d}..{hold_all.index[-1]:%Y-%m-%d} out of sample, "
-        f"{args.steps} env steps per agent and fold, seeds {args.seeds}; stitched test years, "
-        "mean [95% CI] over seeds"
-    )
-    print("| policy | Sharpe | max drawdown % | CVaR 5% (daily) % | annual return % | "
-          "PSR vs buy-and-hold | per-fold Sharpe (fold x seed) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for agent in args.agents:
-        by_fold = sorted((r for r in results if r["agent"] == agent), key=lambda r: r["fold"])
-        stitched = [
-            stitched_metrics([r["bars"] for r in by_fold if r["seed"] == seed], hold_all)
-            for seed in args.seeds
-        ]
-        col = {k: [s[k] for s in stitched] for k in METRICS}
-        fold_sharpes = per_fold.loc[per_fold["agent"] == agent, "sharpe"].tolist()
-        print(
-            f"| {agent} | {fmt(col['sharpe'])} | {fmt(col['max_drawdown'], True)} | "
-            f"{fmt(col['cvar_5'], True)} | {fmt(col['annual_return'], True)} | "
-            f"{fmt(col['psr_vs_benchmark'])} | {fmt(fold_sharpes)} |"
-        )
-    hold = stitched_metrics([hold_all], hold_all)
-    hold_folds = per_fold.loc[per_fold["agent"] == "buy_and_hold", "sharpe"].tolist()
-    print(
-        f"| buy_and_hold | {hold['sharpe']:.2f} | {hold['max_drawdown'] * 100:.2f} | "
-        f"{hold['cvar_5'] * 100:.2f} | {hold['annual_return'] * 100:.2f} | "
-        f"{hold['psr_vs_benchmark']:.2f} | {fmt(hold_folds)} |"
-    )
+    if args.analyze is None:
+        train_all(args)
+    print(analyze(args.analyze or args.out, args.config))
     return 0
 
 

@@ -5,7 +5,8 @@ candidate and seed an agent is trained on the train split (1999-2012 for the bun
 and run deterministically over the validation split (2013-2015); the candidates are ranked by
 their mean validation Sharpe (after costs) over the seeds, with max drawdown and CVaR 5% shown
 beside it. Buy-and-hold on the same split is printed for reference. The test split is not
-touched.
+touched. With ``--out DIR`` every trial goes to ``DIR/selection.json`` (for the deflated Sharpe
+ratio; ``configs/demo_selection.json`` holds the run that chose the demo's settings).
 
     .venv/bin/python benchmarks/validation_sweep.py                  # 4 candidates x 2 seeds
     .venv/bin/python benchmarks/validation_sweep.py --seeds 0 --steps 50000 --workers 1
@@ -26,6 +27,7 @@ from tradingbot.config import load_config
 from tradingbot.data.market import load_prepared
 from tradingbot.env.simulator import make_action_space
 from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
+from tradingbot.evaluate.selection import write_selection
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="directory for selection.json (every trial)"
+    )
     args = parser.parse_args(argv)
 
     jobs = [(name, seed) for name in CANDIDATES for seed in args.seeds]
@@ -102,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     best = max(means, key=lambda n: means[n]["sharpe"])
     print(f"\nbest on validation: {best} -> overrides {CANDIDATES[best]}")
+    if args.out is not None:
+        trials = [
+            {"candidate": name, "seed": seed, "scored": "validation split"}
+            | {m: results[name, seed][m] for m in METRICS}
+            | {"chosen": name == best}
+            for name, seed in jobs
+        ]
+        protocol = "trained on the train split per seed, ranked by mean validation Sharpe"
+        sharpes = [means[n]["sharpe"] for n in CANDIDATES]
+        write_selection(args.out, CANDIDATES, trials, protocol=protocol, trial_sharpes=sharpes)
     return 0
 
 

@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 
 from tradingbot import report_charts as charts
+from tradingbot.config import StatisticsConfig
 from tradingbot.evaluate.backtest import backtest_metrics
+from tradingbot.evaluate.comparison import compare_policies
 from tradingbot.report import build_report, read_bars, read_scalars
 
 N_QUANTILES = 10
@@ -76,10 +78,11 @@ def make_run_dir(root: Path, n_bars: int = 150) -> Path:
         rows = []
         for policy, frame in frames.items():
             frame.to_csv(split_dir / f"bars_{instrument}_{policy}.csv")
-            bench = frames["buy_and_hold"] if policy == "agent" else None
-            metrics = backtest_metrics(frame, bench)
+            metrics = backtest_metrics(frame)
             rows.append({"policy": policy, "instrument": instrument, **metrics})
         pd.DataFrame(rows).round(4).to_csv(split_dir / "metrics.csv", index=False)
+        stats = StatisticsConfig(bootstrap_reps=200)
+        compare_policies(frames, 252, stats, n_trials=3).write(split_dir, instrument)
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -198,11 +201,22 @@ def test_report_is_self_contained_with_every_chart_and_table(report_path: Path) 
         values = metrics[["sharpe", "max_drawdown", "total_return", "psr"]].to_numpy().ravel()
         assert np.isfinite(values).sum() >= 6
         for value in values[np.isfinite(values)]:
-            assert f">{value:.4f}<" in page, value
+            assert f">{value:.4g}<" in page, value  # compact: 4 significant digits
         assert np.isnan(metrics.loc[metrics["policy"] == "flat", "sharpe"]).all()
         assert "<td >&ndash;</td>" in page or '<td class="">&ndash;</td>' in page  # NaN cell
-    for value in ("0.7312", "-0.1234", "1.2605"):
+    for value in ("0.7312", "-0.1234", "1.26"):  # 1.2605 to 4 significant digits
         assert f">{value}<" in page
+    assert "max_<wbr>drawdown" in page  # long headers may wrap, so wide tables fit
+    for split, instrument in SPLITS.items():
+        table = pd.read_csv(run / "backtest" / split / f"statistics_{instrument}.csv")
+        tests = json.loads((run / "backtest" / split / f"tests_{instrument}.json").read_text())
+        assert f"Agent beside the baselines ({instrument})" in page
+        hold = table.set_index("policy").loc["buy_and_hold"]
+        interval = f"{hold.sharpe:.2f} [{hold.sharpe_low:.2f}, {hold.sharpe_high:.2f}]"
+        difference = f"{hold.agent_minus:.2f} [{hold.agent_minus_low:.2f}, "
+        assert interval in page and difference in page
+        assert f"<b>{tests['spa']['pvalue']:.3f}</b>" in page
+        assert f"<b>{tests['deflated_sharpe']['dsr']:.3f}</b> (3 configurations" in page
     assert "deadbeef1234" in page and "versions.torch" in page
     assert "cost_bps: 1.0" in page
     assert "Summary over folds and seeds" in page  # summary.csv present

@@ -1,9 +1,12 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from tradingbot.cli import app
+from tradingbot.evaluate.baselines import BASELINE_NAMES
 from tradingbot.evaluate.walkforward import label_regimes, mean_confidence_interval, summarize
 
 
@@ -26,8 +29,10 @@ def test_summary_rows():
         }
     )
     row = summarize(folds).iloc[0]
-    assert row["policy"] == "a" and row["metric"] == "sharpe" and row["n"] == 4
-    assert row["mean"] == 2.5
+    # Clustered by fold: seeds averaged first (1.5 and 3.5), then a t-interval over 2 folds.
+    assert row["policy"] == "a" and row["metric"] == "sharpe" and row["n"] == 2
+    half = 12.706204736174707 * np.sqrt(2.0) / np.sqrt(2)  # t(0.975, 1) * sd(1.5, 3.5) / sqrt(2)
+    assert row["mean"] == 2.5 and row["ci_low"] == pytest.approx(2.5 - half)
 
 
 def test_vix_regimes_by_hand():
@@ -75,7 +80,8 @@ def test_walkforward_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     out = tmp_path / "wf" / "evaluation"
     folds = pd.read_csv(out / "folds.csv")
-    assert len(folds) == 2 * 2 * 3  # folds x seeds x (agent, buy_and_hold, flat)
+    assert len(folds) == 2 * 2 * 7  # folds x seeds x (agent and six baselines)
+    assert set(folds["policy"]) == {"agent", *BASELINE_NAMES}
     hold = folds[folds["policy"] == "buy_and_hold"]
     # The baseline does not depend on the seed: identical metrics for both seeds of a fold.
     for _, group in hold.groupby("fold"):
@@ -84,6 +90,20 @@ def test_walkforward_end_to_end(tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     sharpe = summary[(summary["policy"] == "agent") & (summary["metric"] == "sharpe")].iloc[0]
     assert sharpe["ci_low"] <= sharpe["mean"] <= sharpe["ci_high"]
+    assert (summary["n"] <= 2).all()  # clustered by fold, not by fold x seed
+    # Stitched: buy-and-hold held across the fold boundary, so it trades once; the agent's
+    # folds and the baselines cover exactly the same bars, starting at the first test bar.
+    hold = pd.read_csv(out / "bars" / "stitched_seed0_SYN0_buy_and_hold.csv", index_col=0)
+    assert (hold["trade"] != 0).sum() == 1 and hold["trade"].iloc[0] == 1.0
+    stitched = pd.read_csv(out / "stitched.csv")
+    assert set(stitched["policy"]) == {"agent", *BASELINE_NAMES}
+    first_test = pd.Timestamp(folds["test_start"].min())
+    agent = pd.read_csv(out / "bars" / "fold0_seed0_SYN0_agent.csv", index_col=0)
+    assert pd.Timestamp(agent.index[0]) == first_test
+    tests = json.loads((out / "tests_SYN0_seed0.json").read_text())
+    assert 0 <= tests["spa"]["pvalue"] <= 1 and tests["deflated_sharpe"]["n_trials"] == 1
+    assert len(pd.read_csv(out / "statistics_SYN0_seed1.csv")) == 7
+    assert set(pd.read_csv(out / "seed_spread.csv")["seeds"]) == {2}
     regimes = pd.read_csv(out / "regimes.csv")
     assert set(regimes["regime"]) == {"low vol", "mid vol", "high vol"}
     assert (tmp_path / "wf" / "report.html").exists()

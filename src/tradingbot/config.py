@@ -173,6 +173,44 @@ class RunConfig(StrictModel):
         return name
 
 
+class BaselineConfig(StrictModel):
+    """Parameters of the rule baselines (:mod:`tradingbot.evaluate.baselines`), fixed in advance.
+
+    Textbook values, never tuned on any split: a 10% annual volatility target over 20 bars of
+    past closes with the position capped at 1, a 200-bar moving-average trend rule, and 12-1
+    time-series momentum (the return over the last 252 bars, skipping the latest 21).
+    """
+
+    target_volatility: float = Field(0.10, gt=0.0)  # annualized
+    volatility_window: int = Field(20, ge=2)  # bars of close-to-close log returns
+    volatility_cap: float = Field(1.0, gt=0.0, le=1.0)  # the largest position it takes
+    trend_window: int = Field(200, ge=2)  # bars in the moving average of closes
+    momentum_lookback: int = Field(252, ge=2)  # bars from the start of the momentum return
+    momentum_skip: int = Field(21, ge=0)  # most recent bars left out of it
+
+    @model_validator(mode="after")
+    def _check(self) -> BaselineConfig:
+        if self.momentum_skip >= self.momentum_lookback:
+            raise ValueError(
+                f"momentum_skip ({self.momentum_skip}) must be smaller than "
+                f"momentum_lookback ({self.momentum_lookback})"
+            )
+        return self
+
+
+class StatisticsConfig(StrictModel):
+    """Statistics over the market path (:mod:`tradingbot.evaluate.statistics`).
+
+    ``block_length`` None: the stationary bootstrap's mean block length is chosen by
+    ``arch.bootstrap.optimal_block_length`` (Politis & White) on the series compared.
+    """
+
+    bootstrap_reps: int = Field(2000, ge=100)
+    block_length: float | None = Field(None, ge=1.0)
+    seed: int = 0
+    level: float = Field(0.95, gt=0.0, lt=1.0)  # confidence level of every interval
+
+
 class EvaluationConfig(StrictModel):
     """Walk-forward evaluation: an agent per fold and seed (folds in ``data.walk_forward``)."""
 
@@ -180,6 +218,12 @@ class EvaluationConfig(StrictModel):
     # Bars before the first scored bar that the LSTM runs over, in backtests and signals alike
     # (tradingbot.evaluate.warmup): the same decisions on the same bars from both commands.
     warmup_bars: int = Field(250, ge=0)
+    baselines: BaselineConfig = Field(default_factory=BaselineConfig)
+    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
+    # The selection.json that records the configurations tried to arrive at this config: copied
+    # into the run directory at training, where backtest reads it for the deflated Sharpe ratio.
+    # A relative path is relative to the working directory. None: one configuration.
+    selection_file: Path | None = None
 
 
 class MutationSpec(StrictModel):

@@ -28,14 +28,25 @@ from plotly.offline import get_plotlyjs
 
 from tradingbot import report_charts as charts
 from tradingbot import report_risk
+from tradingbot.report_comparison import comparison_sections
 from tradingbot.safe_write import write_text
 
-POLICY_ORDER = ("agent", "buy_and_hold", "flat")
+POLICY_ORDER = (
+    "agent",
+    "buy_and_hold",
+    "flat",
+    "risk_matched",
+    "vol_target",
+    "trend",
+    "momentum",
+)
 SPLIT_ORDER = ("test", "validation", "train")
 EVALUATION_TABLES = (
     ("folds.csv", "Walk-forward folds (per fold, seed, policy and instrument)"),
     ("summary.csv", "Summary over folds and seeds (mean and confidence interval)"),
     ("regimes.csv", "By volatility regime"),
+    ("stitched.csv", "Stitched test folds per seed, beside the baselines held continuously"),
+    ("seed_spread.csv", "Seed spread of the stitched metrics (training noise, one market path)"),
 )
 
 STYLE = """
@@ -43,9 +54,11 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 aut
 padding:0 24px 48px;color:#222;background:#fafafa}
 h1{margin:24px 0 4px}h2{margin-top:40px;border-bottom:2px solid #ddd;padding-bottom:4px}
 h3{margin:28px 0 8px}.note{color:#8a6d3b;background:#fcf8e3;padding:6px 10px;border-radius:4px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0 16px;background:#fff}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}th{background:#f0f0f0}
-td.text,th.text{text-align:left}.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:12px;margin:8px 0 16px;background:#fff}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}th{background:#f0f0f0}
+td{white-space:nowrap}th{font-weight:600;vertical-align:bottom;min-width:3.5em}
+td.text,th.text{text-align:left}.scroll{overflow-x:auto;max-width:100%}
+.scroll table{max-width:none}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(600px,1fr));gap:12px}
 .chart{background:#fff;border:1px solid #e3e3e3;border-radius:4px;padding:4px;min-height:200px}
 pre{background:#fff;border:1px solid #ddd;padding:12px;overflow-x:auto;font-size:12px}
@@ -111,14 +124,18 @@ def _note(text: str) -> str:
 
 
 def _fmt(value: Any) -> str:
-    """A table cell: floats to 4 decimals (tiny ones in scientific notation), NaN as a dash."""
+    """A table cell: floats to 4 significant digits (compact, so wide tables fit the page),
+    NaN as a dash."""
     if isinstance(value, float):
         if value != value:
             return "&ndash;"
-        if value == 0 or abs(value) >= 1e-3:
-            return f"{value:.4f}"
-        return f"{value:.3g}"
+        return f"{value:.4g}"
     return html.escape(str(value))
+
+
+def _header(name: str) -> str:
+    """A column header that may wrap after its underscores (long metric names)."""
+    return html.escape(name).replace("_", "_<wbr>")
 
 
 def html_table(frame: pd.DataFrame, caption: str | None = None) -> str:
@@ -131,7 +148,7 @@ def html_table(frame: pd.DataFrame, caption: str | None = None) -> str:
     """
     numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])}
     head = "".join(
-        f'<th class="{"" if c in numeric else "text"}">{html.escape(str(c))}</th>'
+        f'<th class="{"" if c in numeric else "text"}">{_header(str(c))}</th>'
         for c in frame.columns
     )
     body = []
@@ -219,7 +236,7 @@ def _instrument_section(split: str, instrument: str, bars: dict[str, pd.DataFram
         f'<h3 id="{_id(split, instrument)}">{html.escape(split)}: {html.escape(instrument)}</h3>'
     ]
     figures: list[tuple[str, go.Figure]] = [
-        ("equity", charts.equity_figure(bars, f"Equity ({', '.join(bars)})")),
+        ("equity", charts.equity_figure(bars, "Equity: the agent and the baselines")),
         ("drawdown", charts.drawdown_figure(bars)),
     ]
     agent = bars.get("agent")
@@ -237,6 +254,18 @@ def _instrument_section(split: str, instrument: str, bars: dict[str, pd.DataFram
     else:
         notes.append("The agent's bars have no critic quantiles (q_0 ...): fan chart skipped.")
     parts.extend(_note(n) for n in notes)
+    if len(bars) > 3:  # every baseline: a legend above the plot would wrap over it
+        for _, fig in figures:
+            fig.update_layout(
+                legend={
+                    "orientation": "v",
+                    "yanchor": "top",
+                    "y": 1.0,
+                    "xanchor": "left",
+                    "x": 1.02,
+                },
+                margin={"l": 60, "r": 110},
+            )
     grid = "".join(figure_html(fig, _id(split, instrument, key)) for key, fig in figures)
     parts.append(f'<div class="grid">{grid}</div>')
     return "\n".join(parts)
@@ -250,6 +279,7 @@ def _split_section(split_dir: Path) -> str:
         parts.append(html_table(pd.read_csv(metrics), f"Metrics on {split}"))
     else:
         parts.append(_note(f"No metrics.csv for {split}."))
+    parts.append(comparison_sections(split_dir))
     parts.append(_var_calibration_html(split_dir))
     try:
         bars = read_bars(split_dir)
@@ -318,6 +348,8 @@ def _evaluation_section(run_dir: Path) -> str:
             found = True
             parts.append(f"<h3>{html.escape(caption)}</h3>")
             parts.append(html_table(pd.read_csv(path)))
+    if (run_dir / "evaluation").is_dir():
+        parts.append(comparison_sections(run_dir / "evaluation"))
     if not found:
         parts.append(_note("No evaluation/ tables (folds, summary, regimes) in this run."))
     return "\n".join(parts)

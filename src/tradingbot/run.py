@@ -10,7 +10,8 @@ from importlib import metadata
 from pathlib import Path
 
 from tradingbot.config import ConfigError, TradingConfig, dump_config
-from tradingbot.safe_write import write_text
+from tradingbot.evaluate.selection import SELECTION_FILE
+from tradingbot.safe_write import write_bytes, write_text
 
 RECORDED_PACKAGES = (
     "tradingbot",
@@ -41,8 +42,12 @@ def create_run_dir(config: TradingConfig) -> Path:
     Writes ``config.yaml`` (the resolved config) and ``run.json`` (config hash, seed, package
     versions, command line, creation time). The directory is ``run.out_dir / run.name``, or
     ``run.out_dir / <timestamp>-<hash[:8]>`` when no name is given; an existing directory is
-    never overwritten.
+    never overwritten. ``evaluation.selection_file``, when set, is copied in as
+    ``selection.json`` (read by ``backtest`` for the deflated Sharpe ratio).
     """
+    selection = config.evaluation.selection_file
+    if selection is not None and not Path(selection).is_file():
+        raise ConfigError(f"evaluation.selection_file: {selection} does not exist")
     digest = config.config_hash()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = config.run.name or f"{stamp}-{digest[:8]}"
@@ -70,4 +75,6 @@ def create_run_dir(config: TradingConfig) -> Path:
         "created": datetime.now(timezone.utc).isoformat(),
     }
     write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n", root=run_dir)
+    if selection is not None:  # the configurations tried to arrive at this config
+        write_bytes(run_dir / SELECTION_FILE, Path(selection).read_bytes(), root=run_dir)
     return run_dir

@@ -77,6 +77,46 @@ class ConstantPolicy:
         return np.repeat(self.action, len(observation), axis=0), state
 
 
+class SchedulePolicy:
+    """Asks for a target position given per bar of the instrument (the rule baselines).
+
+    :func:`run_backtest` sets ``row`` to the instrument's row of the bar just closed before each
+    decision, so ``positions[row]`` must use the bars up to that row only.
+
+    Parameters
+    ----------
+    positions: target position per bar of the instrument (its own rows, oldest first).
+    action_space: the environment's action space; a discrete one needs positions among its
+        choices.
+    """
+
+    def __init__(self, positions: np.ndarray, action_space: spaces.Space) -> None:
+        self.positions = np.asarray(positions, dtype=float)
+        self.action_space = action_space
+        self.row = 0
+        if isinstance(action_space, spaces.Discrete):
+            self.choices = [0.0, 1.0] if action_space.n == 2 else [-1.0, 0.0, 1.0]
+            unknown = sorted(set(np.unique(self.positions)) - set(self.choices))
+            if unknown:
+                raise ValueError(
+                    f"positions {unknown[:3]} are not among the discrete choices {self.choices}"
+                )
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        position = self.positions[self.row]
+        if isinstance(self.action_space, spaces.Discrete):
+            action = np.array([self.choices.index(position)])
+        else:
+            action = np.array([[position]], dtype=np.float32)
+        return np.repeat(action, len(observation), axis=0), state
+
+
 def run_backtest(
     policy: Predictor,
     market: PreparedMarket,
@@ -106,6 +146,8 @@ def run_backtest(
     rows: list[int] = []
     records: list[tuple[float, ...]] = []
     while True:
+        if isinstance(policy, SchedulePolicy):
+            policy.row = int(env.sim.row[0]) - inst.offset  # the bar just closed
         action, state = policy.predict(
             obs, state=state, episode_start=episode_start, deterministic=True
         )
@@ -141,12 +183,12 @@ def run_backtest(
     return frame[list(BAR_COLUMNS)]
 
 
-def backtest_metrics(bars: pd.DataFrame, benchmark: pd.DataFrame | None = None) -> dict[str, float]:
-    """Metrics of one backtest's bars (optionally with PSR against a benchmark's bars)."""
+def backtest_metrics(bars: pd.DataFrame) -> dict[str, float]:
+    """Metrics of one backtest's bars (comparisons with baselines:
+    :mod:`tradingbot.evaluate.comparison`)."""
     return performance_metrics(
         bars["return"].to_numpy(),
         bars["position"].to_numpy(),
         bars["trade"].to_numpy(),
         annualization=periods_per_year(pd.DatetimeIndex(bars.index)),
-        benchmark_returns=None if benchmark is None else benchmark["return"].to_numpy(),
     )

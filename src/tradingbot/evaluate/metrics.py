@@ -33,18 +33,11 @@ def probabilistic_sharpe_ratio(returns: np.ndarray, benchmark_sharpe: float = 0.
     return float(stats.norm.cdf((sr - benchmark_sharpe) * np.sqrt(len(r) - 1) / np.sqrt(denom)))
 
 
-def per_bar_sharpe(returns: np.ndarray) -> float:
-    r = np.asarray(returns, dtype=float)
-    std = r.std(ddof=1)
-    return float(r.mean() / std) if std > 0 else float("nan")
-
-
 def performance_metrics(
     returns: np.ndarray,
     positions: np.ndarray,
     trades: np.ndarray,
     annualization: float,
-    benchmark_returns: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Metrics of one backtest.
 
@@ -54,7 +47,9 @@ def performance_metrics(
     positions: the position held over each bar.
     trades: position change at each bar's fill.
     annualization: bars per year.
-    benchmark_returns: when given, the PSR is also computed against this series' Sharpe.
+
+    A comparison with a benchmark's Sharpe needs the benchmark's uncertainty too: see the
+    bootstrap difference in :mod:`tradingbot.evaluate.statistics`.
     """
     r = np.asarray(returns, dtype=float)
     positions = np.asarray(positions, dtype=float)
@@ -75,6 +70,4 @@ def performance_metrics(
         "hit_rate": float((r[held] > 0).mean()) if held.any() else float("nan"),
         "psr": probabilistic_sharpe_ratio(r),
     }
-    if benchmark_returns is not None:
-        out["psr_vs_benchmark"] = probabilistic_sharpe_ratio(r, per_bar_sharpe(benchmark_returns))
     return out

@@ -16,9 +16,12 @@ from tradingbot.config import TradingConfig, load_config
 from tradingbot.data.features import FeatureNormalizer, feature_lookback
 from tradingbot.data.market import PreparedMarket, prepare_market
 from tradingbot.data.sources import load_market
-from tradingbot.env.simulator import make_action_space
-from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
+from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
+from tradingbot.evaluate.baselines import agent_exposure, run_baselines
 from tradingbot.evaluate.calibration import calibration_table
+from tradingbot.evaluate.comparison import compare_policies
+from tradingbot.evaluate.metrics import periods_per_year
+from tradingbot.evaluate.selection import SELECTION_FILE, read_selection
 from tradingbot.evaluate.var import (
     VAR_LEVEL,
     VAR_MODEL_FILE,
@@ -29,8 +32,6 @@ from tradingbot.evaluate.var import (
 )
 from tradingbot.safe_write import atomic_path, make_dirs
 from tradingbot.train import MODEL_FILE, NORMALIZATION_FILE
-
-BASELINES = {"buy_and_hold": 1.0, "flat": 0.0}
 
 
 @dataclass
@@ -154,10 +155,14 @@ def backtest_run(
     """Backtest a run's agent and the baselines on ``split`` of every instrument.
 
     Writes ``backtest/<split>/bars_<instrument>_<policy>.csv`` (the agent's with the critic's
-    quantiles ``q_0..q_{N-1}``), ``metrics.csv`` and ``var_calibration.csv`` (each bar's
-    GARCH VaR and CVaR, see :mod:`tradingbot.evaluate.var`, tested by
-    :func:`~tradingbot.evaluate.calibration.calibration_table`); returns that directory.
-    Every policy's LSTM is warmed up over ``evaluation.warmup_bars`` bars before the split.
+    quantiles ``q_0..q_{N-1}``; every baseline of :mod:`tradingbot.evaluate.baselines`; each
+    bar's GARCH VaR and CVaR, see :mod:`tradingbot.evaluate.var`), ``metrics.csv``,
+    ``var_calibration.csv`` (tested by
+    :func:`~tradingbot.evaluate.calibration.calibration_table`), and per instrument the agent
+    beside the baselines with bootstrap intervals, SPA and deflated Sharpe
+    (``statistics_<instrument>.csv``, ``tests_<instrument>.json``, see
+    :mod:`tradingbot.evaluate.comparison`); returns that directory. The agent's LSTM is warmed
+    up over ``evaluation.warmup_bars`` bars before the split.
 
     With ``attack`` (``pgd`` or ``random``, see :mod:`tradingbot.evaluate.attack`) the agent is
     also run with its observations perturbed within ``epsilon`` (normalized feature units) as
@@ -174,23 +179,29 @@ def backtest_run(
         out = run.run_dir / "backtest" / f"{split}_{attack}_eps{epsilon:g}"
     make_dirs(out, root=run.run_dir)
     env_cfg = run.config.env
-    space = make_action_space(env_cfg)
+    evaluation = run.config.evaluation
+    n_trials, trial_sharpes = selection_of(run)
     rows = []
-    warmup = run.config.evaluation.warmup_bars
+    warmup = evaluation.warmup_bars
     var_model, closes, calibration = var_model_for_run(run, store=True), market_closes(market), []
     for inst in market.instruments:
-        results = {
-            name: run_backtest(
-                ConstantPolicy(pos, space), market, split, env_cfg, inst.name, warmup
-            )
-            for name, pos in BASELINES.items()
-        }
         agent = RecordingAgent(run.model)
         bars = run_backtest(agent, market, split, env_cfg, inst.name, warmup)
         quantiles = np.stack(agent.quantiles)[-len(bars) :]  # the warm-up's calls come first
         for i in range(quantiles.shape[1]):
             bars[f"q_{i}"] = quantiles[:, i]
-        results = {"agent": bars, **results}
+        baselines = run_baselines(
+            market, split, env_cfg, inst.name, evaluation.baselines, agent_exposure(bars)
+        )
+        results = {"agent": bars, **baselines}
+        per_year = periods_per_year(pd.DatetimeIndex(bars.index))
+        compare_policies(
+            results,
+            per_year,
+            evaluation.statistics,
+            n_trials=n_trials,
+            trial_sharpes=np.asarray(trial_sharpes) / np.sqrt(per_year),
+        ).write(out, inst.name)
         if attack is not None:
             results[f"agent_{attack}"] = _attacked_bars(
                 run, market, split, inst.name, attack, epsilon, attack_steps
@@ -206,10 +217,7 @@ def backtest_run(
         for name, frame in results.items():
             with atomic_path(out / f"bars_{inst.name}_{name}.csv", root=run.run_dir) as tmp:
                 frame.to_csv(tmp)
-            benchmark = results["buy_and_hold"] if name.startswith("agent") else None
-            rows.append(
-                {"policy": name, "instrument": inst.name, **backtest_metrics(frame, benchmark)}
-            )
+            rows.append({"policy": name, "instrument": inst.name, **backtest_metrics(frame)})
     with atomic_path(out / "metrics.csv", root=run.run_dir) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     if calibration:
@@ -218,6 +226,16 @@ def backtest_run(
         with atomic_path(out / "var_calibration.csv", root=run.run_dir) as tmp:
             table[columns].to_csv(tmp, index=False)
     return out
+
+
+def selection_of(run: LoadedRun) -> tuple[int, list[float]]:
+    """How many configurations were tried to arrive at the run's config, and their annualized
+    Sharpe ratios where recorded: the run directory's ``selection.json`` (copied there from
+    ``evaluation.selection_file`` at training), else one configuration."""
+    path = run.run_dir / SELECTION_FILE
+    if not path.exists():
+        return 1, []
+    return read_selection(path)
 
 
 def _attacked_bars(

@@ -1,9 +1,12 @@
 """Walk-forward evaluation over folds and seeds, with confidence intervals and regimes.
 
 For each fold the feature normalization is fitted on the fold's training dates only, an agent
-is trained there for every seed, and the agent and the baselines are backtested on the fold's
-test dates. Metrics are summarized as mean and 95% confidence interval over (fold, seed), and
-the test bars are broken down by volatility regime: VIX < 15, 15-25, 25-40, > 40 where VIX
+is trained there for every seed, and the agent and the baselines
+(:mod:`tradingbot.evaluate.baselines`) are backtested on the fold's test dates. Metrics are
+summarized as mean and 95% confidence interval over folds (seeds averaged within a fold first);
+each seed's folds are stitched into one series and compared with the baselines run continuously
+over the same bars (bootstrap intervals, SPA, deflated Sharpe), and the test bars are broken
+down by volatility regime: VIX < 15, 15-25, 25-40, > 40 where VIX
 covers the dates, otherwise terciles of trailing realized volatility.
 """
 
@@ -17,14 +20,16 @@ from scipy import stats
 
 from tradingbot.config import TradingConfig
 from tradingbot.data.features import feature_lookback
-from tradingbot.data.market import prepare_market
+from tradingbot.data.market import PreparedMarket, prepare_market
 from tradingbot.data.sources import load_market, load_vix_close
-from tradingbot.data.splits import union_index, walk_forward_folds
-from tradingbot.env.simulator import make_action_space
+from tradingbot.data.splits import DateRange, union_index, walk_forward_folds
 from tradingbot.env.vec_env import MarketVecEnv
-from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest
+from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
+from tradingbot.evaluate.baselines import agent_exposure, run_baselines
+from tradingbot.evaluate.comparison import compare_policies
 from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
-from tradingbot.evaluate.runs import BASELINES
+from tradingbot.evaluate.selection import read_selection, scored_span
+from tradingbot.evaluate.statistics import clustered_interval, seed_spread
 from tradingbot.run import create_run_dir
 from tradingbot.runtime import configure_process
 from tradingbot.safe_write import atomic_path, make_dirs
@@ -48,8 +53,13 @@ def mean_confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[f
     return mean, mean - half, mean + half
 
 
-def summarize(folds: pd.DataFrame) -> pd.DataFrame:
-    """Per policy and metric: mean and 95% CI over every (fold, seed, instrument) row."""
+def summarize(folds: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per policy and metric: mean and t-interval over folds, clustered by fold.
+
+    The values of one fold (its seeds and instruments) are averaged first, so ``n`` is the
+    number of folds: seeds trained on the same market path are not independent evidence (seed
+    spread is reported apart, see :func:`seed_spread_table`).
+    """
     metric_columns = [
         c
         for c in folds.columns
@@ -58,16 +68,35 @@ def summarize(folds: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for policy, group in folds.groupby("policy", sort=False):
         for metric in metric_columns:
-            mean, low, high = mean_confidence_interval(group[metric].to_numpy())
+            mean, low, high, n = clustered_interval(
+                group[metric].to_numpy(), group["fold"].to_numpy(), level
+            )
             rows.append(
                 {
                     "policy": policy,
                     "metric": metric,
-                    "n": int(group[metric].notna().sum()),
+                    "n": n,
                     "mean": mean,
                     "ci_low": low,
                     "ci_high": high,
                 }
+            )
+    return pd.DataFrame(rows)
+
+
+def seed_spread_table(stitched: pd.DataFrame) -> pd.DataFrame:
+    """Spread over seeds of each policy's stitched metrics (seed noise on one market path).
+
+    Parameters
+    ----------
+    stitched: one row per seed, instrument and policy with metric columns.
+    """
+    rows = []
+    for (policy, instrument), group in stitched.groupby(["policy", "instrument"], sort=False):
+        for metric in ("sharpe", "max_drawdown", "cvar_5", "annual_return"):
+            values = dict(zip(group["seed"], group[metric], strict=True))
+            rows.append(
+                {"policy": policy, "instrument": instrument, "metric": metric} | seed_spread(values)
             )
     return pd.DataFrame(rows)
 
@@ -116,9 +145,13 @@ def regime_table(bars: pd.DataFrame) -> pd.DataFrame:
 def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
     """Train and test across walk-forward folds and seeds; write ``evaluation/`` tables.
 
-    Returns the run directory, which holds ``evaluation/folds.csv`` (one row per fold, seed,
-    policy and instrument), ``summary.csv`` (mean and 95% CI per policy and metric),
-    ``regimes.csv`` and each test backtest's bars under ``evaluation/bars/``.
+    Returns the run directory, which holds under ``evaluation/``: ``folds.csv`` (one row per
+    fold, seed, policy and instrument: the agent and every baseline on the fold's test bars),
+    ``summary.csv`` (mean and 95% CI over folds, seeds averaged within a fold), ``regimes.csv``,
+    ``stitched.csv`` (each seed's test folds joined into one series, beside the baselines run
+    continuously over the same bars), ``seed_spread.csv``, ``statistics_<instrument>_seed<s>.csv``
+    and ``tests_<instrument>_seed<s>.json`` (bootstrap intervals, SPA, deflated Sharpe of the
+    stitched series, :mod:`tradingbot.evaluate.comparison`) and the bars under ``bars/``.
     """
     seeds = seeds if seeds is not None else config.evaluation.seeds
     configure_process(config.run)
@@ -130,16 +163,18 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
         min_rows,
         config.data.timestamp_unit,
     )
-    folds = walk_forward_folds(
-        union_index([b.index for b in data.bars.values()]), config.data.walk_forward
-    )
+    stamps = union_index([b.index for b in data.bars.values()])
+    folds = walk_forward_folds(stamps, config.data.walk_forward)
     run_dir = create_run_dir(config)
     out = run_dir / "evaluation"
     make_dirs(out / "bars", root=run_dir)
-    space = make_action_space(config.env)
+    baseline_cfg = config.evaluation.baselines
     rows, pooled = [], []
+    stitched: dict[tuple[int, str], list[pd.DataFrame]] = {}
     for fold in folds:
         market = prepare_market(data, config.data, config.env.window, fit_on=fold.train)
+        # From the bar before the test window: its close decides the first test bar's position.
+        span = scored_span(stamps, fold.test)
         for seed in seeds:
             env = MarketVecEnv(market, fold.train, config.env, seed=seed)
             model = build_model(
@@ -147,20 +182,17 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
             )
             model.learn(config.run.total_timesteps)
             for inst in market.instruments:
-                policies = {"agent": model} | {
-                    name: ConstantPolicy(pos, space) for name, pos in BASELINES.items()
-                }
-                results = {
-                    name: run_backtest(
-                        p, market, fold.test, config.env, inst.name, config.evaluation.warmup_bars
-                    )
-                    for name, p in policies.items()
-                }
+                agent = run_backtest(
+                    model, market, span, config.env, inst.name, config.evaluation.warmup_bars
+                )
+                stitched.setdefault((seed, inst.name), []).append(agent)
+                results = {"agent": agent} | run_baselines(
+                    market, span, config.env, inst.name, baseline_cfg, agent_exposure(agent)
+                )
                 for name, bars in results.items():
                     name_csv = f"fold{fold.index}_seed{seed}_{inst.name}_{name}.csv"
                     with atomic_path(out / "bars" / name_csv, root=run_dir) as tmp:
                         bars.to_csv(tmp)
-                    benchmark = results["buy_and_hold"] if name == "agent" else None
                     rows.append(
                         {
                             "fold": fold.index,
@@ -169,7 +201,7 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
                             "instrument": inst.name,
                             "test_start": fold.test.start,
                             "test_end": fold.test.end,
-                            **backtest_metrics(bars, benchmark),
+                            **backtest_metrics(bars),
                         }
                     )
                     pooled.append(
@@ -182,10 +214,62 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
     with atomic_path(out / "folds.csv", root=run_dir) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(out / "summary.csv", root=run_dir) as tmp:
-        summarize(table).to_csv(tmp, index=False)
+        summarize(table, config.evaluation.statistics.level).to_csv(tmp, index=False)
+    whole = scored_span(stamps, DateRange(folds[0].test.start, folds[-1].test.end))
+    market = prepare_market(data, config.data, config.env.window, fit_on=folds[0].train)
+    stitched_table = stitched_comparisons(config, market, whole, stitched, out)
+    with atomic_path(out / "stitched.csv", root=run_dir) as tmp:
+        stitched_table.to_csv(tmp, index=False)
+    with atomic_path(out / "seed_spread.csv", root=run_dir) as tmp:
+        seed_spread_table(stitched_table).to_csv(tmp, index=False)
     test_bars = pd.concat(pooled)
     closes = {name: bars["close"] for name, bars in data.bars.items()}
     test_bars["regime"] = label_regimes(test_bars, closes)
     with atomic_path(out / "regimes.csv", root=run_dir) as tmp:
         regime_table(test_bars).to_csv(tmp, index=False)
     return run_dir
+
+
+def stitched_comparisons(
+    config: TradingConfig,
+    market: PreparedMarket,
+    whole: DateRange,
+    stitched: dict[tuple[int, str], list[pd.DataFrame]],
+    out: Path,
+) -> pd.DataFrame:
+    """Each seed's test folds joined into one series per instrument, beside the baselines run
+    once, continuously, over ``whole`` (buy-and-hold holds across fold boundaries); writes the
+    comparison files (the deflated Sharpe counts ``evaluation.selection_file``'s configurations)
+    and returns one row of metrics per seed, instrument and policy."""
+    selection = config.evaluation.selection_file
+    n_trials, trial_sharpes = read_selection(selection) if selection is not None else (1, [])
+    rows = []
+    for (seed, instrument), parts in stitched.items():
+        agent = pd.concat(parts).sort_index()
+        baselines = run_baselines(
+            market,
+            whole,
+            config.env,
+            instrument,
+            config.evaluation.baselines,
+            agent_exposure(agent),
+        )
+        for name, bars in baselines.items():
+            name_csv = f"stitched_seed{seed}_{instrument}_{name}.csv"
+            with atomic_path(out / "bars" / name_csv, root=out) as tmp:
+                bars.to_csv(tmp)
+        policies = {"agent": agent} | baselines
+        per_year = periods_per_year(pd.DatetimeIndex(agent.index))
+        compare_policies(
+            policies,
+            per_year,
+            config.evaluation.statistics,
+            n_trials=n_trials,
+            trial_sharpes=np.asarray(trial_sharpes) / np.sqrt(per_year),
+        ).write(out, f"{instrument}_seed{seed}")
+        for name, bars in policies.items():
+            same = bars.loc[bars.index.isin(agent.index)]
+            rows.append(
+                {"seed": seed, "instrument": instrument, "policy": name, **backtest_metrics(same)}
+            )
+    return pd.DataFrame(rows)

@@ -124,7 +124,7 @@ class UPGDConfig(_Section):
     scope: Literal["global", "local"] = "global"
     adaptive_noise: bool = False
     beta_noise: float = Field(0.99, ge=0, lt=1)
-    min_noise_std: float = Field(1e-3, ge=0)
+    min_noise_std: float = Field(1e-6, ge=0)
 
 
 class GradScalerConfig(_Section):

@@ -23,7 +23,7 @@ from tradingbot.algo.losses import (
     k3_kl,
     quantile_spread,
 )
-from tradingbot.algo.robust import RobustStep, robust_regularizer
+from tradingbot.algo.robust import RobustStep, attacked_chunks, robust_regularizer
 from tradingbot.optim import UPGD, AdaptiveUPGD, VarianceGradientScaler
 
 if TYPE_CHECKING:
@@ -129,9 +129,12 @@ def minibatch_loss(
     ctx: UpdateContext,
     adv_mean: th.Tensor | float,
     adv_std: th.Tensor | float,
+    robust_part: tuple[int, float] | None = None,
 ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
     """Total loss of a (micro)batch (means over its samples) and its detached metrics; the
-    policy sees the advantages ``(A - adv_mean) / adv_std``."""
+    policy sees the advantages ``(A - adv_mean) / adv_std``. ``robust_part`` (microbatches):
+    how many leading chunks the robust regularizer attacks and the weight of its mean KL (see
+    :func:`accumulate_gradients`); ``None``: the batch's own ``attacked_chunks``."""
     cfg = model.config
     policy = model.policy
     evaluation = policy.evaluate_sequences(
@@ -196,10 +199,11 @@ def minibatch_loss(
         metrics["bc_ppo_ratio"] = (
             ctx.awr_coef * bc_loss.abs() / (policy_loss.abs() + 1e-8)
         ).detach()
-    if ctx.robust is not None and ctx.robust.epsilon > 0:
+    if ctx.robust is not None and ctx.robust.epsilon > 0 and (robust_part or (1,))[0] > 0:
         # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
+        n_attacked, robust_weight = robust_part if robust_part is not None else (None, 1.0)
         regularizer, robust_metrics = robust_regularizer(
-            policy, batch, evaluation.dist_params, ctx.robust
+            policy, batch, evaluation.dist_params, ctx.robust, n_attacked, robust_weight
         )
         loss = loss + ctx.robust.kappa * regularizer
         metrics.update(robust_metrics)
@@ -229,7 +233,10 @@ def accumulate_gradients(
     """Zero the gradients, then backward the minibatch ``batch`` split into ``n_microbatches``
     consecutive microbatches, each loss weighted by its share of the samples, so the
     accumulated gradient is the whole minibatch's. Minibatch advantage statistics come from the
-    whole minibatch. Returns the sample-weighted mean of the microbatches' metrics."""
+    whole minibatch, and so does the robust regularizer's set of attacked chunks: the first
+    ``attacked_chunks`` of the minibatch, each microbatch attacking those it holds, its mean KL
+    weighted so the sum is the minibatch's mean. Returns the sample-weighted mean of the
+    microbatches' metrics."""
     cfg = model.config
     if cfg.advantage_normalization == "minibatch":
         adv_mean, adv_std = batch.advantages.mean(), batch.advantages.std() + 1e-8
@@ -245,9 +252,18 @@ def accumulate_gradients(
         loss.backward()
         return metrics
     totals: dict[str, th.Tensor] = {}
+    attacked = 0
+    if ctx.robust is not None:
+        attacked = attacked_chunks(batch.n_chunks, ctx.robust.fraction)
+    offset = 0
     for micro in micro_batches:
         share = micro.n_chunks / batch.n_chunks
-        loss, metrics = minibatch_loss(model, micro, ctx, adv_mean, adv_std)
+        robust_part = None
+        if attacked:
+            mine = min(max(attacked - offset, 0), micro.n_chunks)
+            robust_part = (mine, mine / (attacked * share))
+        offset += micro.n_chunks
+        loss, metrics = minibatch_loss(model, micro, ctx, adv_mean, adv_std, robust_part)
         (loss * share).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + share * value

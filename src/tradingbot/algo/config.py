@@ -97,8 +97,10 @@ class AWRConfig(_Section):
     :param coef: Initial coefficient.
     :param beta: Temperature of the weights.
     :param max_weight: Upper bound of a weight.
-    :param max_ratio: Bound of |BC loss| / |PPO loss|; above it (mean over an update) the
-        coefficient is multiplied by ``decay``.
+    :param max_ratio: Bound of ``coef * |BC loss| / mean_i |surrogate_i|`` (the mean size of
+        PPO's per-sample clipped-surrogate terms, not the policy loss, which averages terms of
+        both signs to ~0), per minibatch; above it (mean over an update) the coefficient is
+        multiplied by ``decay``.
     :param decay: Coefficient decay factor.
     """
 

@@ -148,7 +148,8 @@ def minibatch_loss(
     log_ratio = evaluation.log_prob - batch.old_log_probs.reshape(-1)
     log_ratio = log_ratio.clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
     ratio = th.exp(log_ratio)
-    policy_loss = -clipped_surrogate(advantages, ratio, ctx.clip_range, cfg.dual_clip).mean()
+    surrogate = clipped_surrogate(advantages, ratio, ctx.clip_range, cfg.dual_clip)
+    policy_loss = -surrogate.mean()
     old_params = batch.old_dist_params.reshape(n, -1)
     # Without the KL penalty the exact KL is only a metric: no graph for it.
     new_params = (
@@ -196,9 +197,10 @@ def minibatch_loss(
         bc_loss = -(bc_weights * evaluation.log_prob).mean()
         loss = loss + ctx.awr_coef * bc_loss
         metrics["bc_loss"] = bc_loss.detach()
-        metrics["bc_ppo_ratio"] = (
-            ctx.awr_coef * bc_loss.abs() / (policy_loss.abs() + 1e-8)
-        ).detach()
+        # The PPO side of the BC/PPO ratio: the mean size of the per-sample surrogate terms.
+        # (The policy loss itself averages terms of both signs to ~0 under normalized
+        # advantages, which made the ratio ill-conditioned.)
+        metrics["ppo_objective_scale"] = surrogate.detach().abs().mean()
     if ctx.robust is not None and ctx.robust.epsilon > 0 and (robust_part or (1,))[0] > 0:
         # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
         n_attacked, robust_weight = robust_part if robust_part is not None else (None, 1.0)
@@ -250,7 +252,7 @@ def accumulate_gradients(
     if len(micro_batches) == 1:
         loss, metrics = minibatch_loss(model, batch, ctx, adv_mean, adv_std)
         loss.backward()
-        return metrics
+        return _with_awr_ratio(metrics, ctx)
     totals: dict[str, th.Tensor] = {}
     attacked = 0
     if ctx.robust is not None:
@@ -267,7 +269,17 @@ def accumulate_gradients(
         (loss * share).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + share * value
-    return totals
+    return _with_awr_ratio(totals, ctx)
+
+
+def _with_awr_ratio(metrics: dict[str, th.Tensor], ctx: UpdateContext) -> dict[str, th.Tensor]:
+    """Add ``bc_ppo_ratio = awr_coef * |BC loss| / mean |surrogate term|`` of the whole
+    minibatch (from its accumulated metrics, so it does not depend on ``n_microbatches``)."""
+    if ctx.awr_coef is not None:
+        metrics["bc_ppo_ratio"] = (
+            ctx.awr_coef * metrics["bc_loss"].abs() / (metrics["ppo_objective_scale"] + 1e-8)
+        )
+    return metrics
 
 
 def apply_step(model: DistributionalPPO, square_norms: list[float]) -> dict[str, float]:

@@ -252,11 +252,15 @@ def test_exact_kl_equals_torch_kl_divergence() -> None:
     assert th.allclose(exact_kl(logits0, logits1, discrete=True), expected, atol=1e-6)
 
 
-def test_k3_is_non_negative() -> None:
-    log_ratio = th.linspace(-10, 10, 1001)
-    assert (th.expm1(log_ratio) - log_ratio >= 0).all()
-    assert float(k3_kl(log_ratio)) >= 0
-    assert float(k3_kl(th.randn(1000, generator=th.Generator().manual_seed(0)))) >= 0
+def test_k3_known_values_and_non_negative() -> None:
+    # log r = [log 2, log 0.5, 0]: (r - 1) - log r = [1 - log 2, -0.5 + log 2, 0], mean 1/6.
+    log_ratio = th.tensor([math.log(2.0), math.log(0.5), 0.0], dtype=th.float64)
+    assert float(k3_kl(log_ratio)) == pytest.approx(1.0 / 6.0, rel=1e-12)
+    # Each single sample on a grid: >= 0, and 0 only at log r = 0.
+    grid = th.arange(-500, 501, dtype=th.float64) / 50.0
+    values = th.stack([k3_kl(x.reshape(1)) for x in grid])
+    assert (values >= 0).all()
+    assert int((values == 0).sum()) == 1 and float(values[500]) == 0.0
 
 
 def test_clipped_surrogate_and_dual_clip_by_hand() -> None:
@@ -366,15 +370,46 @@ def test_dsac_t_gradient_is_weight_times_plain_gradient() -> None:
     assert th.allclose(plain_q.grad, reference_q.grad)
 
 
-def test_dsac_t_target_clipping() -> None:
-    taus = midpoint_taus(2)
-    q = th.tensor([[[-1.0, 1.0]]])  # mean 0
-    far = critic_loss_per_sample(
-        q, th.tensor([100.0]), taus, 1.0, sigma_bar=1.0, target_clip_xi=3.0
-    )
-    at_limit = critic_loss_per_sample(
-        q, th.tensor([3.0]), taus, 1.0, sigma_bar=1.0, target_clip_xi=3.0
-    )
-    assert th.allclose(far, at_limit)
-    unclipped = critic_loss_per_sample(q, th.tensor([100.0]), taus, 1.0, sigma_bar=1.0)
-    assert unclipped > far
+def test_dsac_t_target_clipping_is_around_each_critics_mean() -> None:
+    # Two critics with non-zero, different means: 5 (quantiles [4, 6]) and -2 ([-3, -1]), both
+    # spreads 1. sigma_bar = 0.5, xi = 3: targets clipped to [3.5, 6.5] and [-3.5, -0.5].
+    # Expected: sb3-contrib's quantile Huber loss at the clipped target times DSAC-T's weight
+    # (0.25 + eps) / (1 + eps).
+    taus = midpoint_taus(2, dtype=th.float64)
+    q = th.tensor([[[4.0, 6.0], [-3.0, -1.0]]] * 3, dtype=th.float64)
+    target = th.tensor([100.0, -100.0, 0.0], dtype=th.float64)
+    sigma_bar, eps = 0.5, 1e-2
+    got = critic_loss_per_sample(q, target, taus, 1.0, sigma_bar=sigma_bar, eps=eps,
+                                 target_clip_xi=3.0)  # fmt: skip
+    clipped = th.tensor([[6.5, -0.5], [3.5, -3.5], [3.5, -0.5]], dtype=th.float64)
+    weight = (sigma_bar**2 + eps) / (1.0 + eps)
+    for i in range(3):
+        for k in range(2):
+            expected = sb3_quantile_huber_loss(
+                q[i, k].view(1, 2), clipped[i, k].view(1, 1), cum_prob=taus.view(1, -1, 1)
+            )
+            assert float(got[i, k]) == pytest.approx(weight * float(expected), rel=1e-12)
+    # Inside the band the target is unchanged.
+    inside = critic_loss_per_sample(q[:1], th.tensor([5.5], dtype=th.float64), taus, 1.0,
+                                    sigma_bar=sigma_bar, eps=eps, target_clip_xi=3.0)  # fmt: skip
+    plain = critic_loss_per_sample(q[:1], th.tensor([5.5], dtype=th.float64), taus, 1.0,
+                                   sigma_bar=sigma_bar, eps=eps)  # fmt: skip
+    assert float(inside[0, 0]) == float(plain[0, 0])
+
+
+def test_dsac_t_weight_clamp() -> None:
+    # sigma_bar = 1, eps = 0.01: spreads 0, 1, 10 give 1.01 / 0.01 = 101, 1, 1.01 / 100.01;
+    # clamped to [0.1, 10]: 10, 1, 0.1.
+    spread = th.tensor([0.0, 1.0, 10.0], dtype=th.float64)
+    free = dsac_t_weights(spread, 1.0, 0.01)
+    assert free.tolist() == pytest.approx([101.0, 1.0, 1.01 / 100.01], rel=1e-12)
+    clamped = dsac_t_weights(spread, 1.0, 0.01, clamp=(0.1, 10.0))
+    assert clamped.tolist() == pytest.approx([10.0, 1.0, 0.1], rel=1e-12)
+    # The loss uses the clamped weights: a collapsed critic (spread 0) gets weight 10.
+    taus = midpoint_taus(2, dtype=th.float64)
+    q = th.tensor([[[0.5, 0.5]]], dtype=th.float64)
+    target = th.tensor([2.0], dtype=th.float64)
+    plain = critic_loss_per_sample(q, target, taus, 1.0)
+    got = critic_loss_per_sample(q, target, taus, 1.0, sigma_bar=1.0, eps=0.01,
+                                 weight_clamp=(0.1, 10.0))  # fmt: skip
+    assert float(got) == pytest.approx(10.0 * float(plain), rel=1e-12)

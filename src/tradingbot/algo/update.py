@@ -81,6 +81,8 @@ def build_scaler(
         min_factor=s.min_factor,
         aggregate=s.aggregate,
         percentile=s.percentile,
+        max_ratio=s.max_ratio,
+        grad_norm_beta=s.grad_norm_beta,
     )
 
 
@@ -98,6 +100,7 @@ class UpdateContext:
     :param kl_beta: KL-penalty coefficient (``None``: no penalty).
     :param awr_coef: AWR coefficient (``None``: no BC term).
     :param robust: Robust-training constants (``None``: no adversarial regularizer).
+    :param vf_coef: Value-loss coefficient of this update (``None``: ``PPOConfig.vf_coef``).
     """
 
     ret_mean: float
@@ -109,6 +112,7 @@ class UpdateContext:
     kl_beta: float | None = None
     awr_coef: float | None = None
     robust: RobustStep | None = None
+    vf_coef: float | None = None
 
 
 def exact_kl(old_params: th.Tensor, new_params: th.Tensor, discrete: bool) -> th.Tensor:
@@ -121,6 +125,19 @@ def exact_kl(old_params: th.Tensor, new_params: th.Tensor, discrete: bool) -> th
     return gaussian_kl(
         old_params[..., :dim], old_params[..., dim:], new_params[..., :dim], new_params[..., dim:]
     )
+
+
+@th.no_grad()
+def kl_after_update(model: DistributionalPPO, chunks: SequenceChunks) -> float:
+    """Mean exact KL(old || current) of the action distributions over ``chunks`` (the whole
+    rollout): the KL the update caused, measured after it (as the PPO paper's adaptive
+    penalty uses it), one forward pass without gradients."""
+    evaluation = model.policy.evaluate_sequences(
+        chunks.observations, chunks.episode_starts, chunks.initial_states, chunks.raw_actions
+    )
+    n = evaluation.dist_params.shape[0]
+    old_params = chunks.old_dist_params.reshape(n, -1)
+    return float(exact_kl(old_params, evaluation.dist_params, model.policy.discrete).mean())
 
 
 def minibatch_loss(
@@ -171,7 +188,7 @@ def minibatch_loss(
     spread = quantile_spread(evaluation.quantiles.detach())
     critic_weights = None
     if ctx.sigma_bar is not None:
-        critic_weights = dsac_t_weights(spread, ctx.sigma_bar, adjust.eps)
+        critic_weights = dsac_t_weights(spread, ctx.sigma_bar, adjust.eps, adjust.weight_clamp)
     value_loss = critic_loss_per_sample(
         evaluation.quantiles,
         value_targets,
@@ -187,7 +204,8 @@ def minibatch_loss(
     ).mean()
 
     entropy_loss = -evaluation.entropy.mean()
-    loss = policy_loss + ctx.ent_coef * entropy_loss + cfg.vf_coef * value_loss
+    vf_coef = cfg.vf_coef if ctx.vf_coef is None else ctx.vf_coef
+    loss = policy_loss + ctx.ent_coef * entropy_loss + vf_coef * value_loss
     metrics: dict[str, th.Tensor] = {}
     if ctx.kl_beta is not None:
         loss = loss + ctx.kl_beta * kl_exact
@@ -293,12 +311,16 @@ def apply_step(model: DistributionalPPO, square_norms: list[float]) -> dict[str,
         factor = scaler.update(model.gradients.flat)
         stats["scaler_factor"] = factor
         stats["scaler_ratio"] = scaler.last_ratio
-    # The norm is clipped per network: the critic's loss sums over n_quantiles, so its gradient
-    # norm is ~n_quantiles times the actor's and a single global clip would all but freeze the
-    # actor.
-    scales, norms = clip_scales(square_norms, model.config.max_grad_norm, factor)
+        if scaler.grad_norm_beta is not None:
+            stats["scaler_grad_norm_ema"] = scaler.grad_norm_ema
+    # The norm is clipped per network by default: the critic's loss sums over n_quantiles, so
+    # its gradient norm is ~n_quantiles times the actor's and a single global clip would all
+    # but freeze the actor (cfg.grad_clip; docs/benchmarks.md has the measured norms).
+    cfg = model.config
+    scales, norms = clip_scales(square_norms, cfg.max_grad_norm, factor, cfg.grad_clip)
     model.gradients.scale_(scales)
     stats["actor_grad_norm"], stats["critic_grad_norm"] = norms
+    stats["grad_norm"] = math.sqrt(sum(norm**2 for norm in norms))
     model.optimizer.step()
     # Fused Adam writes the parameters without bumping their version counters.
     model.policy.forget_rollout_weights()

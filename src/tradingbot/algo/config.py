@@ -281,10 +281,11 @@ class PPOConfig(BaseModel):
     :param kl_penalty_target: Target KL of the KL penalty (``None``: ``target_kl``), so the
         penalty can run without ``target_kl``'s early stopping.
     :param grad_clip: ``per_network``: clip the actor's and the critic's gradient norms to
-        ``max_grad_norm`` each (the critic's loss sums over ``n_quantiles``, so its gradient
-        norm is much larger than the actor's and a global clip shrinks the actor's step with
-        it); ``global``: clip the norm over all parameters (as
-        ``torch.nn.utils.clip_grad_norm_``). ``train/grad_norm`` logs the global norm either way.
+        ``max_grad_norm`` each (the critic's norm is larger than the actor's, 2-3x on the
+        oracle market, and a global clip shrinks the actor's step with it); ``global``: clip
+        the norm over all parameters (as ``torch.nn.utils.clip_grad_norm_``). Both learn
+        equally well on the oracle market (docs/benchmarks.md). ``train/grad_norm`` logs the
+        global norm either way.
     :param clip_adapt: Adaptive surrogate clip range (:class:`ClipAdaptConfig`).
     :param vf_coef_initial: Value-loss coefficient at the start of the warm-up.
     :param vf_coef_warmup: Fraction of training over which the value-loss coefficient grows

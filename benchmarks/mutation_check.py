@@ -205,16 +205,25 @@ def run_tests(src_copy: Path, tests: list[str], keyword: str | None, timeout: fl
         time.sleep(0.05)
 
 
-def check_module(module: str, work: Path, list_only: bool) -> tuple[int, int, list[str]]:
-    """Run every mutant of ``module``; return (killed, total, survivor descriptions)."""
+def _label(module: str, mutant: Mutant, lines: list[str]) -> str:
+    return f"{module}:{mutant.line}: {mutant.description}: {lines[mutant.line - 1].strip()}"
+
+
+def check_module(
+    module: str, work: Path, list_only: bool, only: set[str] | None = None
+) -> tuple[int, int, list[str]]:
+    """Run every mutant of ``module`` (those whose label is in ``only``, when given); return
+    (killed, total, survivor labels)."""
     tests, keyword = TARGETS[module]
     path = work / "tradingbot" / module
     original = path.read_text()
-    sites = list(mutants(original))
     lines = original.splitlines()
+    sites = list(mutants(original))
+    if only is not None:
+        sites = [m for m in sites if _label(module, m, lines) in only]
     if list_only:
         for m in sites:
-            print(f"{module}:{m.line}: {m.description}: {lines[m.line - 1].strip()}")
+            print(_label(module, m, lines))
         return 0, len(sites), []
     start = time.time()
     baseline = run_tests(work, tests, keyword, timeout=600)
@@ -227,7 +236,7 @@ def check_module(module: str, work: Path, list_only: bool) -> tuple[int, int, li
             path.write_text(mutate(original, m.index))
             outcome = run_tests(work, tests, keyword, timeout)
             if outcome == "survived":
-                survivors.append(f"{module}:{m.line}: {m.description}: {lines[m.line - 1].strip()}")
+                survivors.append(_label(module, m, lines))
                 print("  SURVIVED", survivors[-1], flush=True)
             else:
                 killed += 1
@@ -240,8 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--module", action="append", choices=sorted(TARGETS))
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument(
+        "--only",
+        type=Path,
+        help="run only the mutants listed in this file, one label a line (e.g. the "
+        "'survived: ' lines of an earlier run, prefix stripped or not)",
+    )
     args = parser.parse_args(argv)
     modules = args.module or list(TARGETS)
+    only = None
+    if args.only is not None:
+        only = {
+            line.strip().removeprefix("survived: ").removeprefix("SURVIVED ")
+            for line in args.only.read_text().splitlines()
+            if line.strip()
+        }
     total_killed = total = 0
     all_survivors: list[str] = []
     if not args.list:
@@ -251,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(PACKAGE, work / "tradingbot")
         for module in modules:
             start = time.time()
-            killed, count, survivors = check_module(module, work, args.list)
+            killed, count, survivors = check_module(module, work, args.list, only)
             total_killed, total = total_killed + killed, total + count
             all_survivors += survivors
             if not args.list:

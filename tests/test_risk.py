@@ -95,6 +95,8 @@ def test_nu_averages_the_twin_critics_quantile_by_quantile() -> None:
     # Sorted critics: quantile averaging equals the mean of the VaRs, not the min or the pool.
     ordered = th.tensor([[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]).reshape(1, 1, 2, 4)
     assert float(state_var(ordered, 0.25)) == pytest.approx(2.5)
+    # Any leading shape: (B, K, N) quantiles of a batch give one nu per sample.
+    assert state_var(quantiles.reshape(1, 2, 4), 0.25).tolist() == pytest.approx([3.0])
     # Through the shaping: G = 1 lies 2 below nu = 3: penalty (0.5 / 0.25) * 2 = 4.
     _, penalty = shape_advantages(th.zeros(1, 1), th.ones(1, 1), quantiles, 0.25, 0.5)
     assert float(penalty) == pytest.approx(4.0)
@@ -104,7 +106,10 @@ def test_empirical_cvar_and_dual_ascent() -> None:
     samples = th.tensor([4.0, -1.0, 2.0, float("nan"), 0.0])
     assert empirical_cvar(samples, 0.5) == pytest.approx((-1.0 + 0.0) / 2)
     assert math.isnan(empirical_cvar(th.tensor([float("nan")]), 0.5))
+    assert empirical_cvar(th.tensor([-3.0]), 0.5) == -3.0  # one sample is its own CVaR
     assert dual_ascent(0.2, cvar=-1.0, limit=0.0, lr=0.5, max_multiplier=10.0) == 0.7
+    # lr x (limit - cvar) = 0.5 x 4 = 2 (a step of lr / 4 would give 0.325)
+    assert dual_ascent(0.2, cvar=-3.0, limit=1.0, lr=0.5, max_multiplier=10.0) == 2.2
     assert dual_ascent(0.2, cvar=1.0, limit=0.0, lr=0.5, max_multiplier=10.0) == 0.0
     assert dual_ascent(9.9, cvar=-5.0, limit=0.0, lr=1.0, max_multiplier=10.0) == 10.0
     assert dual_ascent(0.3, cvar=math.nan, limit=0.0, lr=1.0, max_multiplier=10.0) == 0.3

@@ -46,6 +46,12 @@ class _Stepper:
         return factor
 
 
+def test_before_the_first_step() -> None:
+    scaler = VarianceGradientScaler([_param([0.0])], grad_norm_beta=0.9)
+    assert scaler.last_factor == 1.0 and math.isnan(scaler.last_ratio)
+    assert scaler.step_count == 0 and math.isnan(scaler.grad_norm_ema)
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_three_steps_by_hand(path: str) -> None:
     beta, alpha, eps = 0.5, 2.0, 1e-8

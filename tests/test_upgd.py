@@ -405,6 +405,88 @@ def test_adaptive_noise_with_zero_sigma_draws_nothing() -> None:
     assert opt.last_stats["noise_std"] == 0.0
 
 
+def test_fixed_noise_does_not_follow_the_direction() -> None:
+    # eps = 1, g = [1, 1]: Adam's direction is [0.5, 0.5] (RMS 0.5); without adaptive_noise the
+    # noise std stays sigma: w = -lr * (0.5 + sigma z) * (1 - 0.5) from w = 0.
+    w = nn.Parameter(torch.zeros(2, dtype=F64))
+    opt = AdaptiveUPGD(
+        [w], lr=0.1, eps=1.0, sigma=0.3, min_noise_std=0.0,
+        generator=torch.Generator().manual_seed(4),
+    )  # fmt: skip
+    w.grad = torch.ones(2, dtype=F64)
+    opt.step()
+    assert opt.last_stats["noise_std"] == 0.3
+    z = torch.randn(2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    torch.testing.assert_close(w.detach(), -0.1 * (0.5 + 0.3 * z) * 0.5, rtol=1e-12, atol=0.0)
+
+
+@pytest.mark.parametrize("cls", [UPGD, AdaptiveUPGD])
+def test_zero_sigma_draws_no_noise(cls: type) -> None:
+    # sigma = 0: the generator (and the global RNG) are not advanced.
+    w = nn.Parameter(torch.ones(3, dtype=F64))
+    gen = torch.Generator().manual_seed(2)
+    state = gen.get_state()
+    global_state = torch.get_rng_state()
+    for opt in (cls([w], lr=0.1, sigma=0.0, generator=gen), cls([w], lr=0.1, sigma=0.0)):
+        w.grad = torch.ones(3, dtype=F64)
+        opt.step()
+    assert torch.equal(gen.get_state(), state)
+    assert torch.equal(torch.get_rng_state(), global_state)
+
+
+@pytest.mark.parametrize("cls", [UPGD, AdaptiveUPGD])
+def test_parameters_without_gradient_or_elements_are_skipped(cls: type) -> None:
+    # w has a gradient, frozen has none, empty has no elements: only w moves, no error. w = 1,
+    # g = 1 (u = -1, max <= 0 -> gate 0.5): UPGD moves it by -lr g 0.5, AdaptiveUPGD by
+    # -lr sign(g) 0.5 (eps = 0).
+    w = nn.Parameter(torch.ones(2, dtype=F64))
+    frozen = nn.Parameter(torch.full((2,), 3.0, dtype=F64))
+    empty = nn.Parameter(torch.zeros(0, dtype=F64))
+    kwargs = {"eps": 0.0} if cls is AdaptiveUPGD else {}
+    opt = cls([w, frozen, empty], lr=0.1, sigma=0.0, **kwargs)
+    w.grad = torch.ones(2, dtype=F64)
+    empty.grad = torch.zeros(0, dtype=F64)
+    opt.step()
+    torch.testing.assert_close(w.detach(), torch.full((2,), 0.95, dtype=F64))
+    assert torch.equal(frozen.detach(), torch.full((2,), 3.0, dtype=F64))
+    assert frozen not in opt.state and empty not in opt.state
+
+
+def test_adaptive_upgd_weight_decay_by_hand() -> None:
+    # w = [1, 2], g = [1, 1]: u = [-1, -2], max <= 0 -> gates 0.5; eps = 0: d = [1, 1].
+    # w <- w (1 - lr wd) - lr d 0.5 with lr = 0.1, wd = 0.5: [0.95 - 0.05, 1.9 - 0.05].
+    w = nn.Parameter(torch.tensor([1.0, 2.0], dtype=F64))
+    opt = AdaptiveUPGD([w], lr=0.1, eps=0.0, sigma=0.0, weight_decay=0.5)
+    w.grad = torch.ones(2, dtype=F64)
+    opt.step()
+    torch.testing.assert_close(w.detach(), torch.tensor([0.9, 1.85], dtype=F64))
+
+
+def test_adaptive_upgd_non_protecting_noise_by_hand() -> None:
+    # First step from w = 0 (gates 0.5), eps = 0: d = sign(g); protect=False gates only the
+    # noise: w = -lr * (d + sigma z (1 - 0.5)).
+    w = nn.Parameter(torch.zeros(3, dtype=F64))
+    opt = AdaptiveUPGD([w], lr=0.1, eps=0.0, sigma=0.4, protect=False,
+                       generator=torch.Generator().manual_seed(8))  # fmt: skip
+    w.grad = torch.tensor([2.0, -1.0, 0.5], dtype=F64)
+    opt.step()
+    z = torch.randn(3, generator=torch.Generator().manual_seed(8), dtype=F64)
+    expected = -0.1 * (torch.sign(w.grad) + 0.4 * z * 0.5)
+    torch.testing.assert_close(w.detach(), expected, rtol=1e-12, atol=0.0)
+
+
+def test_adaptive_noise_state_saved_before_the_rms_keys_restarts_the_ema() -> None:
+    # A param group without direction_rms_* (a state from before they existed): the EMA starts
+    # afresh, so after one step r_hat is that step's RMS (eps = 0: sign(g), RMS 1).
+    w = nn.Parameter(torch.zeros(2, dtype=F64))
+    opt = AdaptiveUPGD([w], lr=0.1, eps=0.0, sigma=0.2, adaptive_noise=True, beta_noise=0.5)
+    del opt.param_groups[0]["direction_rms_ema"], opt.param_groups[0]["direction_rms_steps"]
+    w.grad = torch.tensor([2.0, -3.0], dtype=F64)
+    opt.step()
+    assert opt.last_stats["noise_std"] == pytest.approx(0.2, rel=1e-12)
+    assert opt.param_groups[0]["direction_rms_steps"] == 1
+
+
 def test_fixed_noise_std_reported() -> None:
     w = nn.Parameter(torch.ones(2))
     opt = AdaptiveUPGD([w], sigma=0.03)

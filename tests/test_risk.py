@@ -51,6 +51,9 @@ def test_cvar_fractional_weight_by_hand() -> None:
     q = th.tensor([-3.0, -1.0, 0.0, 1.0, 2.0, 5.0], dtype=th.float64)
     assert float(cvar_from_quantiles(q, 0.25)) == pytest.approx((-3.0 - 0.5) / 1.5)
     assert float(cvar_from_quantiles(q, 1.0)) == pytest.approx(float(q.mean()))
+    # A whole alpha * N (0.5 * 4 = 2) takes no part of the next quantile, even an infinite one.
+    upper_inf = th.tensor([-1.0, 0.0, math.inf, math.inf], dtype=th.float64)
+    assert float(cvar_from_quantiles(upper_inf, 0.5)) == -0.5
 
 
 def test_cvar_of_midpoint_normal_quantiles_approaches_continuous_value() -> None:

@@ -189,6 +189,9 @@ def test_gradient_norm_ema(path: str) -> None:
     plain = VarianceGradientScaler([p], beta=0.9, warmup=0)
     restored.load_state_dict(plain.state_dict())
     assert math.isnan(restored.grad_norm_ema)
+    _set_grads([p], [[6.0, 8.0]])
+    restored.scale_()
+    assert restored.grad_norm_ema == pytest.approx(10.0, rel=1e-12)
 
 
 def test_a_tensor_without_gradient_keeps_its_statistics_and_bias_correction() -> None:

@@ -230,6 +230,10 @@ def test_explained_variance_matches_sb3() -> None:
     expected = sb3_explained_variance(y_pred, y_true)
     assert explained_variance(th.as_tensor(y_pred), th.as_tensor(y_true)) == pytest.approx(expected)
     assert math.isnan(explained_variance(th.zeros(3), th.ones(3)))
+    assert math.isnan(explained_variance(th.tensor([0.0, 1.0, 2.0]), th.ones(3)))
+    # y_true [0, 1, 2] (variance 1), errors [0, 0, 1] (variance 1/3): EV = 2/3.
+    ev = explained_variance(th.tensor([0.0, 1.0, 1.0]), th.tensor([0.0, 1.0, 2.0]))
+    assert ev == pytest.approx(2.0 / 3.0)
 
 
 def test_gae_does_not_leak_non_finite_rewards_across_episode_ends() -> None:

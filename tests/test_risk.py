@@ -72,6 +72,8 @@ def test_quantile_at_interpolates_between_midpoints() -> None:
     assert float(quantile_at(q, 0.25)) == pytest.approx(0.5)
     assert float(quantile_at(q, 0.05)) == pytest.approx(0.0)  # clamped at the ends
     assert float(quantile_at(q, 0.375)) == pytest.approx(1.0)
+    assert float(quantile_at(q, 1.0)) == 3.0  # clamped at the top level too
+    assert float(quantile_at(q, 0.75)) == pytest.approx(2.5)
 
 
 def test_shaping_subtracts_ru_penalty_below_var() -> None:

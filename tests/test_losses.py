@@ -254,6 +254,14 @@ def test_exact_kl_equals_torch_kl_divergence() -> None:
     expected = kl_divergence(Categorical(logits=logits0), Categorical(logits=logits1))
     assert th.allclose(categorical_kl(logits0, logits1), expected, atol=1e-6)
     assert th.allclose(exact_kl(logits0, logits1, discrete=True), expected, atol=1e-6)
+    # Leading dims (time, env): the KL is over the last dim only.
+    logits0, logits1 = th.randn(2, 3, 4, generator=gen), th.randn(2, 3, 4, generator=gen)
+    expected = kl_divergence(Categorical(logits=logits0), Categorical(logits=logits1))
+    assert th.allclose(categorical_kl(logits0, logits1), expected, atol=1e-6)
+    mu0, mu1 = th.randn(2, 3, 2, generator=gen), th.randn(2, 3, 2, generator=gen)
+    std0, std1 = th.rand(2, 3, 2, generator=gen) + 0.2, th.rand(2, 3, 2, generator=gen) + 0.2
+    expected = kl_divergence(Normal(mu0, std0), Normal(mu1, std1)).sum(-1)
+    assert th.allclose(gaussian_kl(mu0, std0, mu1, std1), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_k3_known_values_and_non_negative() -> None:

@@ -35,7 +35,9 @@ def test_midpoint_taus() -> None:
     assert th.allclose(midpoint_taus(4), th.tensor([0.125, 0.375, 0.625, 0.875]))
 
 
-@pytest.mark.parametrize(("batch", "n_pred", "n_target"), [(1, 1, 1), (7, 32, 1), (16, 8, 5)])
+@pytest.mark.parametrize(
+    ("batch", "n_pred", "n_target"), [(1, 1, 1), (7, 32, 1), (16, 8, 5), (5, 2, 2), (3, 4, 2)]
+)
 def test_quantile_huber_loss_matches_sb3_contrib(batch: int, n_pred: int, n_target: int) -> None:
     gen = th.Generator().manual_seed(batch * 100 + n_pred)
     # Scale 3 puts many pairs beyond the Huber threshold, so both branches are exercised.
@@ -283,6 +285,9 @@ def test_clipped_surrogate_and_dual_clip_by_hand() -> None:
     dual = clipped_surrogate(adv, ratio, 0.2, dual_clip=3.0)
     # Negative advantages: bounded below at 3 * A = -3.
     assert th.allclose(dual, th.tensor([1.2, 0.5, -1.5, -3.0, -0.8]))
+    # A = -2, r = 5: bound 3 * -2 = -6 (not -10); A = 0.5, r = 1.5: positive, no bound, 0.6.
+    more = clipped_surrogate(th.tensor([-2.0, 0.5]), th.tensor([5.0, 1.5]), 0.2, dual_clip=3.0)
+    assert th.allclose(more, th.tensor([-6.0, 0.6]))
 
 
 def test_mean_shift_clipping_keeps_shape_and_bounds_the_mean() -> None:

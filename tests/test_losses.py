@@ -86,8 +86,9 @@ def _quantile_huber_by_autograd(pred, target, taus, kappa):
 
 @pytest.mark.parametrize(
     ("pred_shape", "n_target", "kappa"),
-    [((7, 32), 1, 1.0), ((16, 8), 5, 1.0), ((4, 2, 6), 1, 0.3), ((5, 9), 3, 2.5)],
-)
+    [((7, 32), 1, 1.0), ((16, 8), 5, 1.0), ((4, 2, 6), 1, 0.3), ((5, 9), 3, 2.5),
+     ((3, 2, 5), 4, 1.5)],
+)  # fmt: skip
 def test_quantile_huber_loss_gradients(pred_shape, n_target: int, kappa: float) -> None:
     """The hand-written backward equals autograd through the formula (and sb3-contrib's loss
     at kappa = 1), for the predictions and the targets, and passes torch's gradcheck."""
@@ -97,6 +98,8 @@ def test_quantile_huber_loss_gradients(pred_shape, n_target: int, kappa: float) 
     target = (3 * th.randn(*target_shape, generator=gen, dtype=th.float64)).requires_grad_(True)
     taus = midpoint_taus(pred_shape[-1], dtype=th.float64)
     upstream = th.randn(pred_shape[:-1], generator=gen, dtype=th.float64)
+    values = quantile_huber_loss_per_sample(pred, target, taus, kappa)
+    assert th.allclose(values, _quantile_huber_by_autograd(pred, target, taus, kappa))
     grads = th.autograd.grad(
         (quantile_huber_loss_per_sample(pred, target, taus, kappa) * upstream).sum(),
         (pred, target),

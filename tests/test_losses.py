@@ -177,6 +177,16 @@ def test_gae_matches_sb3_rollout_buffer(gamma: float, lam: float) -> None:
     np.testing.assert_allclose(ret.numpy(), expected_ret, rtol=1e-5, atol=1e-5)
 
 
+def test_gae_of_a_one_step_rollout() -> None:
+    # T = 1: A = r + gamma * V(next) * (1 - done) - V = 1 + 0.9 * 7 - 4 (env 0), 2 - 5 (env 1).
+    adv, ret = compute_gae(
+        th.tensor([[1.0, 2.0]]), th.tensor([[4.0, 5.0]]), th.zeros(1, 2),
+        th.tensor([7.0, 8.0]), th.tensor([0.0, 1.0]), 0.9, 0.95,
+    )  # fmt: skip
+    assert th.allclose(adv, th.tensor([[1.0 + 0.9 * 7.0 - 4.0, 2.0 - 5.0]]))
+    assert th.allclose(ret, adv + th.tensor([[4.0, 5.0]]))
+
+
 def test_gae_time_limit_bootstrap_by_hand() -> None:
     # One env, 3 steps: the episode is truncated after step 1 (obs 2 starts a new episode).
     # V(terminal obs of step 1) = 10 is bootstrapped: r1' = r1 + gamma * 10.

@@ -35,7 +35,9 @@ def test_midpoint_taus() -> None:
     assert th.allclose(midpoint_taus(4), th.tensor([0.125, 0.375, 0.625, 0.875]))
 
 
-@pytest.mark.parametrize(("batch", "n_pred", "n_target"), [(1, 1, 1), (7, 32, 1), (16, 8, 5)])
+@pytest.mark.parametrize(
+    ("batch", "n_pred", "n_target"), [(1, 1, 1), (7, 32, 1), (16, 8, 5), (5, 2, 2), (3, 4, 2)]
+)
 def test_quantile_huber_loss_matches_sb3_contrib(batch: int, n_pred: int, n_target: int) -> None:
     gen = th.Generator().manual_seed(batch * 100 + n_pred)
     # Scale 3 puts many pairs beyond the Huber threshold, so both branches are exercised.
@@ -84,8 +86,9 @@ def _quantile_huber_by_autograd(pred, target, taus, kappa):
 
 @pytest.mark.parametrize(
     ("pred_shape", "n_target", "kappa"),
-    [((7, 32), 1, 1.0), ((16, 8), 5, 1.0), ((4, 2, 6), 1, 0.3), ((5, 9), 3, 2.5)],
-)
+    [((7, 32), 1, 1.0), ((16, 8), 5, 1.0), ((4, 2, 6), 1, 0.3), ((5, 9), 3, 2.5),
+     ((3, 2, 5), 4, 1.5)],
+)  # fmt: skip
 def test_quantile_huber_loss_gradients(pred_shape, n_target: int, kappa: float) -> None:
     """The hand-written backward equals autograd through the formula (and sb3-contrib's loss
     at kappa = 1), for the predictions and the targets, and passes torch's gradcheck."""
@@ -95,6 +98,8 @@ def test_quantile_huber_loss_gradients(pred_shape, n_target: int, kappa: float) 
     target = (3 * th.randn(*target_shape, generator=gen, dtype=th.float64)).requires_grad_(True)
     taus = midpoint_taus(pred_shape[-1], dtype=th.float64)
     upstream = th.randn(pred_shape[:-1], generator=gen, dtype=th.float64)
+    values = quantile_huber_loss_per_sample(pred, target, taus, kappa)
+    assert th.allclose(values, _quantile_huber_by_autograd(pred, target, taus, kappa))
     grads = th.autograd.grad(
         (quantile_huber_loss_per_sample(pred, target, taus, kappa) * upstream).sum(),
         (pred, target),
@@ -172,6 +177,16 @@ def test_gae_matches_sb3_rollout_buffer(gamma: float, lam: float) -> None:
     np.testing.assert_allclose(ret.numpy(), expected_ret, rtol=1e-5, atol=1e-5)
 
 
+def test_gae_of_a_one_step_rollout() -> None:
+    # T = 1: A = r + gamma * V(next) * (1 - done) - V = 1 + 0.9 * 7 - 4 (env 0), 2 - 5 (env 1).
+    adv, ret = compute_gae(
+        th.tensor([[1.0, 2.0]]), th.tensor([[4.0, 5.0]]), th.zeros(1, 2),
+        th.tensor([7.0, 8.0]), th.tensor([0.0, 1.0]), 0.9, 0.95,
+    )  # fmt: skip
+    assert th.allclose(adv, th.tensor([[1.0 + 0.9 * 7.0 - 4.0, 2.0 - 5.0]]))
+    assert th.allclose(ret, adv + th.tensor([[4.0, 5.0]]))
+
+
 def test_gae_time_limit_bootstrap_by_hand() -> None:
     # One env, 3 steps: the episode is truncated after step 1 (obs 2 starts a new episode).
     # V(terminal obs of step 1) = 10 is bootstrapped: r1' = r1 + gamma * 10.
@@ -230,6 +245,10 @@ def test_explained_variance_matches_sb3() -> None:
     expected = sb3_explained_variance(y_pred, y_true)
     assert explained_variance(th.as_tensor(y_pred), th.as_tensor(y_true)) == pytest.approx(expected)
     assert math.isnan(explained_variance(th.zeros(3), th.ones(3)))
+    assert math.isnan(explained_variance(th.tensor([0.0, 1.0, 2.0]), th.ones(3)))
+    # y_true [0, 1, 2] (variance 1), errors [0, 0, 1] (variance 1/3): EV = 2/3.
+    ev = explained_variance(th.tensor([0.0, 1.0, 1.0]), th.tensor([0.0, 1.0, 2.0]))
+    assert ev == pytest.approx(2.0 / 3.0)
 
 
 def test_gae_does_not_leak_non_finite_rewards_across_episode_ends() -> None:
@@ -250,13 +269,25 @@ def test_exact_kl_equals_torch_kl_divergence() -> None:
     expected = kl_divergence(Categorical(logits=logits0), Categorical(logits=logits1))
     assert th.allclose(categorical_kl(logits0, logits1), expected, atol=1e-6)
     assert th.allclose(exact_kl(logits0, logits1, discrete=True), expected, atol=1e-6)
+    # Leading dims (time, env): the KL is over the last dim only.
+    logits0, logits1 = th.randn(2, 3, 4, generator=gen), th.randn(2, 3, 4, generator=gen)
+    expected = kl_divergence(Categorical(logits=logits0), Categorical(logits=logits1))
+    assert th.allclose(categorical_kl(logits0, logits1), expected, atol=1e-6)
+    mu0, mu1 = th.randn(2, 3, 2, generator=gen), th.randn(2, 3, 2, generator=gen)
+    std0, std1 = th.rand(2, 3, 2, generator=gen) + 0.2, th.rand(2, 3, 2, generator=gen) + 0.2
+    expected = kl_divergence(Normal(mu0, std0), Normal(mu1, std1)).sum(-1)
+    assert th.allclose(gaussian_kl(mu0, std0, mu1, std1), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_k3_is_non_negative() -> None:
-    log_ratio = th.linspace(-10, 10, 1001)
-    assert (th.expm1(log_ratio) - log_ratio >= 0).all()
-    assert float(k3_kl(log_ratio)) >= 0
-    assert float(k3_kl(th.randn(1000, generator=th.Generator().manual_seed(0)))) >= 0
+def test_k3_known_values_and_non_negative() -> None:
+    # log r = [log 2, log 0.5, 0]: (r - 1) - log r = [1 - log 2, -0.5 + log 2, 0], mean 1/6.
+    log_ratio = th.tensor([math.log(2.0), math.log(0.5), 0.0], dtype=th.float64)
+    assert float(k3_kl(log_ratio)) == pytest.approx(1.0 / 6.0, rel=1e-12)
+    # Each single sample on a grid: >= 0, and 0 only at log r = 0.
+    grid = th.arange(-500, 501, dtype=th.float64) / 50.0
+    values = th.stack([k3_kl(x.reshape(1)) for x in grid])
+    assert (values >= 0).all()
+    assert int((values == 0).sum()) == 1 and float(values[500]) == 0.0
 
 
 def test_clipped_surrogate_and_dual_clip_by_hand() -> None:
@@ -267,6 +298,9 @@ def test_clipped_surrogate_and_dual_clip_by_hand() -> None:
     dual = clipped_surrogate(adv, ratio, 0.2, dual_clip=3.0)
     # Negative advantages: bounded below at 3 * A = -3.
     assert th.allclose(dual, th.tensor([1.2, 0.5, -1.5, -3.0, -0.8]))
+    # A = -2, r = 5: bound 3 * -2 = -6 (not -10); A = 0.5, r = 1.5: positive, no bound, 0.6.
+    more = clipped_surrogate(th.tensor([-2.0, 0.5]), th.tensor([5.0, 1.5]), 0.2, dual_clip=3.0)
+    assert th.allclose(more, th.tensor([-6.0, 0.6]))
 
 
 def test_mean_shift_clipping_keeps_shape_and_bounds_the_mean() -> None:
@@ -366,15 +400,46 @@ def test_dsac_t_gradient_is_weight_times_plain_gradient() -> None:
     assert th.allclose(plain_q.grad, reference_q.grad)
 
 
-def test_dsac_t_target_clipping() -> None:
-    taus = midpoint_taus(2)
-    q = th.tensor([[[-1.0, 1.0]]])  # mean 0
-    far = critic_loss_per_sample(
-        q, th.tensor([100.0]), taus, 1.0, sigma_bar=1.0, target_clip_xi=3.0
-    )
-    at_limit = critic_loss_per_sample(
-        q, th.tensor([3.0]), taus, 1.0, sigma_bar=1.0, target_clip_xi=3.0
-    )
-    assert th.allclose(far, at_limit)
-    unclipped = critic_loss_per_sample(q, th.tensor([100.0]), taus, 1.0, sigma_bar=1.0)
-    assert unclipped > far
+def test_dsac_t_target_clipping_is_around_each_critics_mean() -> None:
+    # Two critics with non-zero, different means: 5 (quantiles [4, 6]) and -2 ([-3, -1]), both
+    # spreads 1. sigma_bar = 0.5, xi = 3: targets clipped to [3.5, 6.5] and [-3.5, -0.5].
+    # Expected: sb3-contrib's quantile Huber loss at the clipped target times DSAC-T's weight
+    # (0.25 + eps) / (1 + eps).
+    taus = midpoint_taus(2, dtype=th.float64)
+    q = th.tensor([[[4.0, 6.0], [-3.0, -1.0]]] * 3, dtype=th.float64)
+    target = th.tensor([100.0, -100.0, 0.0], dtype=th.float64)
+    sigma_bar, eps = 0.5, 1e-2
+    got = critic_loss_per_sample(q, target, taus, 1.0, sigma_bar=sigma_bar, eps=eps,
+                                 target_clip_xi=3.0)  # fmt: skip
+    clipped = th.tensor([[6.5, -0.5], [3.5, -3.5], [3.5, -0.5]], dtype=th.float64)
+    weight = (sigma_bar**2 + eps) / (1.0 + eps)
+    for i in range(3):
+        for k in range(2):
+            expected = sb3_quantile_huber_loss(
+                q[i, k].view(1, 2), clipped[i, k].view(1, 1), cum_prob=taus.view(1, -1, 1)
+            )
+            assert float(got[i, k]) == pytest.approx(weight * float(expected), rel=1e-12)
+    # Inside the band the target is unchanged.
+    inside = critic_loss_per_sample(q[:1], th.tensor([5.5], dtype=th.float64), taus, 1.0,
+                                    sigma_bar=sigma_bar, eps=eps, target_clip_xi=3.0)  # fmt: skip
+    plain = critic_loss_per_sample(q[:1], th.tensor([5.5], dtype=th.float64), taus, 1.0,
+                                   sigma_bar=sigma_bar, eps=eps)  # fmt: skip
+    assert float(inside[0, 0]) == float(plain[0, 0])
+
+
+def test_dsac_t_weight_clamp() -> None:
+    # sigma_bar = 1, eps = 0.01: spreads 0, 1, 10 give 1.01 / 0.01 = 101, 1, 1.01 / 100.01;
+    # clamped to [0.1, 10]: 10, 1, 0.1.
+    spread = th.tensor([0.0, 1.0, 10.0], dtype=th.float64)
+    free = dsac_t_weights(spread, 1.0, 0.01)
+    assert free.tolist() == pytest.approx([101.0, 1.0, 1.01 / 100.01], rel=1e-12)
+    clamped = dsac_t_weights(spread, 1.0, 0.01, clamp=(0.1, 10.0))
+    assert clamped.tolist() == pytest.approx([10.0, 1.0, 0.1], rel=1e-12)
+    # The loss uses the clamped weights: a collapsed critic (spread 0) gets weight 10.
+    taus = midpoint_taus(2, dtype=th.float64)
+    q = th.tensor([[[0.5, 0.5]]], dtype=th.float64)
+    target = th.tensor([2.0], dtype=th.float64)
+    plain = critic_loss_per_sample(q, target, taus, 1.0)
+    got = critic_loss_per_sample(q, target, taus, 1.0, sigma_bar=1.0, eps=0.01,
+                                 weight_clamp=(0.1, 10.0))  # fmt: skip
+    assert float(got) == pytest.approx(10.0 * float(plain), rel=1e-12)

@@ -14,7 +14,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from tradingbot.algo.losses import cvar_from_quantiles, quantile_at
 from tradingbot.algo.ppo import DistributionalPPO
-from tradingbot.algo.risk import dual_ascent, empirical_cvar, shape_advantages
+from tradingbot.algo.risk import dual_ascent, empirical_cvar, shape_advantages, state_var
 
 ALPHA = 0.05
 
@@ -51,6 +51,9 @@ def test_cvar_fractional_weight_by_hand() -> None:
     q = th.tensor([-3.0, -1.0, 0.0, 1.0, 2.0, 5.0], dtype=th.float64)
     assert float(cvar_from_quantiles(q, 0.25)) == pytest.approx((-3.0 - 0.5) / 1.5)
     assert float(cvar_from_quantiles(q, 1.0)) == pytest.approx(float(q.mean()))
+    # A whole alpha * N (0.5 * 4 = 2) takes no part of the next quantile, even an infinite one.
+    upper_inf = th.tensor([-1.0, 0.0, math.inf, math.inf], dtype=th.float64)
+    assert float(cvar_from_quantiles(upper_inf, 0.5)) == -0.5
 
 
 def test_cvar_of_midpoint_normal_quantiles_approaches_continuous_value() -> None:
@@ -69,6 +72,8 @@ def test_quantile_at_interpolates_between_midpoints() -> None:
     assert float(quantile_at(q, 0.25)) == pytest.approx(0.5)
     assert float(quantile_at(q, 0.05)) == pytest.approx(0.0)  # clamped at the ends
     assert float(quantile_at(q, 0.375)) == pytest.approx(1.0)
+    assert float(quantile_at(q, 1.0)) == 3.0  # clamped at the top level too
+    assert float(quantile_at(q, 0.75)) == pytest.approx(2.5)
 
 
 def test_shaping_subtracts_ru_penalty_below_var() -> None:
@@ -84,11 +89,32 @@ def test_shaping_subtracts_ru_penalty_below_var() -> None:
     assert th.equal(shape_advantages(advantages, returns, quantiles, 0.25, 0.0)[0], advantages)
 
 
+def test_nu_averages_the_twin_critics_quantile_by_quantile() -> None:
+    """nu = VaR_alpha of the critics' quantiles averaged level by level, then sorted. Critic A
+    [3, 0, 2, 1] (not monotone), critic B [4, 5, 6, 7]: averaged [3.5, 2.5, 4, 4], sorted
+    [2.5, 3.5, 4, 4]; alpha = 0.25 sits halfway between levels 0.125 and 0.375: nu = 3.0.
+    Other aggregations give other values: mean of the critics' VaRs (0.5 + 4.5) / 2 = 2.5,
+    the lower critic's VaR 0.5, the pooled eight atoms' VaR 1.5."""
+    quantiles = th.tensor([[3.0, 0.0, 2.0, 1.0], [4.0, 5.0, 6.0, 7.0]]).reshape(1, 1, 2, 4)
+    assert float(state_var(quantiles, 0.25)) == pytest.approx(3.0)
+    # Sorted critics: quantile averaging equals the mean of the VaRs, not the min or the pool.
+    ordered = th.tensor([[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]).reshape(1, 1, 2, 4)
+    assert float(state_var(ordered, 0.25)) == pytest.approx(2.5)
+    # Any leading shape: (B, K, N) quantiles of a batch give one nu per sample.
+    assert state_var(quantiles.reshape(1, 2, 4), 0.25).tolist() == pytest.approx([3.0])
+    # Through the shaping: G = 1 lies 2 below nu = 3: penalty (0.5 / 0.25) * 2 = 4.
+    _, penalty = shape_advantages(th.zeros(1, 1), th.ones(1, 1), quantiles, 0.25, 0.5)
+    assert float(penalty) == pytest.approx(4.0)
+
+
 def test_empirical_cvar_and_dual_ascent() -> None:
     samples = th.tensor([4.0, -1.0, 2.0, float("nan"), 0.0])
     assert empirical_cvar(samples, 0.5) == pytest.approx((-1.0 + 0.0) / 2)
     assert math.isnan(empirical_cvar(th.tensor([float("nan")]), 0.5))
+    assert empirical_cvar(th.tensor([-3.0]), 0.5) == -3.0  # one sample is its own CVaR
     assert dual_ascent(0.2, cvar=-1.0, limit=0.0, lr=0.5, max_multiplier=10.0) == 0.7
+    # lr x (limit - cvar) = 0.5 x 4 = 2 (a step of lr / 4 would give 0.325)
+    assert dual_ascent(0.2, cvar=-3.0, limit=1.0, lr=0.5, max_multiplier=10.0) == 2.2
     assert dual_ascent(0.2, cvar=1.0, limit=0.0, lr=0.5, max_multiplier=10.0) == 0.0
     assert dual_ascent(9.9, cvar=-5.0, limit=0.0, lr=1.0, max_multiplier=10.0) == 10.0
     assert dual_ascent(0.3, cvar=math.nan, limit=0.0, lr=1.0, max_multiplier=10.0) == 0.3
@@ -179,4 +205,9 @@ def test_cvar_constraint_keeps_cvar_above_limit() -> None:
     assert np.mean(neutral_cvars[-10:]) < limit - 0.2
     assert np.mean(cvars[-10:]) > limit - 0.1, cvars
     assert 0.05 < p_risky < 0.95  # a mixed policy: the constrained optimum is on the boundary
-    assert model.logger.name_to_value["train/risk_weight"] >= 0.0
+    # The last update logged the multiplier it used and the rollout's CVaR; the multiplier
+    # after it is one projected dual-ascent step from them (dual_lr 1, limit 0, bound 10).
+    logged = model.logger.name_to_value
+    expected = min(max(logged["train/risk_weight"] + 1.0 * (limit - cvars[-1]), 0.0), 10.0)
+    assert model.train_state.risk_multiplier == pytest.approx(expected, rel=1e-12)
+    assert model.train_state.risk_multiplier != logged["train/risk_weight"]

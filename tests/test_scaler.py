@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
+from tradingbot.algo.gradients import FlatGradients, clip_scales
 from tradingbot.optim import VarianceGradientScaler
 from tradingbot.optim.scaler import all_finite
+
+PATHS = ["scale_", "training"]
 
 
 def _param(values: list[float]) -> torch.nn.Parameter:
@@ -20,16 +23,46 @@ def _set_grads(params: list[torch.nn.Parameter], grads: list[list[float]]) -> No
         p.grad = torch.tensor(g, dtype=torch.float64)
 
 
-def test_three_steps_by_hand() -> None:
+class _Stepper:
+    """One scaler step by ``scale_`` or by the path training takes (``algo.update.apply_step``):
+    gradients in FlatGradients' flat buffer, ``update(flat)``, then the factor applied through
+    ``clip_scales`` (no norm clip here) and ``FlatGradients.scale_``."""
+
+    def __init__(self, path: str, scaler: VarianceGradientScaler, params: list) -> None:
+        self.path, self.scaler, self.params = path, scaler, params
+        if path == "training":
+            self.gradients = FlatGradients(params, [sum(p.numel() for p in params)])
+
+    def __call__(self, grads: list[list[float]]) -> float:
+        if self.path == "scale_":
+            _set_grads(self.params, grads)
+            return self.scaler.scale_()
+        self.gradients.zero_()
+        for p, g in zip(self.params, grads, strict=True):
+            p.grad.copy_(torch.tensor(g, dtype=torch.float64))
+        factor = self.scaler.update(self.gradients.flat)
+        scales, _ = clip_scales(self.gradients.square_norms().tolist(), math.inf, factor)
+        self.gradients.scale_(scales)
+        return factor
+
+
+def test_before_the_first_step() -> None:
+    scaler = VarianceGradientScaler([_param([0.0])], grad_norm_beta=0.9)
+    assert scaler.last_factor == 1.0 and math.isnan(scaler.last_ratio)
+    assert scaler.step_count == 0 and math.isnan(scaler.grad_norm_ema)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_three_steps_by_hand(path: str) -> None:
     beta, alpha, eps = 0.5, 2.0, 1e-8
     p = _param([0.0, 0.0])
     scaler = VarianceGradientScaler([p], beta=beta, alpha=alpha, eps=eps, warmup=1, min_factor=0.1)
+    step = _Stepper(path, scaler, [p])
 
     # Step 1, g = [1, 2]: m = 0.5*[1, 2] = [0.5, 1]; q = 0.5*[1, 4] = [0.5, 2];
     # bias correction 1 - 0.5 = 0.5: m_hat = [1, 2], q_hat = [1, 4]; variance [0, 0] -> ratio 0.
     # Step 1 <= warmup, so the factor is 1 whatever the ratio.
-    _set_grads([p], [[1.0, 2.0]])
-    assert scaler.scale_() == 1.0
+    assert step([[1.0, 2.0]]) == 1.0
     assert scaler.last_ratio == 0.0
     assert torch.equal(p.grad, torch.tensor([1.0, 2.0], dtype=torch.float64))
     assert torch.equal(scaler.exp_avg[0], torch.tensor([0.5, 1.0], dtype=torch.float64))
@@ -39,10 +72,9 @@ def test_three_steps_by_hand() -> None:
     # q = 0.5*[0.5, 2] + 0.5*[9, 0] = [4.75, 1]; bias correction 1 - 0.25 = 0.75:
     # m_hat = [7/3, 2/3], q_hat = [19/3, 4/3]; variance = [19/3 - 49/9, 4/3 - 4/9] = [8/9, 8/9];
     # mean variance 8/9, mean m_hat^2 = (49/9 + 4/9)/2 = 53/18.
-    _set_grads([p], [[3.0, 0.0]])
     ratio2 = (8 / 9) / (53 / 18 + eps)
     factor2 = 1.0 / (1.0 + alpha * ratio2)  # ~ 53/85, inside [0.1, 1]
-    assert scaler.scale_() == pytest.approx(factor2, rel=1e-12)
+    assert step([[3.0, 0.0]]) == pytest.approx(factor2, rel=1e-12)
     assert scaler.last_ratio == pytest.approx(ratio2, rel=1e-12)
     assert scaler.last_factor == pytest.approx(factor2, rel=1e-12)
     torch.testing.assert_close(scaler.exp_avg[0], torch.tensor([1.75, 0.5], dtype=torch.float64))
@@ -54,10 +86,9 @@ def test_three_steps_by_hand() -> None:
     # q = 0.5*[4.75, 1] + 0.5*[1, 4] = [2.875, 2.5]; bias correction 1 - 0.125 = 0.875:
     # m_hat = [3/7, 10/7], q_hat = [23/7, 20/7]; variance = [23/7 - 9/49, 20/7 - 100/49]
     # = [152/49, 40/49], mean 96/49; mean m_hat^2 = (9/49 + 100/49)/2 = 109/98.
-    _set_grads([p], [[-1.0, 2.0]])
     ratio3 = (96 / 49) / (109 / 98 + eps)
     factor3 = 1.0 / (1.0 + alpha * ratio3)  # ~ 109/493 = 0.221 > min_factor
-    assert scaler.scale_() == pytest.approx(factor3, rel=1e-12)
+    assert step([[-1.0, 2.0]]) == pytest.approx(factor3, rel=1e-12)
     assert scaler.last_ratio == pytest.approx(ratio3, rel=1e-12)
     torch.testing.assert_close(scaler.exp_avg[0], torch.tensor([0.375, 1.25], dtype=torch.float64))
     torch.testing.assert_close(
@@ -100,20 +131,67 @@ def test_percentile_aggregate_and_min_factor() -> None:
     torch.testing.assert_close(b.grad, torch.tensor([-0.3], dtype=torch.float64))
 
 
-def test_mean_aggregate_of_two_tensors() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_mean_aggregate_of_two_tensors(path: str) -> None:
     # Same statistics as above; the mean of the two ratios, no clamp.
     eps, alpha = 1e-8, 0.5
     a, b = _param([0.0]), _param([0.0])
     scaler = VarianceGradientScaler(
         [a, b], beta=0.5, alpha=alpha, eps=eps, warmup=0, min_factor=0.01
     )
-    _set_grads([a, b], [[1.0], [1.0]])
-    scaler.scale_()
-    _set_grads([a, b], [[3.0], [-1.0]])
-    factor = scaler.scale_()
+    step = _Stepper(path, scaler, [a, b])
+    step([[1.0], [1.0]])
+    factor = step([[3.0], [-1.0]])
     ratio = ((8 / 9) / (49 / 9 + eps) + (8 / 9) / (1 / 9 + eps)) / 2
     assert scaler.last_ratio == pytest.approx(ratio, rel=1e-9)
     assert factor == pytest.approx(1.0 / (1.0 + alpha * ratio), rel=1e-9)
+    torch.testing.assert_close(a.grad, torch.tensor([3.0 * factor], dtype=torch.float64))
+    torch.testing.assert_close(b.grad, torch.tensor([-factor], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_max_ratio_bounds_each_tensors_ratio_before_the_mean(path: str) -> None:
+    # The same two tensors: ratio_a = (8/9) / (49/9 + eps) ~ 0.163, ratio_b ~ 8; bounded at 2
+    # the mean is (0.163 + 2) / 2 (unbounded it would be ~ 4.08).
+    eps, alpha = 1e-8, 0.5
+    a, b = _param([0.0]), _param([0.0])
+    scaler = VarianceGradientScaler(
+        [a, b], beta=0.5, alpha=alpha, eps=eps, warmup=0, min_factor=0.01, max_ratio=2.0
+    )
+    step = _Stepper(path, scaler, [a, b])
+    step([[1.0], [1.0]])
+    factor = step([[3.0], [-1.0]])
+    ratio = ((8 / 9) / (49 / 9 + eps) + 2.0) / 2
+    assert scaler.last_ratio == pytest.approx(ratio, rel=1e-9)
+    assert factor == pytest.approx(1.0 / (1.0 + alpha * ratio), rel=1e-9)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_gradient_norm_ema(path: str) -> None:
+    # beta 0.5: norms 5 ([3, 4]) then 13 ([5, 12]): ema 2.5 -> 5 / 0.5 = 5, then
+    # 1.25 + 6.5 = 7.75 -> 7.75 / 0.75. A non-finite step does not enter it.
+    p = _param([0.0, 0.0])
+    scaler = VarianceGradientScaler([p], beta=0.9, warmup=0, grad_norm_beta=0.5)
+    assert math.isnan(scaler.grad_norm_ema)
+    step = _Stepper(path, scaler, [p])
+    step([[3.0, 4.0]])
+    assert scaler.grad_norm_ema == pytest.approx(5.0, rel=1e-12)
+    step([[5.0, 12.0]])
+    assert scaler.grad_norm_ema == pytest.approx(7.75 / 0.75, rel=1e-12)
+    if path == "scale_":
+        _set_grads([p], [[float("nan"), 1.0]])
+        scaler.scale_()
+        assert scaler.grad_norm_ema == pytest.approx(7.75 / 0.75, rel=1e-12)
+    restored = VarianceGradientScaler([p], beta=0.9, warmup=0, grad_norm_beta=0.5)
+    restored.load_state_dict(scaler.state_dict())
+    assert restored.grad_norm_ema == scaler.grad_norm_ema
+    # A state saved without the metric (older checkpoints) loads with the EMA reset.
+    plain = VarianceGradientScaler([p], beta=0.9, warmup=0)
+    restored.load_state_dict(plain.state_dict())
+    assert math.isnan(restored.grad_norm_ema)
+    _set_grads([p], [[6.0, 8.0]])
+    restored.scale_()
+    assert restored.grad_norm_ema == pytest.approx(10.0, rel=1e-12)
 
 
 def test_a_tensor_without_gradient_keeps_its_statistics_and_bias_correction() -> None:
@@ -142,17 +220,17 @@ def test_a_tensor_without_gradient_keeps_its_statistics_and_bias_correction() ->
     assert scaler.last_ratio == pytest.approx(ratio, rel=1e-9)
 
 
-def test_sign_flips_that_cancel_across_elements_are_high_variance() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_sign_flips_that_cancel_across_elements_are_high_variance(path: str) -> None:
     # The tensor's mean gradient is always 0, so the variance of the mean would be 0; the
     # per-element statistics must still see each element flip between +1 and -1.
     p = _param([0.0, 0.0])
     warmup = 4
     scaler = VarianceGradientScaler([p], beta=0.9, alpha=1.0, warmup=warmup, min_factor=0.01)
+    step = _Stepper(path, scaler, [p])
     for t in range(1, 21):
         sign = 1.0 if t % 2 else -1.0
-        _set_grads([p], [[sign, -sign]])
-        assert float(p.grad.mean()) == 0.0
-        factor = scaler.scale_()
+        factor = step([[sign, -sign]])
         if t <= warmup:
             assert factor == 1.0
             torch.testing.assert_close(p.grad, torch.tensor([sign, -sign], dtype=torch.float64))

@@ -3,6 +3,8 @@ penalty, entropy schedule, AWR, value clipping and DSAC-T through train(), LSTM 
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,14 +13,18 @@ from pydantic import ValidationError
 from stable_baselines3.common.env_util import make_vec_env
 
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.gradients import clip_scales
 from tradingbot.algo.losses import dsac_t_weights, quantile_spread
 from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.algo.robust import robust_step
 from tradingbot.algo.schedules import (
+    adapt_clip_range,
     adapt_kl_beta,
     decay_awr_coef,
     entropy_coef,
     linear_schedule,
     update_entropy_boost,
+    warmup_coef,
 )
 from tradingbot.algo.update import UpdateContext, accumulate_gradients, minibatch_loss
 
@@ -83,7 +89,8 @@ def test_microbatches_give_the_whole_minibatch_gradient(normalization: str) -> N
     for g_whole, g_split in zip(whole, split, strict=True):
         assert th.allclose(g_whole, g_split, atol=1e-6, rtol=1e-6), (g_whole - g_split).abs().max()
     assert any(g.abs().max() > 1e-3 for g in whole)
-    # train() does split: 4 evaluations per minibatch step instead of 1.
+    # train() does split: 4 evaluations per minibatch step instead of 1, plus one over the
+    # rollout for the KL after the update (kl_penalty).
     calls = {"n": 0}
     evaluate = model.policy.evaluate_sequences
 
@@ -94,7 +101,37 @@ def test_microbatches_give_the_whole_minibatch_gradient(normalization: str) -> N
     model.policy.evaluate_sequences = counting  # type: ignore[method-assign]
     n_before = model._n_updates
     model.train()
-    assert calls["n"] == 4 * (model._n_updates - n_before) > 0
+    assert calls["n"] - 1 == 4 * (model._n_updates - n_before) > 0
+
+
+def test_microbatches_give_the_whole_minibatch_gradient_with_robust_training() -> None:
+    """8 chunks at fraction 0.25: the whole minibatch attacks its first 2 chunks; split into 4
+    microbatches, the first microbatch holds both, the others attack none (before: each
+    attacked ceil(0.25 * 2) = 1 chunk of its own, 4 in all, gradients 7e-4 apart). The random
+    starts come from the same global generator in the same order."""
+    robust = {"enabled": True, "kappa": 10.0, "epsilon": 0.5}
+    model = pendulum(batch_size=64, n_microbatches=4, seq_len=8, robust=robust)
+    model.learn(64)
+    chunks = model.rollout_buffer.to_chunks(8)
+    step = robust_step(model.config.robust, 1.0, model.observation_space)
+    ctx = UpdateContext(ret_mean=0.3, ret_std=2.0, ent_coef=0.0, clip_range=0.2, robust=step)
+
+    def gradients(n_micro: int) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        th.manual_seed(123)
+        metrics = accumulate_gradients(model, chunks.select(th.arange(8)), ctx, n_micro)
+        return model.gradients.flat.clone(), metrics
+
+    (whole, whole_metrics), (split, split_metrics) = gradients(1), gradients(4)
+    assert whole.abs().max() > 1e-3
+    assert th.allclose(whole, split, atol=1e-6, rtol=1e-6), (whole - split).abs().max()
+    for key in ("robust_kl_pgd", "robust_kl_random", "robust_loss"):
+        assert float(whole_metrics[key]) > 0
+        assert float(split_metrics[key]) == pytest.approx(float(whole_metrics[key]), rel=1e-5)
+    # The robust term matters here: without it the gradient differs.
+    th.manual_seed(123)
+    plain = dataclasses.replace(ctx, robust=None)
+    accumulate_gradients(model, chunks.select(th.arange(8)), plain, 1)
+    assert (model.gradients.flat - whole).abs().max() > 1e-4
 
 
 def test_microbatches_must_divide_the_minibatch_chunks() -> None:
@@ -290,13 +327,42 @@ def test_learning_rate_and_clip_range_decay_linearly_through_train() -> None:
 def test_awr_term_is_logged_and_its_coefficient_decays() -> None:
     assert decay_awr_coef(0.1, ratio=2.0, max_ratio=1.0, decay=0.5) == 0.05
     assert decay_awr_coef(0.1, ratio=0.5, max_ratio=1.0, decay=0.5) == 0.1
-    model = pendulum(awr={"enabled": True, "coef": 100.0, "max_ratio": 1.0, "decay": 0.5})
+    model = pendulum(awr={"enabled": True, "coef": 100.0, "max_ratio": 0.01, "decay": 0.5})
     model.learn(64)
-    assert model.logger.name_to_value["train/bc_ppo_ratio"] > 1.0
+    assert model.logger.name_to_value["train/bc_ppo_ratio"] > 0.01
     assert model.train_state.awr_coef == 50.0
+    kept = pendulum(awr={"enabled": True, "coef": 100.0, "max_ratio": 1e3, "decay": 0.5})
+    kept.learn(64)
+    assert kept.train_state.awr_coef == 100.0
     plain = pendulum()
     plain.learn(64)
     assert "train/bc_ppo_ratio" not in plain.logger.name_to_value
+
+
+def test_awr_ratio_is_the_minibatch_ratio_whatever_the_microbatches() -> None:
+    """bc_ppo_ratio = coef * |mean(w log pi)| / mean |min(r A, clip(r) A)| over the whole
+    minibatch, written out here from the policy's log-probabilities; the same with 1 and 4
+    microbatches (before: 1.50 with one, 0.0002 with four, from |policy loss| ~ 2e-4 and the
+    mean of per-microbatch ratios)."""
+    model = pendulum(batch_size=64, seq_len=8, awr={"enabled": True})
+    model.learn(64)
+    batch = model.rollout_buffer.to_chunks(8).select(th.arange(8))
+    coef, beta, clip = 0.1, model.config.awr.beta, 0.2
+    ctx = UpdateContext(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=clip, awr_coef=coef)
+    ratios = [float(accumulate_gradients(model, batch, ctx, n)["bc_ppo_ratio"]) for n in (1, 4)]
+    with th.no_grad():
+        log_prob = model.policy.evaluate_sequences(
+            batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
+        ).log_prob
+    raw = batch.advantages.reshape(-1)
+    adv = (raw - raw.mean()) / (raw.std() + 1e-8)
+    r = th.exp(log_prob - batch.old_log_probs.reshape(-1))
+    terms = th.min(r * adv, r.clamp(1 - clip, 1 + clip) * adv)
+    weights = th.exp((raw / beta).clamp(max=np.log(model.config.awr.max_weight)))
+    expected = coef * float((weights * log_prob).mean().abs()) / float(terms.abs().mean())
+    assert float(terms.mean().abs()) < 0.2 * float(terms.abs().mean())  # the ~0 policy loss
+    assert ratios[0] == pytest.approx(expected, rel=1e-4)
+    assert ratios[1] == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -360,3 +426,137 @@ def test_lstm_hidden_state_norms_are_logged() -> None:
         float(h[..., 8:].norm(dim=-1).mean())
     )
     assert values["train/lstm_h_norm_actor"] > 0
+
+
+# --------------------------------------------------------------------------------------------
+# KL after the update, KL penalty without early stopping, gradient clipping modes, adaptive
+# clip range, value-loss coefficient warm-up.
+def _rollout_kl_by_torch(model: DistributionalPPO) -> float:
+    """KL(old || current) of the tanh-squashed Gaussians' pre-squash Normals, by
+    torch.distributions, over the rollout in the buffer."""
+    chunks = model.rollout_buffer.to_chunks(model.config.seq_len)
+    with th.no_grad():
+        new = model.policy.evaluate_sequences(
+            chunks.observations, chunks.episode_starts, chunks.initial_states, chunks.raw_actions
+        ).dist_params
+    old = chunks.old_dist_params.reshape(new.shape)
+    dim = new.shape[-1] // 2
+    kl = th.distributions.kl_divergence(
+        th.distributions.Normal(old[:, :dim], old[:, dim:]),
+        th.distributions.Normal(new[:, :dim], new[:, dim:]),
+    )
+    return float(kl.sum(-1).mean())
+
+
+@pytest.mark.parametrize(("target", "beta"), [(1e-9, 2.0), (10.0, 0.5)])
+def test_kl_beta_adapts_to_the_kl_measured_after_the_update(target: float, beta: float) -> None:
+    # kl_penalty_target without target_kl: the penalty without early stopping.
+    model = pendulum(kl_penalty=True, kl_penalty_target=target, kl_beta_init=1.0)
+    model.learn(64)
+    logged = model.logger.name_to_value
+    assert logged["train/kl_after_update"] == pytest.approx(_rollout_kl_by_torch(model), rel=1e-4)
+    assert logged["train/kl_after_update"] > 1e-6
+    assert model.train_state.kl_beta == beta
+    assert logged["train/early_stopped"] == 0
+    assert model._n_updates == 2  # 1 minibatch x 2 epochs: no early stop at KL > 1.5e-9
+
+
+def test_kl_penalty_needs_a_target() -> None:
+    with pytest.raises(ValidationError, match="kl_penalty needs kl_penalty_target or target_kl"):
+        PPOConfig(kl_penalty=True)
+    PPOConfig(kl_penalty=True, kl_penalty_target=0.01)
+
+
+def test_global_clip_matches_torch_clip_grad_norm() -> None:
+    assert clip_scales([9.0, 16.0], 1.0, mode="global")[0] == pytest.approx([1 / (5 + 1e-6)] * 2)
+    assert clip_scales([9.0, 16.0], 1.0)[0] == pytest.approx([1 / (3 + 1e-6), 1 / (4 + 1e-6)])
+    assert clip_scales([9.0, 16.0], 10.0, factor=0.5, mode="global")[0] == [0.5, 0.5]
+    model = pendulum(grad_clip="global", max_grad_norm=0.05)
+    model.learn(64)
+    chunks = model.rollout_buffer.to_chunks(16)
+    ctx = UpdateContext(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2)
+    accumulate_gradients(model, chunks, ctx)
+    reference = [th.nn.Parameter(th.zeros_like(p)) for p in model.policy.parameters()]
+    for ref, p in zip(reference, model.policy.parameters(), strict=True):
+        ref.grad = p.grad.clone()
+    th.nn.utils.clip_grad_norm_(reference, 0.05)
+    scales, _ = clip_scales(model.gradients.square_norms().tolist(), 0.05, mode="global")
+    assert scales[0] < 0.5  # it does clip
+    model.gradients.scale_(scales)
+    for p, ref in zip(model.policy.parameters(), reference, strict=True):
+        assert th.allclose(p.grad, ref.grad, rtol=1e-5, atol=1e-8)
+    logged = model.logger.name_to_value
+    expected = np.hypot(logged["train/actor_grad_norm"], logged["train/critic_grad_norm"])
+    assert logged["train/grad_norm"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_adaptive_clip_range_rule_and_through_train() -> None:
+    assert adapt_clip_range(0.2, kl=0.1, target=0.01, factor=2.0, low=0.02, high=0.5) == 0.1
+    assert adapt_clip_range(0.2, kl=0.001, target=0.01, factor=2.0, low=0.02, high=0.5) == 0.4
+    assert adapt_clip_range(0.2, kl=0.01, target=0.01, factor=2.0, low=0.02, high=0.5) == 0.2
+    assert adapt_clip_range(0.03, kl=1.0, target=0.01, factor=2.0, low=0.02, high=0.5) == 0.02
+    assert adapt_clip_range(0.4, kl=0.0, target=0.01, factor=2.0, low=0.02, high=0.5) == 0.5
+    assert adapt_clip_range(0.2, kl=float("nan"), target=0.01, factor=2, low=0, high=1) == 0.2
+    # A tiny target: every update's KL exceeds it, the clip range shrinks by 1.5 per update.
+    model = pendulum(clip_range=0.3, clip_adapt={"enabled": True, "target_kl": 1e-9})
+    logged = []
+    original_train = model.train
+
+    def recording_train() -> None:
+        original_train()
+        logged.append(model.logger.name_to_value["train/clip_range"])
+
+    model.train = recording_train  # type: ignore[method-assign]
+    model.learn(128)
+    assert logged == [pytest.approx(0.3), pytest.approx(0.2)]
+    assert model.train_state.clip_range == pytest.approx(0.3 / 1.5**2)
+    with pytest.raises(ValidationError, match="clip_range_final"):
+        PPOConfig(clip_range_final=0.1, clip_adapt={"enabled": True})
+
+
+def test_value_coefficient_warmup() -> None:
+    assert warmup_coef(0.5, 0.1, warmup=0.5, progress_remaining=1.0) == pytest.approx(0.1)
+    assert warmup_coef(0.5, 0.1, warmup=0.5, progress_remaining=0.75) == pytest.approx(0.3)
+    assert warmup_coef(0.5, 0.1, warmup=0.5, progress_remaining=0.2) == pytest.approx(0.5)
+    assert warmup_coef(0.5, 0.1, warmup=0.0, progress_remaining=1.0) == 0.5
+    # Updates at progress_remaining 0.5 and 0: coef 0 + 0.5 * 0.5 / 1, then 0.5.
+    model = pendulum(vf_coef=0.5, vf_coef_initial=0.0, vf_coef_warmup=1.0)
+    logged = []
+    original_train = model.train
+
+    def recording_train() -> None:
+        original_train()
+        logged.append(model.logger.name_to_value["train/vf_coef"])
+
+    model.train = recording_train  # type: ignore[method-assign]
+    model.learn(128)
+    assert logged == [pytest.approx(0.25), pytest.approx(0.5)]
+
+
+def test_value_coefficient_reaches_the_loss() -> None:
+    model = pendulum()
+    model.learn(64)
+    batch = model.rollout_buffer.to_chunks(16)
+    base = dict(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2)
+    _, m1 = minibatch_loss(model, batch, UpdateContext(**base, vf_coef=1.0), 0.0, 1.0)
+    _, m0 = minibatch_loss(model, batch, UpdateContext(**base, vf_coef=0.0), 0.0, 1.0)
+    assert float(m0["loss"]) == pytest.approx(float(m0["policy_loss"]), rel=1e-6)
+    expected = float(m1["policy_loss"] + m1["value_loss"])
+    assert float(m1["loss"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_seed_options_reach_training() -> None:
+    """The DSAC-T weight clamp bounds the logged weights; the scaler's ratio bound and norm
+    EMA are built from the config and logged."""
+    model = pendulum(
+        critic_adjust={"mode": "dsac_t", "weight_clamp": [0.9, 1.1]},
+        grad_scaler={"enabled": True, "max_ratio": 5.0, "grad_norm_beta": 0.9, "warmup": 0},
+    )
+    model.learn(64)
+    logged = model.logger.name_to_value
+    assert 0.9 <= logged["train/critic_weight"] <= 1.1
+    scaler = model.train_state.scaler
+    assert scaler is not None and scaler.max_ratio == 5.0
+    assert logged["train/scaler_ratio"] <= 5.0
+    assert logged["train/scaler_grad_norm_ema"] > 0
+    assert "train/scaler_grad_norm_ema" not in pendulum().learn(64).logger.name_to_value

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from tradingbot.optim import UPGD, AdaptiveUPGD
+from tradingbot.optim.upgd import local_scaled_utility
 
 F64 = torch.float64
 
@@ -22,67 +23,98 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def _paper_upgd(
-    w: list[float],
+# --------------------------------------------------------------------------------------------
+# A transcription of the reference repository's update rules (mohmdelsayed/upgd,
+# core/optim/weight_upgd/first_order.py: FirstOrderGlobalUPGD, FirstOrderLocalUPGD and their
+# Nonprotecting variants; README.md: UPGD with the step 2 lr), written independently of
+# tradingbot.optim.upgd. It keeps the reference's operations: utility EMA without bias
+# correction, the global maximum over the uncorrected EMAs, the gate sigmoid of the corrected
+# utility divided by that maximum (global) or F.normalize(corrected utility, dim=-1) (local),
+# decay 1 - lr wd and a step of ``step_factor * lr``.
+
+
+def _reference_upgd(
+    params: list[torch.Tensor],
     grad_fn,
     steps: int,
     lr: float,
     wd: float,
     beta: float,
-    noises: list[list[float]],
+    sigma: float,
     protect: bool,
     scope: str,
-) -> list[list[float]]:
-    """The paper's update for scalar weights, one list entry per step (weights after it)."""
-    ema = [0.0] * len(w)
+    seed: int,
+    step_factor: float = 1.0,
+    corrected_max: bool = False,
+) -> list[list[torch.Tensor]]:
+    """Weights after each of ``steps`` reference steps; noise drawn per tensor, in order, from a
+    generator seeded with ``seed``. ``corrected_max`` takes the global maximum over the
+    bias-corrected utilities (the project's documented choice) instead of the raw EMAs."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [p.clone() for p in params]
+    emas = [torch.zeros_like(p) for p in params]
     history = []
     for t in range(1, steps + 1):
-        g = grad_fn(w)
-        ema = [beta * e + (1 - beta) * (-gi * wi) for e, gi, wi in zip(ema, g, w, strict=True)]
-        u_hat = [e / (1 - beta**t) for e in ema]
-        if scope == "global":
-            maxes = [max(u_hat)] * len(w)
-        else:  # every weight is its own tensor here, so its local max is itself
-            maxes = list(u_hat)
-        s = [_sigmoid(u / m) if m > 0 else 0.5 for u, m in zip(u_hat, maxes, strict=True)]
-        n = noises[t - 1]
-        if protect:
-            step = [(gi + ni) * (1 - si) for gi, ni, si in zip(g, n, s, strict=True)]
-        else:
-            step = [gi + ni * (1 - si) for gi, ni, si in zip(g, n, s, strict=True)]
-        w = [wi * (1 - lr * wd) - lr * d for wi, d in zip(w, step, strict=True)]
-        history.append(w)
+        grads = grad_fn(params)
+        for ema, g, p in zip(emas, grads, params, strict=True):
+            ema.mul_(beta).add_(-g * p, alpha=1 - beta)
+        correction = 1 - beta**t
+        global_max = max(float(e.max()) for e in emas)
+        if corrected_max:
+            global_max = global_max / correction
+        new_params = []
+        for ema, g, p in zip(emas, grads, params, strict=True):
+            noise = torch.randn(p.shape, generator=gen, dtype=p.dtype) * sigma
+            if scope == "global":
+                s = torch.sigmoid((ema / correction) / global_max)
+            else:
+                s = torch.sigmoid(torch.nn.functional.normalize(ema / correction, dim=-1))
+            step = (g + noise) * (1 - s) if protect else g + noise * (1 - s)
+            new_params.append(p * (1 - lr * wd) - step_factor * lr * step)
+        params = new_params
+        history.append(params)
     return history
 
 
-def _grad_fn(w: list[float]) -> list[float]:
-    # loss = 0.5 * w1^2 + 2 * w2  ->  g = [w1, 2]
-    return [w[0], 2.0]
+_X = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.3, -0.7], [-0.2, 0.8, 1.1]], dtype=F64)
+_Y = torch.tensor([[1.0, -2.0], [0.5, 0.7], [-1.2, 0.4]], dtype=F64)
+_W0 = torch.tensor([[0.3, -0.8, 0.5], [-0.4, 0.9, 0.2]], dtype=F64)
+_B0 = torch.tensor([-0.1, 0.6], dtype=F64)
 
 
-def _run_upgd(
-    opt_kwargs: dict, w0: list[float], steps: int, generator: torch.Generator | None
-) -> list[list[float]]:
-    w1 = nn.Parameter(torch.tensor([w0[0]], dtype=F64))
-    w2 = nn.Parameter(torch.tensor([w0[1]], dtype=F64))
-    opt = UPGD([w1, w2], generator=generator, **opt_kwargs)
+def _grads(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Gradients of the least-squares loss 0.5 * mean ||x W^T + b - y||^2 over the rows of _X:
+    with r = x W^T + b - y, dW = r^T x / n and db = mean(r)."""
+    w, b = params
+    r = _X @ w.T + b - _Y
+    return [r.T @ _X / len(_X), r.mean(dim=0)]
+
+
+def _run_project(cls: type, kwargs: dict, steps: int, seed: int) -> list[list[torch.Tensor]]:
+    w, b = nn.Parameter(_W0.clone()), nn.Parameter(_B0.clone())
+    opt = cls([w, b], generator=torch.Generator().manual_seed(seed), **kwargs)
     history = []
     for _ in range(steps):
         opt.zero_grad()
-        loss = 0.5 * w1.square().sum() + 2.0 * w2.sum()
-        loss.backward()
+        (0.5 * (_X @ w.T + b - _Y).square().sum(dim=1).mean()).backward()
         opt.step()
-        history.append([float(w1.detach()), float(w2.detach())])
+        history.append([w.detach().clone(), b.detach().clone()])
     return history
 
 
-def _noises(seed: int, steps: int, sigma: float) -> list[list[float]]:
-    """The draws UPGD makes: one per parameter with a gradient, in order, per step."""
-    gen = torch.Generator().manual_seed(seed)
-    return [
-        [sigma * float(torch.randn((1,), generator=gen, dtype=F64)) for _ in range(2)]
-        for _ in range(steps)
-    ]
+def _assert_histories_equal(got: list, expected: list) -> None:
+    for got_step, expected_step in zip(got, expected, strict=True):
+        for g, e in zip(got_step, expected_step, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-14)
+
+
+def test_reference_transcription_has_mixed_utilities() -> None:
+    # Preconditions of the comparisons below: positive and negative utilities in both tensors
+    # (so the global maximum is > 0 and local rows mix signs), several elements per row.
+    u = [-g * p for g, p in zip(_grads([_W0, _B0]), [_W0, _B0], strict=True)]
+    for tensor in u:
+        assert (tensor > 0).any() and (tensor < 0).any()
+    assert float(max(t.max() for t in u)) > 0
 
 
 def test_upgd_first_step_by_hand() -> None:
@@ -90,48 +122,90 @@ def test_upgd_first_step_by_hand() -> None:
     # correction 0.1 -> u_hat = [-1, 1]; global max 1 -> s = [sigmoid(-1), sigmoid(1)].
     # w1 <- 1 * (1 - 0.1 * 0.01) - 0.1 * 1 * (1 - sigmoid(-1)) = 0.999 - 0.1 * 0.7310586
     # w2 <- -0.5 * 0.999 - 0.1 * 2 * (1 - sigmoid(1)) = -0.4995 - 0.2 * 0.2689414
-    kwargs = dict(lr=0.1, weight_decay=0.01, beta_utility=0.9, sigma=0.0)
-    (w,) = _run_upgd(kwargs, [1.0, -0.5], 1, None)
-    assert w[0] == pytest.approx(0.999 - 0.1 * 0.7310585786300049, rel=1e-12)
-    assert w[1] == pytest.approx(-0.4995 - 0.2 * 0.2689414213699951, rel=1e-12)
+    w1 = nn.Parameter(torch.tensor([1.0], dtype=F64))
+    w2 = nn.Parameter(torch.tensor([-0.5], dtype=F64))
+    opt = UPGD([w1, w2], lr=0.1, weight_decay=0.01, beta_utility=0.9, sigma=0.0)
+    (0.5 * w1.square().sum() + 2.0 * w2.sum()).backward()
+    opt.step()
+    assert float(w1.detach()) == pytest.approx(0.999 - 0.1 * 0.7310585786300049, rel=1e-12)
+    assert float(w2.detach()) == pytest.approx(-0.4995 - 0.2 * 0.2689414213699951, rel=1e-12)
 
 
 @pytest.mark.parametrize("protect", [True, False])
 @pytest.mark.parametrize("scope", ["global", "local"])
 @pytest.mark.parametrize("sigma", [0.0, 0.3])
-def test_upgd_matches_paper_update(protect: bool, scope: str, sigma: float) -> None:
-    steps, seed = 3, 1234
-    kwargs = dict(
-        lr=0.1, weight_decay=0.01, beta_utility=0.9, sigma=sigma, protect=protect, scope=scope
+def test_upgd_matches_reference_update(protect: bool, scope: str, sigma: float) -> None:
+    # beta_utility = 0: no bias correction, so the project's maximum over corrected utilities
+    # and the reference's over raw EMAs coincide; weight decay > 0; a 2x3 matrix and a bias.
+    kwargs = dict(lr=0.1, weight_decay=0.05, beta_utility=0.0, sigma=sigma)
+    got = _run_project(UPGD, dict(kwargs, protect=protect, scope=scope), 4, seed=11)
+    expected = _reference_upgd(
+        [_W0, _B0], _grads, 4, 0.1, 0.05, 0.0, sigma, protect, scope, seed=11
     )
-    generator = torch.Generator().manual_seed(seed)
-    got = _run_upgd(kwargs, [1.0, -0.5], steps, generator)
-    noises = _noises(seed, steps, sigma)
-    expected = _paper_upgd(
-        [1.0, -0.5],
-        _grad_fn,
-        steps,
-        lr=0.1,
-        wd=0.01,
-        beta=0.9,
-        noises=noises,
-        protect=protect,
-        scope=scope,
+    _assert_histories_equal(got, expected)
+
+
+@pytest.mark.parametrize("protect", [True, False])
+def test_local_upgd_matches_reference_with_bias_correction(protect: bool) -> None:
+    # Row normalization does not see the bias correction, so beta > 0 matches exactly too.
+    kwargs = dict(lr=0.1, weight_decay=0.05, beta_utility=0.9, sigma=0.3)
+    got = _run_project(UPGD, dict(kwargs, protect=protect, scope="local"), 4, seed=3)
+    expected = _reference_upgd([_W0, _B0], _grads, 4, 0.1, 0.05, 0.9, 0.3, protect, "local", 3)
+    _assert_histories_equal(got, expected)
+
+
+def test_global_upgd_normalizes_by_the_corrected_maximum() -> None:
+    # beta > 0: the documented deviation (maximum over the bias-corrected utilities) is the
+    # only one; the reference's own maximum gives another trajectory.
+    kwargs = dict(lr=0.1, weight_decay=0.05, beta_utility=0.9, sigma=0.3)
+    got = _run_project(UPGD, kwargs, 4, seed=5)
+    args = ([_W0, _B0], _grads, 4, 0.1, 0.05, 0.9, 0.3, True, "global", 5)
+    _assert_histories_equal(got, _reference_upgd(*args, corrected_max=True))
+    with pytest.raises(AssertionError):
+        _assert_histories_equal(got, _reference_upgd(*args))
+
+
+def test_readme_upgd_is_reproduced_by_twice_lr_and_half_weight_decay() -> None:
+    # The reference README's UPGD steps with 2 lr and decays with 1 - lr wd.
+    lr, wd = 0.05, 0.1
+    expected = _reference_upgd(
+        [_W0, _B0], _grads, 3, lr, wd, 0.0, 0.2, True, "global", 7, step_factor=2.0
     )
-    for g_step, e_step in zip(got, expected, strict=True):
-        assert g_step == pytest.approx(e_step, rel=1e-12, abs=1e-15)
+    got = _run_project(
+        UPGD, dict(lr=2 * lr, weight_decay=wd / 2, sigma=0.2, beta_utility=0.0), 3, 7
+    )
+    _assert_histories_equal(got, expected)
+    # Doubling lr alone doubles the decay too.
+    doubled = _run_project(
+        UPGD, dict(lr=2 * lr, weight_decay=wd, sigma=0.2, beta_utility=0.0), 3, 7
+    )
+    assert float((doubled[0][0] - expected[0][0]).abs().max()) > 1e-3
+
+
+def test_local_gates_are_sigmoid_of_l2_normalized_rows() -> None:
+    # Row [3, 1, -2] has norm sqrt(14): gates sigmoid([3, 1, -2] / 3.7417) = [0.690, 0.566,
+    # 0.369] (dividing by the maximum 3 would give [0.731, 0.583, 0.339]); row [0, 0, 0] -> 0.5.
+    u = torch.tensor([[3.0, 1.0, -2.0], [0.0, 0.0, 0.0]], dtype=F64)
+    norm = math.sqrt(14.0)
+    expected = [[_sigmoid(3 / norm), _sigmoid(1 / norm), _sigmoid(-2 / norm)], [0.5] * 3]
+    torch.testing.assert_close(local_scaled_utility(u), torch.tensor(expected, dtype=F64))
+    assert _sigmoid(3 / norm) == pytest.approx(0.690, abs=5e-4)
+    # A 0-dim tensor is a row of one element: sigmoid(sign(u)).
+    assert float(local_scaled_utility(torch.tensor(-0.3, dtype=F64))) == pytest.approx(
+        _sigmoid(-1.0), rel=1e-12
+    )
 
 
 def test_upgd_variants_differ() -> None:
-    # The known-answer test above would pass for identical variants if the reference were
-    # wrong the same way; check that the flags change the trajectory.
+    # The flags change the trajectory (without noise the non-protecting variant is plain SGD
+    # whatever the scope, so three distinct results out of four).
     runs = {}
     for protect in (True, False):
         for scope in ("global", "local"):
             kwargs = dict(lr=0.1, beta_utility=0.9, sigma=0.0, protect=protect, scope=scope)
-            runs[protect, scope] = _run_upgd(kwargs, [1.0, -0.5], 2, None)[-1]
-    assert len({tuple(v) for v in runs.values()}) == 3
-    # Without noise, the non-protecting variant is plain SGD whatever the scope.
+            w = _run_project(UPGD, kwargs, 2, seed=0)[-1][0]
+            runs[protect, scope] = tuple(w.reshape(-1).tolist())
+    assert len(set(runs.values())) == 3
     assert runs[False, "global"] == runs[False, "local"]
 
 
@@ -262,50 +336,155 @@ def _one_noisy_step(grad: torch.Tensor, seed: int, **kwargs) -> tuple[torch.Tens
     return noise, opt.last_stats["noise_std"]
 
 
-def test_adaptive_noise_scales_with_gradient_norm() -> None:
-    grad = torch.tensor([3.0, -4.0, 12.0], dtype=F64)  # norm 13
+def test_adaptive_noise_to_update_ratio_does_not_follow_the_gradient_scale() -> None:
+    # First step with eps = 0: Adam's direction is sign(g), RMS 1 for g = [3, -4, 12], whatever
+    # the gradients' scale; the noise is sigma * 1 * z at x1 and at x0.01 alike (the old rule,
+    # sigma * ||g||, gave 6.5 z and 0.065 z).
+    grad = torch.tensor([3.0, -4.0, 12.0], dtype=F64)
     sigma, seed = 0.5, 7
     z = torch.randn(3, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    noise, std = _one_noisy_step(grad, seed, min_noise_std=1e-6)
-    noise_small, std_small = _one_noisy_step(0.1 * grad, seed, min_noise_std=1e-6)
-    # First step: the bias-corrected EMA of the norm is the norm itself, 13 (then 1.3).
-    assert std == pytest.approx(sigma * 13.0, rel=1e-12)
-    assert std_small == pytest.approx(sigma * 1.3, rel=1e-12)
-    torch.testing.assert_close(noise, sigma * 13.0 * z, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(noise_small, 0.1 * noise, rtol=1e-9, atol=1e-12)
+    noise, std = _one_noisy_step(grad, seed)
+    noise_small, std_small = _one_noisy_step(0.01 * grad, seed)
+    assert std == pytest.approx(sigma, rel=1e-12)
+    assert std_small == pytest.approx(sigma, rel=1e-12)
+    torch.testing.assert_close(noise, sigma * z, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(noise_small, noise, rtol=1e-9, atol=1e-12)
 
 
-def test_adaptive_noise_floor() -> None:
-    grad = torch.tensor([3e-4, -4e-4], dtype=F64)  # norm 5e-4 < floor 0.01
+def test_adaptive_noise_follows_the_direction_rms() -> None:
+    # betas = (0, 0), eps = 1: d = g / (|g| + 1). Step 1, g = [1, -3]: d = [0.5, -0.75],
+    # RMS sqrt((0.25 + 0.5625) / 2); step 2, g = [1, 1]: d = [0.5, 0.5], RMS 0.5. With
+    # beta_noise = 0.5: ema = 0.5 r1, then 0.25 r1 + 0.25; corrections 0.5, 0.75.
+    sigma = 0.2
+    r1 = math.sqrt((0.25 + 0.5625) / 2)
+    expected = [r1, (0.25 * r1 + 0.25) / 0.75]
+    w = nn.Parameter(torch.zeros(2, dtype=F64))
+    opt = AdaptiveUPGD(
+        [w],
+        lr=0.01,
+        betas=(0.0, 0.0),
+        eps=1.0,
+        sigma=sigma,
+        adaptive_noise=True,
+        beta_noise=0.5,
+        min_noise_std=1e-9,
+        generator=torch.Generator().manual_seed(0),
+    )
+    for g, r_hat in zip(([1.0, -3.0], [1.0, 1.0]), expected, strict=True):
+        w.grad = torch.tensor(g, dtype=F64)
+        opt.step()
+        assert opt.last_stats["noise_std"] == pytest.approx(sigma * r_hat, rel=1e-12)
+    assert opt.param_groups[0]["direction_rms_steps"] == 2
+
+
+def test_adaptive_noise_floor_is_on_the_noise() -> None:
+    # A zero gradient (eps > 0): direction 0, RMS 0 -> the noise std is min_noise_std itself,
+    # not sigma * min_noise_std.
+    w = nn.Parameter(torch.zeros(2, dtype=F64))
+    opt = AdaptiveUPGD(
+        [w],
+        lr=0.1,
+        sigma=0.5,
+        adaptive_noise=True,
+        min_noise_std=0.01,
+        generator=torch.Generator().manual_seed(3),
+    )
+    w.grad = torch.zeros(2, dtype=F64)
+    opt.step()
+    assert opt.last_stats["noise_std"] == pytest.approx(0.01, rel=1e-12)
     z = torch.randn(2, generator=torch.Generator().manual_seed(3), dtype=F64)
-    noise, std = _one_noisy_step(grad, 3, min_noise_std=0.01)
-    assert std == pytest.approx(0.5 * 0.01, rel=1e-12)
-    torch.testing.assert_close(noise, 0.5 * 0.01 * z, rtol=1e-9, atol=1e-12)
+    # w = -lr * (0 + 0.01 z) * (1 - 0.5)
+    torch.testing.assert_close(w.detach(), -0.1 * 0.01 * z * 0.5, rtol=1e-9, atol=1e-15)
 
 
-def test_adaptive_noise_std_tracks_norm_ema_over_steps() -> None:
-    # The norm EMA depends only on the gradients: with norms 13, 13, 0 and beta_noise = 0.5,
-    # ema = 6.5, 9.75, 4.875; bias corrections 0.5, 0.75, 0.875 -> n_hat = 13, 13, 5.571...
-    sigma, beta_n = 0.2, 0.5
-    base = torch.tensor([3.0, -4.0, 12.0], dtype=F64)
-    for scale in (1.0, 0.1):
-        w = nn.Parameter(torch.zeros(3, dtype=F64))
-        opt = AdaptiveUPGD(
-            [w],
-            lr=0.01,
-            sigma=sigma,
-            adaptive_noise=True,
-            beta_noise=beta_n,
-            min_noise_std=1e-9,
-            generator=torch.Generator().manual_seed(0),
-        )
-        expected = [13.0, 13.0, 4.875 / 0.875]
-        for t, g in enumerate((base, base, torch.zeros(3, dtype=F64))):
-            w.grad = scale * g
-            opt.step()
-            assert opt.last_stats["noise_std"] == pytest.approx(
-                sigma * scale * expected[t], rel=1e-12
-            )
+def test_adaptive_noise_with_zero_sigma_draws_nothing() -> None:
+    w = nn.Parameter(torch.zeros(2, dtype=F64))
+    opt = AdaptiveUPGD([w], lr=0.1, sigma=0.0, adaptive_noise=True, min_noise_std=0.01)
+    w.grad = torch.tensor([1.0, -1.0], dtype=F64)
+    opt.step()
+    assert opt.last_stats["noise_std"] == 0.0
+
+
+def test_fixed_noise_does_not_follow_the_direction() -> None:
+    # eps = 1, g = [1, 1]: Adam's direction is [0.5, 0.5] (RMS 0.5); without adaptive_noise the
+    # noise std stays sigma: w = -lr * (0.5 + sigma z) * (1 - 0.5) from w = 0.
+    w = nn.Parameter(torch.zeros(2, dtype=F64))
+    opt = AdaptiveUPGD(
+        [w], lr=0.1, eps=1.0, sigma=0.3, min_noise_std=0.0,
+        generator=torch.Generator().manual_seed(4),
+    )  # fmt: skip
+    w.grad = torch.ones(2, dtype=F64)
+    opt.step()
+    assert opt.last_stats["noise_std"] == 0.3
+    z = torch.randn(2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    torch.testing.assert_close(w.detach(), -0.1 * (0.5 + 0.3 * z) * 0.5, rtol=1e-12, atol=0.0)
+
+
+@pytest.mark.parametrize("cls", [UPGD, AdaptiveUPGD])
+def test_zero_sigma_draws_no_noise(cls: type) -> None:
+    # sigma = 0: the generator (and the global RNG) are not advanced.
+    w = nn.Parameter(torch.ones(3, dtype=F64))
+    gen = torch.Generator().manual_seed(2)
+    state = gen.get_state()
+    global_state = torch.get_rng_state()
+    for opt in (cls([w], lr=0.1, sigma=0.0, generator=gen), cls([w], lr=0.1, sigma=0.0)):
+        w.grad = torch.ones(3, dtype=F64)
+        opt.step()
+    assert torch.equal(gen.get_state(), state)
+    assert torch.equal(torch.get_rng_state(), global_state)
+
+
+@pytest.mark.parametrize("cls", [UPGD, AdaptiveUPGD])
+def test_parameters_without_gradient_or_elements_are_skipped(cls: type) -> None:
+    # w has a gradient, frozen has none, empty has no elements: only w moves, no error. w = 1,
+    # g = 1 (u = -1, max <= 0 -> gate 0.5): UPGD moves it by -lr g 0.5, AdaptiveUPGD by
+    # -lr sign(g) 0.5 (eps = 0).
+    w = nn.Parameter(torch.ones(2, dtype=F64))
+    frozen = nn.Parameter(torch.full((2,), 3.0, dtype=F64))
+    empty = nn.Parameter(torch.zeros(0, dtype=F64))
+    kwargs = {"eps": 0.0} if cls is AdaptiveUPGD else {}
+    opt = cls([w, frozen, empty], lr=0.1, sigma=0.0, **kwargs)
+    w.grad = torch.ones(2, dtype=F64)
+    empty.grad = torch.zeros(0, dtype=F64)
+    opt.step()
+    torch.testing.assert_close(w.detach(), torch.full((2,), 0.95, dtype=F64))
+    assert torch.equal(frozen.detach(), torch.full((2,), 3.0, dtype=F64))
+    assert frozen not in opt.state and empty not in opt.state
+
+
+def test_adaptive_upgd_weight_decay_by_hand() -> None:
+    # w = [1, 2], g = [1, 1]: u = [-1, -2], max <= 0 -> gates 0.5; eps = 0: d = [1, 1].
+    # w <- w (1 - lr wd) - lr d 0.5 with lr = 0.1, wd = 0.5: [0.95 - 0.05, 1.9 - 0.05].
+    w = nn.Parameter(torch.tensor([1.0, 2.0], dtype=F64))
+    opt = AdaptiveUPGD([w], lr=0.1, eps=0.0, sigma=0.0, weight_decay=0.5)
+    w.grad = torch.ones(2, dtype=F64)
+    opt.step()
+    torch.testing.assert_close(w.detach(), torch.tensor([0.9, 1.85], dtype=F64))
+
+
+def test_adaptive_upgd_non_protecting_noise_by_hand() -> None:
+    # First step from w = 0 (gates 0.5), eps = 0: d = sign(g); protect=False gates only the
+    # noise: w = -lr * (d + sigma z (1 - 0.5)).
+    w = nn.Parameter(torch.zeros(3, dtype=F64))
+    opt = AdaptiveUPGD([w], lr=0.1, eps=0.0, sigma=0.4, protect=False,
+                       generator=torch.Generator().manual_seed(8))  # fmt: skip
+    w.grad = torch.tensor([2.0, -1.0, 0.5], dtype=F64)
+    opt.step()
+    z = torch.randn(3, generator=torch.Generator().manual_seed(8), dtype=F64)
+    expected = -0.1 * (torch.sign(w.grad) + 0.4 * z * 0.5)
+    torch.testing.assert_close(w.detach(), expected, rtol=1e-12, atol=0.0)
+
+
+def test_adaptive_noise_state_saved_before_the_rms_keys_restarts_the_ema() -> None:
+    # A param group without direction_rms_* (a state from before they existed): the EMA starts
+    # afresh, so after one step r_hat is that step's RMS (eps = 0: sign(g), RMS 1).
+    w = nn.Parameter(torch.zeros(2, dtype=F64))
+    opt = AdaptiveUPGD([w], lr=0.1, eps=0.0, sigma=0.2, adaptive_noise=True, beta_noise=0.5)
+    del opt.param_groups[0]["direction_rms_ema"], opt.param_groups[0]["direction_rms_steps"]
+    w.grad = torch.tensor([2.0, -3.0], dtype=F64)
+    opt.step()
+    assert opt.last_stats["noise_std"] == pytest.approx(0.2, rel=1e-12)
+    assert opt.param_groups[0]["direction_rms_steps"] == 1
 
 
 def test_fixed_noise_std_reported() -> None:
@@ -362,7 +541,7 @@ def test_state_dict_round_trip_is_bit_identical(cls: type, kwargs: dict) -> None
     opt_b = cls(net_b.parameters(), generator=gen_b, **kwargs)
     opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
     if cls is AdaptiveUPGD:
-        assert opt_b.param_groups[0]["grad_norm_steps"] == 4
+        assert opt_b.param_groups[0]["direction_rms_steps"] == 4
 
     # A fresh optimizer (same generator state) continues differently: the state matters.
     net_c = copy.deepcopy(net_a)

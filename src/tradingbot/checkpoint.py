@@ -147,7 +147,7 @@ def read_manifest(path: str | Path) -> Manifest:
         raise CheckpointError(f"{path}: invalid manifest: {validation_problems(err)}") from None
     # The header's shapes, before any tensor is read: a manifest that lies about them is refused
     # here, not after the loader has allocated what it claims.
-    _compare(path, "manifest", manifest.tensors, header)
+    compare_specs(path, "manifest", manifest.tensors, header)
     return manifest
 
 
@@ -185,7 +185,7 @@ def load_checkpoint(
     path = Path(path)
     manifest = read_manifest(path)
     if expected is not None:
-        _compare(path, "model", expected, manifest.tensors)
+        compare_specs(path, "model", expected, manifest.tensors)
     tensors: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -194,7 +194,7 @@ def load_checkpoint(
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: tensor data unreadable ({err})") from None
     actual = specs_of(tensors)
-    _compare(path, "manifest", manifest.tensors, actual)
+    compare_specs(path, "manifest", manifest.tensors, actual)
     for key, tensor in tensors.items():
         if key not in nonfinite_ok:
             check_finite(path, key, tensor)
@@ -211,9 +211,11 @@ def check_finite(path: Path, key: str, tensor: torch.Tensor) -> None:
         )
 
 
-def _compare(
+def compare_specs(
     path: Path, what: str, wanted: dict[str, TensorSpec], actual: dict[str, TensorSpec]
 ) -> None:
+    """Refuse ``actual`` tensor specs that differ from ``wanted`` (those that ``what`` lists):
+    a missing or unexpected key, or another shape or dtype, named with the file."""
     missing = sorted(set(wanted) - set(actual))
     extra = sorted(set(actual) - set(wanted))
     if missing:

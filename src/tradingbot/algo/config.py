@@ -51,6 +51,8 @@ class CriticAdjustConfig(_Section):
     :param rate: Moving-average rate of ``sigma_bar`` (``sigma_bar += rate * (mean - sigma_bar)``).
     :param target_clip: Clip the target to within ``xi * sigma_bar`` of the predicted mean.
     :param xi: The clipping width in units of ``sigma_bar``.
+    :param weight_clamp: ``[low, high]`` bounds of the per-sample weights (e.g. ``[0.1, 10]``),
+        so that a sample whose quantiles collapse cannot dominate the loss (``None``: off).
     """
 
     mode: Literal["none", "dsac_t"] = "none"
@@ -58,6 +60,16 @@ class CriticAdjustConfig(_Section):
     rate: float = Field(0.01, gt=0, le=1)
     target_clip: bool = False
     xi: float = Field(3.0, gt=0)
+    weight_clamp: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _check_clamp(self) -> CriticAdjustConfig:
+        if self.weight_clamp is not None and not 0 < self.weight_clamp[0] <= self.weight_clamp[1]:
+            raise ValueError(
+                f"critic_adjust.weight_clamp {list(self.weight_clamp)} must be [low, high] "
+                "with 0 < low <= high"
+            )
+        return self
 
 
 class ValueClipConfig(_Section):
@@ -103,8 +115,10 @@ class AWRConfig(_Section):
     :param coef: Initial coefficient.
     :param beta: Temperature of the weights.
     :param max_weight: Upper bound of a weight.
-    :param max_ratio: Bound of |BC loss| / |PPO loss|; above it (mean over an update) the
-        coefficient is multiplied by ``decay``.
+    :param max_ratio: Bound of ``coef * |BC loss| / mean_i |surrogate_i|`` (the mean size of
+        PPO's per-sample clipped-surrogate terms, not the policy loss, which averages terms of
+        both signs to ~0), per minibatch; above it (mean over an update) the coefficient is
+        multiplied by ``decay``.
     :param decay: Coefficient decay factor.
     """
 
@@ -130,12 +144,16 @@ class UPGDConfig(_Section):
     scope: Literal["global", "local"] = "global"
     adaptive_noise: bool = False
     beta_noise: float = Field(0.99, ge=0, lt=1)
-    min_noise_std: float = Field(1e-3, ge=0)
+    min_noise_std: float = Field(1e-6, ge=0)
 
 
 class GradScalerConfig(_Section):
     """Options of :class:`tradingbot.optim.VarianceGradientScaler`, applied after backward and
-    before the gradient-norm clip when ``enabled``."""
+    before the gradient-norm clip when ``enabled``. ``max_ratio`` bounds each tensor's
+    noise-to-signal ratio before they are aggregated (``None``: unbounded), so one tensor whose
+    mean gradient vanishes cannot dominate the mean; ``grad_norm_beta`` turns on the metric
+    ``train/scaler_grad_norm_ema``, the bias-corrected EMA (this decay) of the global gradient
+    norm the scaler sees (``None``: off)."""
 
     enabled: bool = False
     alpha: float = Field(1.0, ge=0)
@@ -144,6 +162,8 @@ class GradScalerConfig(_Section):
     min_factor: float = Field(0.1, gt=0, le=1)
     aggregate: Literal["mean", "percentile"] = "mean"
     percentile: float = Field(90.0, ge=0, le=100)
+    max_ratio: float | None = Field(None, gt=0)
+    grad_norm_beta: float | None = Field(None, ge=0, lt=1)
 
 
 class RobustConfig(_Section):
@@ -182,6 +202,28 @@ class RobustConfig(_Section):
     perturb_last: bool = False
 
 
+class ClipAdaptConfig(_Section):
+    """
+    Adaptive surrogate clip range: after each update, the exact KL(old || new) of the rollout's
+    action distributions under the updated policy is compared with ``target_kl``; the clip
+    range is divided by ``factor`` when the KL exceeds ``1.5 * target_kl``, multiplied by it
+    below ``target_kl / 1.5``, and kept within ``[min_clip, max_clip]``. It starts at
+    ``PPOConfig.clip_range`` (which cannot then have a ``clip_range_final`` schedule).
+
+    :param enabled: Adapt the clip range.
+    :param target_kl: The KL the clip range adapts around.
+    :param factor: Multiplicative step (> 1).
+    :param min_clip: Lower bound of the clip range.
+    :param max_clip: Upper bound of the clip range.
+    """
+
+    enabled: bool = False
+    target_kl: float = Field(0.01, gt=0)
+    factor: float = Field(1.5, gt=1)
+    min_clip: float = Field(0.02, gt=0)
+    max_clip: float = Field(0.5, gt=0)
+
+
 class PPOConfig(BaseModel):
     """
     Hyperparameters of :class:`tradingbot.algo.ppo.DistributionalPPO`.
@@ -204,14 +246,17 @@ class PPOConfig(BaseModel):
     :param ent_coef: Entropy bonus coefficient (the initial one when ``entropy.final`` is set).
     :param entropy: Entropy-coefficient schedule (:class:`EntropyConfig`).
     :param vf_coef: Critic loss coefficient.
-    :param max_grad_norm: Gradient-norm clip, applied to the actor and to the critic parameters.
+    :param max_grad_norm: Gradient-norm clip, applied to the actor and to the critic parameters
+        (``grad_clip``).
     :param target_kl: Stop the update's epochs when the KL of a minibatch (estimator
         ``kl_early_stop``) exceeds ``1.5 * target_kl`` (``None`` disables early stopping); also
         the target of the adaptive KL penalty.
     :param kl_early_stop: KL used for the early stop: ``k3`` estimator ``mean((r - 1) - log r)``
         or ``exact`` KL(old || new) of the action distributions (Gaussian / categorical).
     :param kl_penalty: Add ``beta * exact KL`` to the loss; beta is doubled after an update whose
-        mean exact KL exceeds ``1.5 * target_kl`` and halved below ``target_kl / 1.5``.
+        exact KL(old || new) over the rollout, measured after the update (as in the PPO paper),
+        exceeds ``1.5 * target`` and halved below ``target / 1.5``, with ``target`` the
+        ``kl_penalty_target`` (else ``target_kl``).
     :param kl_beta_init: Initial beta of the KL penalty.
     :param dual_clip: Dual-clip constant c (> 1): for negative advantages the surrogate is
         bounded below by ``c * A`` (``None``: off).
@@ -239,6 +284,18 @@ class PPOConfig(BaseModel):
     :param upgd: Options of the UPGD optimizers (:class:`UPGDConfig`).
     :param grad_scaler: Variance gradient scaler (:class:`GradScalerConfig`).
     :param robust: State-adversarial robust training (:class:`RobustConfig`).
+    :param kl_penalty_target: Target KL of the KL penalty (``None``: ``target_kl``), so the
+        penalty can run without ``target_kl``'s early stopping.
+    :param grad_clip: ``per_network``: clip the actor's and the critic's gradient norms to
+        ``max_grad_norm`` each (the critic's norm is larger than the actor's, 2-3x on the
+        oracle market, and a global clip shrinks the actor's step with it); ``global``: clip
+        the norm over all parameters (as ``torch.nn.utils.clip_grad_norm_``). Both learn
+        equally well on the oracle market (docs/benchmarks.md). ``train/grad_norm`` logs the
+        global norm either way.
+    :param clip_adapt: Adaptive surrogate clip range (:class:`ClipAdaptConfig`).
+    :param vf_coef_initial: Value-loss coefficient at the start of the warm-up.
+    :param vf_coef_warmup: Fraction of training over which the value-loss coefficient grows
+        linearly from ``vf_coef_initial`` to ``vf_coef`` (0: no warm-up, ``vf_coef`` throughout).
     :param seed: Seed of the random generators (``None``: not seeded).
     :param device: Torch device.
     """
@@ -289,6 +346,11 @@ class PPOConfig(BaseModel):
     upgd: UPGDConfig = Field(default_factory=UPGDConfig)
     grad_scaler: GradScalerConfig = Field(default_factory=GradScalerConfig)
     robust: RobustConfig = Field(default_factory=RobustConfig)
+    kl_penalty_target: float | None = Field(None, gt=0)
+    grad_clip: Literal["per_network", "global"] = "per_network"
+    clip_adapt: ClipAdaptConfig = Field(default_factory=ClipAdaptConfig)
+    vf_coef_initial: float = Field(0.0, ge=0)
+    vf_coef_warmup: float = Field(0.0, ge=0, le=1)
     seed: int | None = None
     device: str = "cpu"
 
@@ -335,6 +397,18 @@ class PPOConfig(BaseModel):
                 f"batch_size ({self.batch_size}) is {chunks_per_batch} chunks of seq_len "
                 f"({self.seq_len}), which n_microbatches ({self.n_microbatches}) does not divide"
             )
-        if self.kl_penalty and self.target_kl is None:
-            raise ValueError("kl_penalty needs target_kl (the KL the penalty adapts around)")
+        if self.kl_penalty and self.target_kl is None and self.kl_penalty_target is None:
+            raise ValueError(
+                "kl_penalty needs kl_penalty_target or target_kl (the KL the penalty adapts around)"
+            )
+        if self.clip_adapt.enabled and self.clip_range_final is not None:
+            raise ValueError(
+                "clip_adapt.enabled adapts the clip range; it cannot also follow the "
+                f"clip_range_final ({self.clip_range_final}) schedule"
+            )
+        if self.clip_adapt.min_clip > self.clip_adapt.max_clip:
+            raise ValueError(
+                f"clip_adapt.min_clip ({self.clip_adapt.min_clip}) exceeds clip_adapt.max_clip "
+                f"({self.clip_adapt.max_clip})"
+            )
         return self

@@ -274,10 +274,19 @@ def quantile_spread(quantiles: th.Tensor) -> th.Tensor:
     return centred.square().mean(dim=-1).sqrt()
 
 
-def dsac_t_weights(spread: th.Tensor, sigma_bar: float, eps: float) -> th.Tensor:
+def dsac_t_weights(
+    spread: th.Tensor,
+    sigma_bar: float,
+    eps: float,
+    clamp: tuple[float, float] | None = None,
+) -> th.Tensor:
     """DSAC-T's variance-based weights ``(sigma_bar^2 + eps) / (sigma_i^2 + eps)``, detached,
-    from each sample's spread ``sigma_i`` (:func:`quantile_spread` of its quantiles)."""
-    return (sigma_bar**2 + eps) / (spread.detach().square() + eps)
+    from each sample's spread ``sigma_i`` (:func:`quantile_spread` of its quantiles), clamped
+    to ``[low, high] = clamp`` when given."""
+    weights = (sigma_bar**2 + eps) / (spread.detach().square() + eps)
+    if clamp is not None:
+        weights = weights.clamp(clamp[0], clamp[1])
+    return weights
 
 
 def critic_loss_per_sample(
@@ -292,6 +301,7 @@ def critic_loss_per_sample(
     eps: float = 1e-2,
     target_clip_xi: float | None = None,
     weights: th.Tensor | None = None,
+    weight_clamp: tuple[float, float] | None = None,
 ) -> th.Tensor:
     """
     Per-sample, per-critic critic loss, shape (B, K).
@@ -301,7 +311,8 @@ def critic_loss_per_sample(
     unclipped and clipped losses per sample; with ``sigma_bar`` (DSAC-T) multiplied by the
     detached weights of :func:`dsac_t_weights`, the target first clipped to within
     ``target_clip_xi * sigma_bar`` of each critic's (detached) predicted mean when given.
-    ``weights`` are those DSAC-T weights when the caller has them already.
+    ``weights`` are those DSAC-T weights when the caller has them already (else computed here,
+    clamped to ``weight_clamp`` when given).
     """
     n_critics = quantiles.shape[1]
     targets = target.unsqueeze(-1).expand(-1, n_critics)
@@ -327,6 +338,7 @@ def critic_loss_per_sample(
         losses = th.max(losses, quantile_huber_loss_per_sample(clipped, targets, taus, kappa))
     if sigma_bar is not None:
         if weights is None:
-            weights = dsac_t_weights(quantile_spread(quantiles.detach()), sigma_bar, eps)
+            spread = quantile_spread(quantiles.detach())
+            weights = dsac_t_weights(spread, sigma_bar, eps, weight_clamp)
         losses = losses * weights
     return losses

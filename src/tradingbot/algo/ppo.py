@@ -34,11 +34,13 @@ from tradingbot.algo.robust import robust_step
 from tradingbot.algo.rollout import collect_rollouts
 from tradingbot.algo.saved_state import read_saved_model
 from tradingbot.algo.schedules import (
+    adapt_clip_range,
     adapt_kl_beta,
     decay_awr_coef,
     entropy_coef,
     linear_schedule,
     update_entropy_boost,
+    warmup_coef,
 )
 from tradingbot.algo.state import TrainState
 from tradingbot.algo.update import (
@@ -47,6 +49,7 @@ from tradingbot.algo.update import (
     apply_step,
     build_optimizer,
     build_scaler,
+    kl_after_update,
 )
 from tradingbot.checkpoint import CheckpointError
 
@@ -251,6 +254,13 @@ class DistributionalPPO(BaseAlgorithm):
                 cfg.robust, self._current_progress_remaining, self.observation_space, self.device
             )
             log("train/robust_epsilon", robust.epsilon)
+        clip_range = linear_schedule(
+            cfg.clip_range, cfg.clip_range_final, self._current_progress_remaining
+        )
+        if cfg.clip_adapt.enabled:
+            if not state.clip_range > 0:  # first update
+                state.clip_range = cfg.clip_range
+            clip_range = state.clip_range
         adv_stats = None
         if cfg.advantage_normalization == "rollout":
             adv_stats = (float(buffer.advantages.mean()), float(buffer.advantages.std()))
@@ -258,14 +268,18 @@ class DistributionalPPO(BaseAlgorithm):
             ret_mean=ret_mean,
             ret_std=ret_std,
             ent_coef=ent_coef,
-            clip_range=linear_schedule(
-                cfg.clip_range, cfg.clip_range_final, self._current_progress_remaining
-            ),
+            clip_range=clip_range,
             adv_stats=adv_stats,
             sigma_bar=state.sigma_bar if dsac_t else None,
             kl_beta=state.kl_beta if cfg.kl_penalty else None,
             awr_coef=state.awr_coef if cfg.awr.enabled else None,
             robust=robust,
+            vf_coef=warmup_coef(
+                cfg.vf_coef,
+                cfg.vf_coef_initial,
+                cfg.vf_coef_warmup,
+                self._current_progress_remaining,
+            ),
         )
 
         chunks = buffer.to_chunks(cfg.seq_len)
@@ -322,12 +336,22 @@ class DistributionalPPO(BaseAlgorithm):
             if not continue_training:
                 break
 
-        if cfg.kl_penalty and stats.get("kl_exact"):
-            assert cfg.target_kl is not None
-            state.kl_beta = adapt_kl_beta(
-                state.kl_beta, float(np.mean(stats["kl_exact"])), cfg.target_kl
-            )
-            log("train/kl_beta", state.kl_beta)
+        if (cfg.kl_penalty or cfg.clip_adapt.enabled) and stats.get("kl_exact"):
+            # The KL the update caused, measured after it (the minibatches' KLs are measured
+            # before each step, the first at ~0).
+            kl_after = kl_after_update(self, chunks)
+            log("train/kl_after_update", kl_after)
+            if cfg.kl_penalty:
+                target = cfg.kl_penalty_target or cfg.target_kl
+                assert target is not None
+                state.kl_beta = adapt_kl_beta(state.kl_beta, kl_after, target)
+                log("train/kl_beta", state.kl_beta)
+            if cfg.clip_adapt.enabled:
+                adapt = cfg.clip_adapt
+                state.clip_range = adapt_clip_range(
+                    state.clip_range, kl_after, adapt.target_kl, adapt.factor, adapt.min_clip,
+                    adapt.max_clip,
+                )  # fmt: skip
         if cfg.awr.enabled and stats.get("bc_ppo_ratio"):
             log("train/awr_coef", state.awr_coef)
             ratio = float(np.mean(stats["bc_ppo_ratio"]))
@@ -339,6 +363,8 @@ class DistributionalPPO(BaseAlgorithm):
             log("train/sigma_bar", state.sigma_bar)
         log("train/ent_coef", ent_coef)
         log("train/clip_range", ctx.clip_range)
+        if cfg.vf_coef_warmup > 0:
+            log("train/vf_coef", ctx.vf_coef)
         if ent.boost_factor > 1.0:
             log("train/ent_boost", state.entropy_boost)
         log("train/skipped_steps", state.skipped_steps)

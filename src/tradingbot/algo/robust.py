@@ -234,6 +234,8 @@ def robust_regularizer(
     batch: SequenceChunks,
     clean_params: th.Tensor,
     step: RobustStep,
+    n_attacked: int | None = None,
+    weight: float = 1.0,
 ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
     """
     SA-PPO regularizer of a minibatch of chunks: the mean KL(clean || PGD-perturbed) over the
@@ -246,12 +248,16 @@ def robust_regularizer(
         flattened (C * L, D) as :meth:`RecurrentActorCritic.evaluate_sequences` returns them;
         the target (detached here).
     :param step: This update's constants.
-    :return: The regularizer (unweighted, scalar) and detached metrics: the mean KL at PGD's
+    :param n_attacked: How many leading chunks to attack (``None``: ``attacked_chunks`` of the
+        batch). A microbatch attacks its part of the whole minibatch's attacked chunks.
+    :param weight: Multiplies the regularizer and the KL metrics: a microbatch's mean KL
+        becomes its share of the minibatch's mean over all attacked steps.
+    :return: The regularizer (without kappa, scalar) and detached metrics: the mean KL at PGD's
         random start (``robust_kl_random``: random noise of the same size) and after PGD
         (``robust_kl_pgd``), and ``robust_loss`` = kappa * regularizer.
     """
     n_chunks, seq_len = batch.episode_starts.shape
-    k = attacked_chunks(n_chunks, step.fraction)
+    k = attacked_chunks(n_chunks, step.fraction) if n_attacked is None else n_attacked
     obs = batch.observations[:k]
     starts = batch.episode_starts[:k]
     states = LSTMStates(*(s[:k] for s in batch.initial_states))
@@ -273,6 +279,8 @@ def robust_regularizer(
         evaluate_end=False,
     )
     regularizer = objective(perturbed).mean()
+    if weight != 1.0:
+        regularizer, kl_random = regularizer * weight, kl_random * weight
     metrics = {
         "robust_kl_random": kl_random,
         "robust_kl_pgd": regularizer.detach(),

@@ -26,6 +26,7 @@ from tradingbot.checkpoint import (
     CheckpointError,
     Manifest,
     TensorSpec,
+    compare_specs,
     read_manifest,
     specs_of,
     validation_problems,
@@ -95,7 +96,7 @@ def read_saved_model(path: Path) -> SavedModel:
         raise CheckpointError(f"{path}: cannot build the policy it describes: {err}") from None
     listed = {k: v for k, v in manifest.tensors.items() if k.startswith("policy.")}
     implied = {f"policy.{k}": v for k, v in specs_of(policy.state_dict()).items()}
-    _compare_specs(path, "its hyperparameters", implied, listed)
+    compare_specs(path, "policy of its hyperparameters", implied, listed)
     return SavedModel(path, manifest, config, state, observation_space, action_space)
 
 
@@ -198,22 +199,4 @@ def check_param_groups(path: Path, current: list[dict[str, Any]], saved: SavedMo
             raise CheckpointError(
                 f"{path}: state.optimizer_param_groups[{i}] has keys {sorted(group)}, the "
                 f"optimizer {sorted(wanted)}"
-            )
-
-
-def _compare_specs(
-    path: Path, what: str, wanted: dict[str, TensorSpec], actual: dict[str, TensorSpec]
-) -> None:
-    missing = sorted(set(wanted) - set(actual))
-    extra = sorted(set(actual) - set(wanted))
-    if missing or extra:
-        raise CheckpointError(
-            f"{path}: policy tensors differ from those {what} imply (missing {missing}, "
-            f"unexpected {extra})"
-        )
-    for key, spec in wanted.items():
-        if actual[key] != spec:
-            raise CheckpointError(
-                f"{path}: tensor {key!r} is listed with shape {actual[key].shape} dtype "
-                f"{actual[key].dtype}; {what} imply shape {spec.shape} dtype {spec.dtype}"
             )

@@ -1,5 +1,5 @@
-"""Schedules of DistributionalPPO: learning rate and clip range, entropy coefficient, KL
-penalty, AWR coefficient."""
+"""Schedules of DistributionalPPO: learning rate and clip range (linear or adapted to the KL),
+entropy coefficient, KL penalty, AWR coefficient, value-loss coefficient warm-up."""
 
 from __future__ import annotations
 
@@ -57,3 +57,27 @@ def decay_awr_coef(coef: float, ratio: float, max_ratio: float, decay: float) ->
     if math.isfinite(ratio) and ratio > max_ratio:
         return coef * decay
     return coef
+
+
+def adapt_clip_range(
+    clip_range: float, kl: float, target: float, factor: float, low: float, high: float
+) -> float:
+    """Adaptive clip range: divide by ``factor`` when ``kl > 1.5 target``, multiply by it when
+    ``kl < target / 1.5``, then clamp to ``[low, high]``; a non-finite KL keeps it."""
+    if not math.isfinite(kl):
+        return clip_range
+    if kl > 1.5 * target:
+        clip_range = clip_range / factor
+    elif kl < target / 1.5:
+        clip_range = clip_range * factor
+    return min(max(clip_range, low), high)
+
+
+def warmup_coef(final: float, initial: float, warmup: float, progress_remaining: float) -> float:
+    """Coefficient warm-up: linear from ``initial`` (start of training) to ``final`` over the
+    first ``warmup`` fraction of training, ``final`` after it (``warmup <= 0``: ``final``);
+    ``progress_remaining`` goes from 1 to 0 (SB3's convention) and is clipped to [0, 1]."""
+    if warmup <= 0.0:
+        return final
+    progress = 1.0 - min(max(progress_remaining, 0.0), 1.0)
+    return initial + (final - initial) * min(progress / warmup, 1.0)

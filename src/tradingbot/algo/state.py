@@ -15,6 +15,7 @@ _SCALAR_FIELDS = (
     "entropy_boost",
     "awr_coef",
     "skipped_steps",
+    "clip_range",
 )
 
 
@@ -31,6 +32,8 @@ class TrainState:
     :param awr_coef: Current AWR behaviour-cloning coefficient.
     :param skipped_steps: Optimizer steps skipped (non-finite loss or gradient) or undone
         (non-finite parameter after the step), in total.
+    :param clip_range: The adapted surrogate clip range (``clip_adapt``; 0 until the first
+        update sets it).
     :param scaler: The variance gradient scaler (``None`` when disabled).
     """
 
@@ -40,6 +43,7 @@ class TrainState:
     entropy_boost: float = 1.0
     awr_coef: float = 0.0
     skipped_steps: int = 0
+    clip_range: float = 0.0
     scaler: VarianceGradientScaler | None = None
 
     def state_dict(self) -> dict[str, th.Tensor]:
@@ -64,16 +68,20 @@ class TrainState:
     def load_state_dict(self, state: dict[str, th.Tensor]) -> None:
         """Restore :meth:`state_dict`'s output (the scaler's part only if this one has one)."""
         for name in _SCALAR_FIELDS:
+            if name not in state:  # saved before the field existed: keep the default
+                continue
             value = state[name]
             setattr(self, name, int(value) if name == "skipped_steps" else float(value))
         if self.scaler is not None:
             scaler_state: dict[str, th.Tensor | int | float] = {
                 k.removeprefix("scaler."): v for k, v in state.items() if k.startswith("scaler.")
             }
-            for key in ("step_count",):
-                scaler_state[key] = int(scaler_state[key])
-            for key in ("last_factor", "last_ratio"):
-                scaler_state[key] = float(scaler_state[key])
+            for key in ("step_count", "grad_norm_steps"):
+                if key in scaler_state:
+                    scaler_state[key] = int(scaler_state[key])
+            for key in ("last_factor", "last_ratio", "grad_norm_ema"):
+                if key in scaler_state:
+                    scaler_state[key] = float(scaler_state[key])
             self.scaler.load_state_dict(scaler_state)
 
     def snapshot(self) -> dict[str, th.Tensor]:

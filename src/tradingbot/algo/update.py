@@ -23,7 +23,7 @@ from tradingbot.algo.losses import (
     k3_kl,
     quantile_spread,
 )
-from tradingbot.algo.robust import RobustStep, robust_regularizer
+from tradingbot.algo.robust import RobustStep, attacked_chunks, robust_regularizer
 from tradingbot.optim import UPGD, AdaptiveUPGD, VarianceGradientScaler
 
 if TYPE_CHECKING:
@@ -81,6 +81,8 @@ def build_scaler(
         min_factor=s.min_factor,
         aggregate=s.aggregate,
         percentile=s.percentile,
+        max_ratio=s.max_ratio,
+        grad_norm_beta=s.grad_norm_beta,
     )
 
 
@@ -98,6 +100,7 @@ class UpdateContext:
     :param kl_beta: KL-penalty coefficient (``None``: no penalty).
     :param awr_coef: AWR coefficient (``None``: no BC term).
     :param robust: Robust-training constants (``None``: no adversarial regularizer).
+    :param vf_coef: Value-loss coefficient of this update (``None``: ``PPOConfig.vf_coef``).
     """
 
     ret_mean: float
@@ -109,6 +112,7 @@ class UpdateContext:
     kl_beta: float | None = None
     awr_coef: float | None = None
     robust: RobustStep | None = None
+    vf_coef: float | None = None
 
 
 def exact_kl(old_params: th.Tensor, new_params: th.Tensor, discrete: bool) -> th.Tensor:
@@ -123,15 +127,31 @@ def exact_kl(old_params: th.Tensor, new_params: th.Tensor, discrete: bool) -> th
     )
 
 
+@th.no_grad()
+def kl_after_update(model: DistributionalPPO, chunks: SequenceChunks) -> float:
+    """Mean exact KL(old || current) of the action distributions over ``chunks`` (the whole
+    rollout): the KL the update caused, measured after it (as the PPO paper's adaptive
+    penalty uses it), one forward pass without gradients."""
+    evaluation = model.policy.evaluate_sequences(
+        chunks.observations, chunks.episode_starts, chunks.initial_states, chunks.raw_actions
+    )
+    n = evaluation.dist_params.shape[0]
+    old_params = chunks.old_dist_params.reshape(n, -1)
+    return float(exact_kl(old_params, evaluation.dist_params, model.policy.discrete).mean())
+
+
 def minibatch_loss(
     model: DistributionalPPO,
     batch: SequenceChunks,
     ctx: UpdateContext,
     adv_mean: th.Tensor | float,
     adv_std: th.Tensor | float,
+    robust_part: tuple[int, float] | None = None,
 ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
     """Total loss of a (micro)batch (means over its samples) and its detached metrics; the
-    policy sees the advantages ``(A - adv_mean) / adv_std``."""
+    policy sees the advantages ``(A - adv_mean) / adv_std``. ``robust_part`` (microbatches):
+    how many leading chunks the robust regularizer attacks and the weight of its mean KL (see
+    :func:`accumulate_gradients`); ``None``: the batch's own ``attacked_chunks``."""
     cfg = model.config
     policy = model.policy
     evaluation = policy.evaluate_sequences(
@@ -145,7 +165,8 @@ def minibatch_loss(
     log_ratio = evaluation.log_prob - batch.old_log_probs.reshape(-1)
     log_ratio = log_ratio.clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
     ratio = th.exp(log_ratio)
-    policy_loss = -clipped_surrogate(advantages, ratio, ctx.clip_range, cfg.dual_clip).mean()
+    surrogate = clipped_surrogate(advantages, ratio, ctx.clip_range, cfg.dual_clip)
+    policy_loss = -surrogate.mean()
     old_params = batch.old_dist_params.reshape(n, -1)
     # Without the KL penalty the exact KL is only a metric: no graph for it.
     new_params = (
@@ -167,7 +188,7 @@ def minibatch_loss(
     spread = quantile_spread(evaluation.quantiles.detach())
     critic_weights = None
     if ctx.sigma_bar is not None:
-        critic_weights = dsac_t_weights(spread, ctx.sigma_bar, adjust.eps)
+        critic_weights = dsac_t_weights(spread, ctx.sigma_bar, adjust.eps, adjust.weight_clamp)
     value_loss = critic_loss_per_sample(
         evaluation.quantiles,
         value_targets,
@@ -183,7 +204,8 @@ def minibatch_loss(
     ).mean()
 
     entropy_loss = -evaluation.entropy.mean()
-    loss = policy_loss + ctx.ent_coef * entropy_loss + cfg.vf_coef * value_loss
+    vf_coef = cfg.vf_coef if ctx.vf_coef is None else ctx.vf_coef
+    loss = policy_loss + ctx.ent_coef * entropy_loss + vf_coef * value_loss
     metrics: dict[str, th.Tensor] = {}
     if ctx.kl_beta is not None:
         loss = loss + ctx.kl_beta * kl_exact
@@ -193,13 +215,15 @@ def minibatch_loss(
         bc_loss = -(bc_weights * evaluation.log_prob).mean()
         loss = loss + ctx.awr_coef * bc_loss
         metrics["bc_loss"] = bc_loss.detach()
-        metrics["bc_ppo_ratio"] = (
-            ctx.awr_coef * bc_loss.abs() / (policy_loss.abs() + 1e-8)
-        ).detach()
-    if ctx.robust is not None and ctx.robust.epsilon > 0:
+        # The PPO side of the BC/PPO ratio: the mean size of the per-sample surrogate terms.
+        # (The policy loss itself averages terms of both signs to ~0 under normalized
+        # advantages, which made the ratio ill-conditioned.)
+        metrics["ppo_objective_scale"] = surrogate.detach().abs().mean()
+    if ctx.robust is not None and ctx.robust.epsilon > 0 and (robust_part or (1,))[0] > 0:
         # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
+        n_attacked, robust_weight = robust_part if robust_part is not None else (None, 1.0)
         regularizer, robust_metrics = robust_regularizer(
-            policy, batch, evaluation.dist_params, ctx.robust
+            policy, batch, evaluation.dist_params, ctx.robust, n_attacked, robust_weight
         )
         loss = loss + ctx.robust.kappa * regularizer
         metrics.update(robust_metrics)
@@ -229,7 +253,10 @@ def accumulate_gradients(
     """Zero the gradients, then backward the minibatch ``batch`` split into ``n_microbatches``
     consecutive microbatches, each loss weighted by its share of the samples, so the
     accumulated gradient is the whole minibatch's. Minibatch advantage statistics come from the
-    whole minibatch. Returns the sample-weighted mean of the microbatches' metrics."""
+    whole minibatch, and so does the robust regularizer's set of attacked chunks: the first
+    ``attacked_chunks`` of the minibatch, each microbatch attacking those it holds, its mean KL
+    weighted so the sum is the minibatch's mean. Returns the sample-weighted mean of the
+    microbatches' metrics."""
     cfg = model.config
     if cfg.advantage_normalization == "minibatch":
         adv_mean, adv_std = batch.advantages.mean(), batch.advantages.std() + 1e-8
@@ -243,15 +270,34 @@ def accumulate_gradients(
     if len(micro_batches) == 1:
         loss, metrics = minibatch_loss(model, batch, ctx, adv_mean, adv_std)
         loss.backward()
-        return metrics
+        return _with_awr_ratio(metrics, ctx)
     totals: dict[str, th.Tensor] = {}
+    attacked = 0
+    if ctx.robust is not None:
+        attacked = attacked_chunks(batch.n_chunks, ctx.robust.fraction)
+    offset = 0
     for micro in micro_batches:
         share = micro.n_chunks / batch.n_chunks
-        loss, metrics = minibatch_loss(model, micro, ctx, adv_mean, adv_std)
+        robust_part = None
+        if attacked:
+            mine = min(max(attacked - offset, 0), micro.n_chunks)
+            robust_part = (mine, mine / (attacked * share))
+        offset += micro.n_chunks
+        loss, metrics = minibatch_loss(model, micro, ctx, adv_mean, adv_std, robust_part)
         (loss * share).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + share * value
-    return totals
+    return _with_awr_ratio(totals, ctx)
+
+
+def _with_awr_ratio(metrics: dict[str, th.Tensor], ctx: UpdateContext) -> dict[str, th.Tensor]:
+    """Add ``bc_ppo_ratio = awr_coef * |BC loss| / mean |surrogate term|`` of the whole
+    minibatch (from its accumulated metrics, so it does not depend on ``n_microbatches``)."""
+    if ctx.awr_coef is not None:
+        metrics["bc_ppo_ratio"] = (
+            ctx.awr_coef * metrics["bc_loss"].abs() / (metrics["ppo_objective_scale"] + 1e-8)
+        )
+    return metrics
 
 
 def apply_step(model: DistributionalPPO, square_norms: list[float]) -> dict[str, float]:
@@ -265,12 +311,16 @@ def apply_step(model: DistributionalPPO, square_norms: list[float]) -> dict[str,
         factor = scaler.update(model.gradients.flat)
         stats["scaler_factor"] = factor
         stats["scaler_ratio"] = scaler.last_ratio
-    # The norm is clipped per network: the critic's loss sums over n_quantiles, so its gradient
-    # norm is ~n_quantiles times the actor's and a single global clip would all but freeze the
-    # actor.
-    scales, norms = clip_scales(square_norms, model.config.max_grad_norm, factor)
+        if scaler.grad_norm_beta is not None:
+            stats["scaler_grad_norm_ema"] = scaler.grad_norm_ema
+    # Clipped per network by default (cfg.grad_clip): a global clip lets the critic's larger
+    # norm (2-3x the actor's on the oracle market) shrink the actor's step. Measured, the two
+    # modes learn equally well there (docs/benchmarks.md); per-network keeps earlier results.
+    cfg = model.config
+    scales, norms = clip_scales(square_norms, cfg.max_grad_norm, factor, cfg.grad_clip)
     model.gradients.scale_(scales)
     stats["actor_grad_norm"], stats["critic_grad_norm"] = norms
+    stats["grad_norm"] = math.sqrt(sum(norm**2 for norm in norms))
     model.optimizer.step()
     # Fused Adam writes the parameters without bumping their version counters.
     model.policy.forget_rollout_weights()

@@ -47,6 +47,21 @@ class Predictor(Protocol):
     ) -> tuple[np.ndarray, Any]: ...
 
 
+def discrete_positions(action_space: spaces.Discrete) -> list[float]:
+    """The target positions a discrete action space's actions stand for, in action order."""
+    return [0.0, 1.0] if action_space.n == 2 else [-1.0, 0.0, 1.0]
+
+
+def position_action(position: float, action_space: spaces.Space) -> np.ndarray:
+    """The action (batch of one) that asks for the target ``position`` in ``action_space``."""
+    if isinstance(action_space, spaces.Discrete):
+        choices = discrete_positions(action_space)
+        if position not in choices:
+            raise ValueError(f"position {position} is not one of the discrete choices {choices}")
+        return np.array([choices.index(position)])
+    return np.array([[position]], dtype=np.float32)
+
+
 class ConstantPolicy:
     """Always asks for the same target position (buy-and-hold: 1, flat: 0).
 
@@ -57,15 +72,7 @@ class ConstantPolicy:
     """
 
     def __init__(self, position: float, action_space: spaces.Space) -> None:
-        if isinstance(action_space, spaces.Discrete):
-            choices = [0.0, 1.0] if action_space.n == 2 else [-1.0, 0.0, 1.0]
-            if position not in choices:
-                raise ValueError(
-                    f"position {position} is not one of the discrete choices {choices}"
-                )
-            self.action = np.array([choices.index(position)])
-        else:
-            self.action = np.array([[position]], dtype=np.float32)
+        self.action = position_action(position, action_space)
 
     def predict(
         self,
@@ -95,11 +102,11 @@ class SchedulePolicy:
         self.action_space = action_space
         self.row = 0
         if isinstance(action_space, spaces.Discrete):
-            self.choices = [0.0, 1.0] if action_space.n == 2 else [-1.0, 0.0, 1.0]
-            unknown = sorted(set(np.unique(self.positions)) - set(self.choices))
+            choices = discrete_positions(action_space)
+            unknown = sorted(set(np.unique(self.positions)) - set(choices))
             if unknown:
                 raise ValueError(
-                    f"positions {unknown[:3]} are not among the discrete choices {self.choices}"
+                    f"positions {unknown[:3]} are not among the discrete choices {choices}"
                 )
 
     def predict(
@@ -109,11 +116,7 @@ class SchedulePolicy:
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, Any]:
-        position = self.positions[self.row]
-        if isinstance(self.action_space, spaces.Discrete):
-            action = np.array([self.choices.index(position)])
-        else:
-            action = np.array([[position]], dtype=np.float32)
+        action = position_action(self.positions[self.row], self.action_space)
         return np.repeat(action, len(observation), axis=0), state
 
 

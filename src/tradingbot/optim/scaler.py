@@ -89,6 +89,13 @@ class VarianceGradientScaler:
     :param min_factor: lower bound of the factor, in ``(0, 1]``.
     :param aggregate: ``"mean"`` of the per-tensor ratios or a ``"percentile"`` of them.
     :param percentile: percentile in ``[0, 100]`` for ``aggregate="percentile"``.
+    :param max_ratio: upper bound of each tensor's ratio before aggregation (``None``: none), so
+        that one tensor whose mean gradient vanishes (ratio ~ variance / eps) cannot dominate
+        the mean of the ratios.
+    :param grad_norm_beta: decay of an EMA of the global L2 norm of the (finite) gradients it
+        sees, bias-corrected, exposed as ``grad_norm_ema`` for logging (``None``: not tracked;
+        when tracked, ``state_dict`` carries it under ``grad_norm_ema`` and
+        ``grad_norm_steps``).
 
     Attributes ``last_factor`` (the factor returned by the latest call) and ``last_ratio`` (the
     aggregated ratio, ``nan`` before the first finite step) are meant for logging.
@@ -104,6 +111,8 @@ class VarianceGradientScaler:
         min_factor: float = 0.1,
         aggregate: str = "mean",
         percentile: float = 90.0,
+        max_ratio: float | None = None,
+        grad_norm_beta: float | None = None,
     ) -> None:
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"Invalid beta (need 0 <= beta < 1): {beta}")
@@ -119,6 +128,10 @@ class VarianceGradientScaler:
             raise ValueError(f"Invalid aggregate {aggregate!r}, expected one of {_AGGREGATES}")
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"Invalid percentile: {percentile}")
+        if max_ratio is not None and not max_ratio > 0.0:
+            raise ValueError(f"Invalid max_ratio (need > 0): {max_ratio}")
+        if grad_norm_beta is not None and not 0.0 <= grad_norm_beta < 1.0:
+            raise ValueError(f"Invalid grad_norm_beta (need 0 <= beta < 1): {grad_norm_beta}")
         self.params = list(params)
         if not self.params:
             raise ValueError("VarianceGradientScaler got an empty parameter list")
@@ -129,6 +142,10 @@ class VarianceGradientScaler:
         self.min_factor = min_factor
         self.aggregate = aggregate
         self.percentile = percentile
+        self.max_ratio = max_ratio
+        self.grad_norm_beta = grad_norm_beta
+        self._norm_ema = 0.0
+        self._norm_steps = 0
         if len({(p.dtype, p.device) for p in self.params}) > 1:
             raise ValueError("VarianceGradientScaler needs parameters of one dtype and device")
         self.step_count = 0
@@ -145,6 +162,14 @@ class VarianceGradientScaler:
         self.tensor_steps = torch.zeros(len(self.params), dtype=torch.int64)
         self.last_factor = 1.0
         self.last_ratio = float("nan")
+
+    @property
+    def grad_norm_ema(self) -> float:
+        """Bias-corrected EMA of the global gradient norm (``nan`` before the first step or
+        when not tracked)."""
+        if self.grad_norm_beta is None or self._norm_steps == 0:
+            return float("nan")
+        return self._norm_ema / (1.0 - self.grad_norm_beta**self._norm_steps)
 
     def _views(self, flat: Tensor) -> list[Tensor]:
         return [
@@ -225,6 +250,13 @@ class VarianceGradientScaler:
         )
         if partial:
             ratios = ratios[torch.tensor(present, device=ratios.device)]
+        if self.max_ratio is not None:
+            ratios = ratios.clamp(max=self.max_ratio)
+        if self.grad_norm_beta is not None:
+            norm = float(torch.linalg.vector_norm(flat_grad.double()))
+            beta = self.grad_norm_beta
+            self._norm_ema = beta * self._norm_ema + (1.0 - beta) * norm
+            self._norm_steps += 1
         ratio = float(aggregate_ratios(ratios, self.aggregate, self.percentile))
         self.last_ratio = ratio
         factor = 1.0
@@ -249,6 +281,9 @@ class VarianceGradientScaler:
         for i, (m, q) in enumerate(zip(self.exp_avg, self.exp_avg_sq, strict=True)):
             state[f"exp_avg.{i}"] = m.clone()
             state[f"exp_avg_sq.{i}"] = q.clone()
+        if self.grad_norm_beta is not None:
+            state["grad_norm_ema"] = self._norm_ema
+            state["grad_norm_steps"] = self._norm_steps
         return state
 
     def load_state_dict(self, state_dict: dict[str, Tensor | int | float]) -> None:
@@ -258,6 +293,11 @@ class VarianceGradientScaler:
         """
         expected = {"step_count", "last_factor", "last_ratio", "tensor_steps"}
         expected |= {f"{k}.{i}" for i in range(len(self.params)) for k in ("exp_avg", "exp_avg_sq")}
+        norm_keys = {"grad_norm_ema", "grad_norm_steps"}
+        if self.grad_norm_beta is not None and not norm_keys & set(state_dict):
+            state_dict = {**state_dict, "grad_norm_ema": 0.0, "grad_norm_steps": 0}  # older
+        if self.grad_norm_beta is not None:
+            expected |= norm_keys
         if set(state_dict) != expected:
             missing, extra = expected - set(state_dict), set(state_dict) - expected
             raise ValueError(
@@ -276,3 +316,6 @@ class VarianceGradientScaler:
         self.step_count = int(state_dict["step_count"])
         self.last_factor = float(state_dict["last_factor"])
         self.last_ratio = float(state_dict["last_ratio"])
+        if self.grad_norm_beta is not None:
+            self._norm_ema = float(state_dict["grad_norm_ema"])
+            self._norm_steps = int(state_dict["grad_norm_steps"])

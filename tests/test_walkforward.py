@@ -56,7 +56,9 @@ def test_volatility_terciles_without_vix():
 
 
 @pytest.mark.slow
-def test_walkforward_end_to_end(tmp_path):
+def test_walkforward_end_to_end(tmp_path, monkeypatch):
+    # Without --address the command starts its own Ray, whatever Ray would join by default.
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
     args = ["walkforward", "--data", "synthetic"]
     for s in [
         "data.walk_forward.first_test_start=2007-01-01",

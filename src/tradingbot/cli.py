@@ -169,18 +169,30 @@ def walkforward_command(
     config: Path | None = ConfigOption,
     data: str | None = typer.Option(None, "--data", "-d", help="bundled dataset name or file"),
     overrides: list[str] = SetOption,
+    address: str | None = typer.Option(
+        None, "--address", help="join this Ray cluster (HOST:PORT); default: a local Ray"
+    ),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="finish this interrupted walk-forward run directory (its config unless --config)",
+    ),
 ) -> None:
-    """Train and test an agent per walk-forward fold and seed; summarize with 95% CIs."""
+    """Train and test an agent per walk-forward fold and seed; summarize with 95% CIs.
+
+    Each fold x seed is a Ray task: a local Ray by default, a cluster with --address."""
     import pandas as pd
 
     from tradingbot.config import load_config
     from tradingbot.evaluate.walkforward import walk_forward
     from tradingbot.report import build_report
 
+    if config is None and resume is not None:
+        config = resume / "config.yaml"  # checked against the run by walk_forward
     cfg = load_config(config, overrides)
     if data is not None:
         cfg.data.source = data
-    run_dir = walk_forward(cfg)
+    run_dir = walk_forward(cfg, address=address, resume=resume)
     summary = pd.read_csv(run_dir / "evaluation" / "summary.csv")
     table = Table(title="walk-forward: mean [95% CI] over folds and seeds")
     for col in ("policy", "sharpe", "max_drawdown", "cvar_5"):

@@ -224,6 +224,11 @@ class EvaluationConfig(StrictModel):
     # into the run directory at training, where backtest reads it for the deflated Sharpe ratio.
     # A relative path is relative to the working directory. None: one configuration.
     selection_file: Path | None = None
+    # Walk-forward jobs (one per fold and seed, Ray tasks) running at once; None: one per CPU of
+    # the local Ray or of the cluster joined with --address. Results do not depend on it.
+    workers: int | None = Field(None, ge=1)
+    # Retries of a fold x seed job whose process dies or that raises, before the run reports it.
+    max_retries: int = Field(2, ge=0)
 
 
 class MutationSpec(StrictModel):

@@ -12,6 +12,7 @@ covers the dates, otherwise terciles of trailing realized volatility.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +20,22 @@ import pandas as pd
 from scipy import stats
 
 from tradingbot.config import TradingConfig
-from tradingbot.data.features import feature_lookback
 from tradingbot.data.market import PreparedMarket, prepare_market
-from tradingbot.data.sources import load_market, load_vix_close
-from tradingbot.data.splits import DateRange, union_index, walk_forward_folds
-from tradingbot.env.vec_env import MarketVecEnv
-from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
+from tradingbot.data.sources import MarketData, load_vix_close
+from tradingbot.data.splits import DateRange, Fold, union_index, walk_forward_folds
+from tradingbot.evaluate.backtest import backtest_metrics
 from tradingbot.evaluate.baselines import agent_exposure, run_baselines
 from tradingbot.evaluate.comparison import compare_policies
+from tradingbot.evaluate.distribute import check_resumable, run_jobs
+from tradingbot.evaluate.jobs import JobFault, JobResult, load_walkforward_data
 from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
 from tradingbot.evaluate.selection import read_selection, scored_span
 from tradingbot.evaluate.statistics import clustered_interval, seed_spread
 from tradingbot.run import create_run_dir
 from tradingbot.runtime import configure_process
 from tradingbot.safe_write import atomic_path, make_dirs
-from tradingbot.train import build_model
+
+log = logging.getLogger(__name__)
 
 VIX_BINS = (0.0, 15.0, 25.0, 40.0, np.inf)
 VIX_LABELS = ("VIX<15", "VIX 15-25", "VIX 25-40", "VIX>40")
@@ -142,8 +144,19 @@ def regime_table(bars: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
+def walk_forward(
+    config: TradingConfig,
+    seeds: list[int] | None = None,
+    address: str | None = None,
+    resume: Path | None = None,
+    fault: JobFault | None = None,
+) -> Path:
     """Train and test across walk-forward folds and seeds; write ``evaluation/`` tables.
+
+    Every fold x seed is a job (:func:`tradingbot.evaluate.jobs.run_fold_seed`) run as a Ray
+    task (:mod:`tradingbot.evaluate.distribute`): on an embedded local Ray, or on the cluster
+    at ``address``. ``resume``: an interrupted run directory whose finished jobs are kept;
+    only the missing ones run. ``fault``: for tests, a job that kills its own process.
 
     Returns the run directory, which holds under ``evaluation/``: ``folds.csv`` (one row per
     fold, seed, policy and instrument: the agent and every baseline on the fold's test bars),
@@ -151,54 +164,64 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
     ``stitched.csv`` (each seed's test folds joined into one series, beside the baselines run
     continuously over the same bars), ``seed_spread.csv``, ``statistics_<instrument>_seed<s>.csv``
     and ``tests_<instrument>_seed<s>.json`` (bootstrap intervals, SPA, deflated Sharpe of the
-    stitched series, :mod:`tradingbot.evaluate.comparison`) and the bars under ``bars/``.
+    stitched series, :mod:`tradingbot.evaluate.comparison`), the bars under ``bars/`` and each
+    job's saved results under ``jobs/``.
     """
+    from tradingbot.pbt.runner import connect_ray
+
     seeds = seeds if seeds is not None else config.evaluation.seeds
     configure_process(config.run)
-    min_rows = feature_lookback(config.data.features) + config.env.window + 1
-    data = load_market(
-        config.data.source,
-        config.data.synthetic,
-        config.data.instruments,
-        min_rows,
-        config.data.timestamp_unit,
-    )
+    data = load_walkforward_data(config)
     stamps = union_index([b.index for b in data.bars.values()])
     folds = walk_forward_folds(stamps, config.data.walk_forward)
-    run_dir = create_run_dir(config)
+    if resume is not None:
+        check_resumable(resume, config)
+    # Connect before the run directory exists: an unreachable cluster leaves nothing behind.
+    started = connect_ray(address)
+    try:
+        run_dir = Path(resume) if resume is not None else create_run_dir(config)
+        make_dirs(run_dir / "evaluation" / "bars", root=run_dir)
+        outcome = run_jobs(config, folds, seeds, run_dir, fault)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    log.info(
+        "walk-forward: %d jobs computed, %d reused from %s",
+        len(outcome.computed),
+        len(outcome.reused),
+        run_dir,
+    )
+    write_tables(config, data, stamps, folds, seeds, outcome.results, run_dir)
+    return run_dir
+
+
+def write_tables(
+    config: TradingConfig,
+    data: MarketData,
+    stamps: pd.DatetimeIndex,
+    folds: list[Fold],
+    seeds: list[int],
+    results: dict[tuple[int, int], JobResult],
+    run_dir: Path,
+) -> None:
+    """The ``evaluation/`` tables from the jobs' results, assembled in fold, seed, instrument
+    and policy order whatever order the jobs finished in."""
     out = run_dir / "evaluation"
-    make_dirs(out / "bars", root=run_dir)
-    baseline_cfg = config.evaluation.baselines
     rows, pooled = [], []
     stitched: dict[tuple[int, str], list[pd.DataFrame]] = {}
     for fold in folds:
-        market = prepare_market(data, config.data, config.env.window, fit_on=fold.train)
-        # From the bar before the test window: its close decides the first test bar's position.
-        span = scored_span(stamps, fold.test)
         for seed in seeds:
-            env = MarketVecEnv(market, fold.train, config.env, seed=seed)
-            model = build_model(
-                config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})}), env
-            )
-            model.learn(config.run.total_timesteps)
-            for inst in market.instruments:
-                agent = run_backtest(
-                    model, market, span, config.env, inst.name, config.evaluation.warmup_bars
-                )
-                stitched.setdefault((seed, inst.name), []).append(agent)
-                results = {"agent": agent} | run_baselines(
-                    market, span, config.env, inst.name, baseline_cfg, agent_exposure(agent)
-                )
-                for name, bars in results.items():
-                    name_csv = f"fold{fold.index}_seed{seed}_{inst.name}_{name}.csv"
-                    with atomic_path(out / "bars" / name_csv, root=run_dir) as tmp:
-                        bars.to_csv(tmp)
+            for instrument, policies in results[(fold.index, seed)].bars.items():
+                stitched.setdefault((seed, instrument), []).append(policies["agent"])
+                for name, bars in policies.items():
                     rows.append(
                         {
                             "fold": fold.index,
                             "seed": seed,
                             "policy": name,
-                            "instrument": inst.name,
+                            "instrument": instrument,
                             "test_start": fold.test.start,
                             "test_end": fold.test.end,
                             **backtest_metrics(bars),
@@ -227,7 +250,6 @@ def walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
     test_bars["regime"] = label_regimes(test_bars, closes)
     with atomic_path(out / "regimes.csv", root=run_dir) as tmp:
         regime_table(test_bars).to_csv(tmp, index=False)
-    return run_dir
 
 
 def stitched_comparisons(

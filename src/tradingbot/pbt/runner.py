@@ -127,7 +127,10 @@ def connect_ray(address: str | None) -> bool:
                 f"--address {short_text(address)}: Ray did not connect: {detail}"
             ) from None
     else:
+        # "local": a new instance even where RAY_ADDRESS or the last `ray start` on this
+        # machine (another user's cluster) would be joined by ray.init's default.
         ray.init(
+            address="local",
             num_cpus=os.cpu_count() or 1,
             include_dashboard=False,
             log_to_driver=False,

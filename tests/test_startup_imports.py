@@ -32,6 +32,18 @@ def test_commands_that_do_not_train_import_nothing_heavy(args: list[str]) -> Non
     assert modules_after(run) == []
 
 
+def test_data_list_reads_no_pandas_or_numpy() -> None:
+    # The listing reads the files' lines; pandas and NumPy cost more than the whole command.
+    probe = (
+        "from tradingbot.cli import app\ntry:\n    app(['data', 'list'])\nexcept SystemExit:\n"
+        "    pass\nimport sys\nprint([m for m in ('pandas', 'numpy') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_the_lazy_algo_package_still_exports_its_names() -> None:
     from tradingbot.algo import DistributionalPPO, PPOConfig
     from tradingbot.algo.config import PPOConfig as Config

@@ -350,21 +350,19 @@ def _summary_rows(data: Any) -> list[tuple[str, str, str, str]]:
 @data_app.command("list")
 def data_list() -> None:
     """List the bundled datasets: name, instruments, rows, date range, source."""
-    from tradingbot.data.sources import DATASET_NAMES, load_market
+    from tradingbot.data.catalog import list_datasets
 
     table = Table(title="datasets")
     for col in ("name", "instruments", "rows", "from", "to", "source"):
         table.add_column(col)
-    for name in DATASET_NAMES:
-        data = load_market(name)
-        rows = _summary_rows(data)
+    for summary in list_datasets():
         table.add_row(
-            name,
-            str(len(rows)),
-            str(sum(int(r[1]) for r in rows)),
-            min(r[2] for r in rows)[:10],
-            max(r[3] for r in rows)[:10],
-            data.origin,
+            summary.name,
+            str(summary.instruments),
+            str(summary.rows),
+            f"{summary.first:%Y-%m-%d}",
+            f"{summary.last:%Y-%m-%d}",
+            summary.origin,
         )
     console.print(table)
     console.print("User data: any CSV or Parquet file path (see `tradingbot data show FILE`).")

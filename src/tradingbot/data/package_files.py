@@ -10,18 +10,9 @@ without executing the package.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 
-
-def package_dir(package: str) -> Path:
-    """The directory of an installed top-level package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"the package {package!r} is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
+from tradingbot.data.catalog import package_dir
 
 
 def read_arch_dataset(name: str) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tradingbot.config import SyntheticConfig
+from tradingbot.data.catalog import BUNDLED_FILES, DATASET_NAMES, synthetic_origin
 from tradingbot.data.package_files import read_anytrading_dataset, read_arch_dataset
 from tradingbot.data.synthetic import generate_market
 from tradingbot.data.timestamps import parse_timestamps
@@ -84,23 +85,16 @@ class BundledDataset:
     load: Callable[[], pd.DataFrame]
 
 
-BUNDLED: dict[str, BundledDataset] = {
-    d.name: d
-    for d in (
-        BundledDataset("sp500", "SPX", "arch.data.sp500 (S&P 500 daily, 1999-2018)", _load_sp500),
-        BundledDataset(
-            "vix",
-            "VIX",
-            "arch.data.vix (VIX daily close, 2014-2018; holidays without a quote left out)",
-            _load_vix_bars,
-        ),
-        BundledDataset("googl", "GOOGL", "gym_anytrading STOCKS_GOOGL (daily)", _load_googl),
-        BundledDataset(
-            "eurusd", "EURUSD", "gym_anytrading FOREX_EURUSD_1H_ASK (hourly, 2017)", _load_eurusd
-        ),
-    )
+_LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
+    "sp500": _load_sp500,
+    "vix": _load_vix_bars,
+    "googl": _load_googl,
+    "eurusd": _load_eurusd,
 }
-DATASET_NAMES = (*BUNDLED, "synthetic")
+BUNDLED: dict[str, BundledDataset] = {
+    name: BundledDataset(name, spec.instrument, spec.origin, _LOADERS[name])
+    for name, spec in BUNDLED_FILES.items()
+}
 
 
 def load_vix_close() -> pd.Series:
@@ -301,7 +295,7 @@ def load_market(
         data = MarketData(
             name="synthetic",
             bars={k: validate_bars(p.bars, "synthetic", k, min_rows) for k, p in paths.items()},
-            origin=f"synthetic regime-switching market (seed {cfg.seed})",
+            origin=synthetic_origin(cfg.seed),
             extra={f"{k}/regime": p.regimes for k, p in paths.items()},
         )
     elif source in BUNDLED:

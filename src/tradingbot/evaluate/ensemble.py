@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 
 from tradingbot.config import EnvConfig
-from tradingbot.env.simulator import actions_to_targets
+from tradingbot.data.market import PreparedMarket
+from tradingbot.data.splits import DateRange
+from tradingbot.env.simulator import actions_to_targets, make_action_space
+from tradingbot.evaluate.backtest import SchedulePolicy, run_backtest
 
 
 def position_env_config(env_cfg: EnvConfig) -> EnvConfig:
@@ -206,3 +210,54 @@ def seed_spread_rows(
             }
         )
     return rows
+
+
+class ExactSchedule(SchedulePolicy):
+    """:class:`~tradingbot.evaluate.backtest.SchedulePolicy` for a continuous position action,
+    asking for each position in float64 (as :class:`EnsemblePolicy` does), not float32."""
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        return np.full((len(observation), 1), self.positions[self.row]), state
+
+
+def mean_position_bars(
+    member_bars: Sequence[pd.DataFrame],
+    market: PreparedMarket,
+    span: str | DateRange,
+    env_cfg: EnvConfig,
+    instrument: str,
+) -> pd.DataFrame:
+    """The seed ensemble of members already backtested alone over ``span`` (each one's
+    :func:`~tradingbot.evaluate.backtest.run_backtest` bars of ``instrument``): the mean of
+    their positions, decided at the same bars, run through the simulator with ``env_cfg``'s
+    fills and costs. These are the bars :class:`EnsemblePolicy` of those members gives, without
+    their models (walk-forward jobs keep bars, not models).
+
+    Raises ``ValueError`` when the members' bars were not decided at the same bars (a member
+    ruined before the end of ``span`` stops early).
+    """
+    decided = [pd.DatetimeIndex(b["decision_timestamp"]) for b in member_bars]
+    if not member_bars or any(not d.equals(decided[0]) for d in decided):
+        raise ValueError(
+            f"{instrument}: the members' backtests were not decided at the same bars "
+            f"({[len(d) for d in decided]} bars); a seed ensemble needs every member's position "
+            "at every bar"
+        )
+    inst = next(i for i in market.instruments if i.name == instrument)
+    rows = inst.timestamps.get_indexer(decided[0])
+    if (rows < 0).any():
+        raise ValueError(f"{instrument}: the members' decision bars are not the market's bars")
+    schedule = np.full(inst.n_bars, np.nan)
+    schedule[rows] = np.stack([b["position"].to_numpy() for b in member_bars]).mean(axis=0)
+    position_env = position_env_config(env_cfg)
+    policy = ExactSchedule(schedule, make_action_space(position_env))
+    bars = run_backtest(policy, market, span, position_env, instrument)
+    if bars["position"].isna().any() or len(bars) != len(rows):
+        raise ValueError(f"{instrument}: {span} is not the span the members were backtested on")
+    return bars

@@ -12,9 +12,16 @@ import yaml
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, load_checkpoint
 from tradingbot.config import ConfigError, load_config
+from tradingbot.errors import UserError
 from tradingbot.evaluate.backtest import run_backtest
 from tradingbot.evaluate.ensemble import EnsemblePolicy, mean_position_bars
-from tradingbot.evaluate.runs import RecordingAgent, backtest_run, load_run, prepare_for_run
+from tradingbot.evaluate.runs import (
+    LoadedRun,
+    RecordingAgent,
+    backtest_run,
+    load_run,
+    prepare_for_run,
+)
 from tradingbot.report import build_report
 from tradingbot.run_index import list_runs
 from tradingbot.signals import (
@@ -182,6 +189,22 @@ def test_signals_and_backtest_agree_for_an_ensemble(runs, tmp_path):
     np.testing.assert_allclose(agent.values[-len(backtest) :], np.mean(values, axis=0), rtol=1e-5)
     np.testing.assert_allclose(paired[value], np.mean(values, axis=0), rtol=1e-5)
     assert np.abs(np.subtract(values[0], values[1])).max() > 1e-4
+    # Each member's own signals: the ensemble's position is their mean, and its action mean
+    # and std those of the equal mixture of the members' Gaussians.
+    own = [
+        compute_signals(
+            LoadedRun(run.run_dir, run.config, m, run.normalizer), str(path), test.start
+        )
+        for m in run.members
+    ]
+    means = np.stack([o["action_mean"].to_numpy() for o in own])
+    stds = np.stack([o["action_std"].to_numpy() for o in own])
+    np.testing.assert_allclose(
+        signals["position"], np.mean([o["position"] for o in own], axis=0), atol=1e-12
+    )
+    np.testing.assert_allclose(signals["action_mean"], means.mean(axis=0), rtol=1e-5)
+    mixture = np.sqrt((stds**2 + means**2).mean(axis=0) - means.mean(axis=0) ** 2)
+    np.testing.assert_allclose(signals["action_std"], mixture, rtol=1e-4)
     # The model id covers every member, in order.
     files = run.model_files
     assert signals["model_id"].unique().tolist() == [run_model_id(files)]
@@ -287,3 +310,23 @@ def test_runs_table_and_report_show_the_ensemble(runs):
     page = build_report(ensemble).read_text()
     assert "The seed ensemble (policy agent) beside its single seeds on test" in page
     assert "seed_<wbr>2" in page and "seed_<wbr>std" in page  # headers may wrap at "_"
+
+
+def test_walkforward_and_pbt_refuse_run_seeds(tmp_path):
+    """Their seeds are evaluation.seeds and run.seed: a run.seeds they would ignore is refused
+    before anything starts (no run directory)."""
+    from tradingbot.evaluate.walkforward import walk_forward
+    from tradingbot.pbt.runner import run_pbt
+
+    config = tiny(tmp_path, "refused", "run.seeds=[0, 1]")
+    with pytest.raises(ConfigError, match=r"run\.seeds \(\[0, 1\]\) is for train.*evaluation"):
+        walk_forward(config)
+    with pytest.raises(ConfigError, match=r"run\.seeds \(\[0, 1\]\) is for train.*PBT"):
+        run_pbt(config)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_attack_is_refused_for_an_ensemble(runs):
+    ensemble, _ = runs
+    with pytest.raises(UserError, match="seed ensemble"):
+        backtest_run(ensemble, attack="random")

@@ -1,6 +1,7 @@
 """Seed-ensemble runs (``run.seeds``): training, resume, backtest, signals, report and the runs
 table, on tiny trained members."""
 
+import logging
 import shutil
 
 import numpy as np
@@ -257,7 +258,7 @@ def test_bad_member_model_is_named(runs, tmp_path, damage):
         load_run(copy)
 
 
-def test_resume_of_a_partly_trained_ensemble_is_bit_identical(runs, tmp_path):
+def test_resume_of_a_partly_trained_ensemble_is_bit_identical(runs, tmp_path, caplog):
     """Member 0 finished, member 1 killed after its first update (one checkpoint), member 2 not
     started: resume finishes 1 from its checkpoint, trains 2, and gives the same members."""
     ensemble, _ = runs
@@ -269,6 +270,16 @@ def test_resume_of_a_partly_trained_ensemble_is_bit_identical(runs, tmp_path):
     result = resume(copy)
     assert len(result.members) == 3
     assert (member_dir(copy, 0) / MODEL_FILE).stat().st_mtime_ns == finished  # left alone
+    assert_same_members(ensemble, copy)
+    # A finished member whose model no longer loads is written again from its last checkpoint.
+    (member_dir(copy, 0) / MODEL_FILE).write_bytes(b"\x00" * 64)
+    with caplog.at_level(logging.WARNING, logger="tradingbot.train"):
+        resume(copy)
+    assert f"{member_dir(copy, 0) / MODEL_FILE} does not load" in caplog.text
+    assert_same_members(ensemble, copy)
+
+
+def assert_same_members(ensemble, copy):
     for seed in SEEDS:
         want = member_tensors(member_dir(ensemble, seed) / MODEL_FILE)
         got = member_tensors(member_dir(copy, seed) / MODEL_FILE)
@@ -330,3 +341,28 @@ def test_attack_is_refused_for_an_ensemble(runs):
     ensemble, _ = runs
     with pytest.raises(UserError, match="seed ensemble"):
         backtest_run(ensemble, attack="random")
+
+
+DISCRETE = ["run.seeds=[0, 1, 2]", "env.action=discrete", "env.long_only=true"]
+
+
+def test_discrete_long_only_ensemble_end_to_end(tmp_path):
+    """Three {flat, long} members: the ensemble holds 0, 1/3, 2/3 or 1 (no discrete action
+    does), through backtest and signals alike."""
+    run_dir = train(tiny(tmp_path, "disc", *DISCRETE)).run_dir
+    out = backtest_run(run_dir)
+    run = load_run(run_dir)
+    agent = pd.read_csv(out / "bars_SYN0_agent.csv")["position"].to_numpy()
+    members = np.stack(
+        [pd.read_csv(out / f"bars_SYN0_seed_{s}.csv")["position"].to_numpy() for s in SEEDS]
+    )
+    assert set(np.unique(members)) <= {0.0, 1.0}
+    np.testing.assert_allclose(agent, members.mean(axis=0), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(agent * 3, np.round(agent * 3), atol=1e-12)
+    assert ((agent > 0) & (agent < 1)).any()  # the members disagree on some bars
+    signals = compute_signals(run, "synthetic", start=prepare_for_run(run).splits["test"].start)
+    assert signals["action_mean"].isna().all()
+    paired = signals.loc[
+        pd.DatetimeIndex(pd.read_csv(out / "bars_SYN0_agent.csv")["decision_timestamp"])
+    ]
+    np.testing.assert_array_equal(paired["position"], agent)

@@ -209,7 +209,7 @@ def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
     ``config.yaml`` must be the config the run started with: a changed one is refused, naming
     the keys that differ (a resumed run that silently ignored an edit would not be the run
     the edit describes; start a new run instead). Temporary files left by a write that a crash
-    cut short are removed.
+    cut short are removed. A seed ensemble resumes member by member (finished members kept).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

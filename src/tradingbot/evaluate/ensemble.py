@@ -30,6 +30,7 @@ from tradingbot.data.market import PreparedMarket
 from tradingbot.data.splits import DateRange
 from tradingbot.env.simulator import actions_to_targets, make_action_space
 from tradingbot.evaluate.backtest import SchedulePolicy, run_backtest
+from tradingbot.evaluate.statistics import seed_spread
 
 
 def position_env_config(env_cfg: EnvConfig) -> EnvConfig:
@@ -192,21 +193,20 @@ class EnsemblePolicy:
 def seed_spread_rows(
     ensemble: dict[str, float], members: dict[int, dict[str, float]], metrics: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Per metric: the ensemble's value beside the single seeds' spread (mean, std, min, max
-    over members) and each member's value (columns ``seed_<k>``)."""
+    """Per metric: the ensemble's value beside the single seeds' spread (``seeds`` and
+    ``seed_mean``, ``seed_std``, ``seed_min``, ``seed_max``:
+    :func:`~tradingbot.evaluate.statistics.seed_spread`) and each member's value (``seed_<k>``)."""
     rows = []
     for metric in metrics:
-        values = np.array([m[metric] for m in members.values()], dtype=float)
+        values = {seed: m[metric] for seed, m in members.items()}
+        spread = seed_spread(values)
         rows.append(
             {
                 "metric": metric,
                 "ensemble": ensemble[metric],
-                "seeds": len(values),
-                "seed_mean": float(values.mean()),
-                "seed_std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
-                "seed_min": float(values.min()),
-                "seed_max": float(values.max()),
-                **{f"seed_{s}": m[metric] for s, m in members.items()},
+                "seeds": spread.pop("seeds"),
+                **{f"seed_{k}": v for k, v in spread.items()},
+                **{f"seed_{seed}": value for seed, value in values.items()},
             }
         )
     return rows

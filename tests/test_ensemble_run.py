@@ -366,3 +366,22 @@ def test_discrete_long_only_ensemble_end_to_end(tmp_path):
         pd.DatetimeIndex(pd.read_csv(out / "bars_SYN0_agent.csv")["decision_timestamp"])
     ]
     np.testing.assert_array_equal(paired["position"], agent)
+
+
+def test_cli_names_a_corrupted_member_in_one_error_line(runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from tradingbot.cli import app
+
+    ensemble, _ = runs
+    copy = shutil.copytree(ensemble, tmp_path / "ens")
+    path = member_dir(copy, 2) / MODEL_FILE
+    path.write_bytes(path.read_bytes()[:200])  # truncated
+    for args in (
+        ["backtest", str(copy)],
+        ["signals", str(copy), "--data", "synthetic", "--out", str(tmp_path / "s.csv")],
+    ):
+        result = CliRunner().invoke(app, args, terminal_width=400)
+        assert result.exit_code == 1, result.output
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}:"), result.output

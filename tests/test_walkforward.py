@@ -82,8 +82,20 @@ def test_walkforward_end_to_end(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     out = tmp_path / "wf" / "evaluation"
     folds = pd.read_csv(out / "folds.csv")
-    assert len(folds) == 2 * 2 * 7  # folds x seeds x (agent and six baselines)
-    assert set(folds["policy"]) == {"agent", *BASELINE_NAMES}
+    # folds x seeds x (agent and six baselines), and the seeds' ensemble in each fold
+    assert len(folds) == 2 * 2 * 7 + 2
+    assert set(folds["policy"]) == {"agent", "ensemble", *BASELINE_NAMES}
+    assert folds.loc[folds["policy"] == "ensemble", "seed"].isna().all()
+    for fold in (0, 1):  # the ensemble holds the mean of the two seeds' positions
+        seeds = [
+            pd.read_csv(out / "bars" / f"fold{fold}_seed{s}_SYN0_agent.csv", index_col=0)
+            for s in (0, 1)
+        ]
+        ensemble = pd.read_csv(out / "bars" / f"fold{fold}_ensemble_SYN0.csv", index_col=0)
+        assert list(ensemble.index) == list(seeds[0].index)
+        mean = (seeds[0]["position"].to_numpy() + seeds[1]["position"].to_numpy()) / 2
+        np.testing.assert_allclose(ensemble["position"], mean, rtol=0, atol=1e-15)
+        assert np.abs(seeds[0]["position"] - seeds[1]["position"]).max() > 1e-3
     hold = folds[folds["policy"] == "buy_and_hold"]
     # The baseline does not depend on the seed: identical metrics for both seeds of a fold.
     for _, group in hold.groupby("fold"):
@@ -98,7 +110,8 @@ def test_walkforward_end_to_end(tmp_path, monkeypatch):
     hold = pd.read_csv(out / "bars" / "stitched_seed0_SYN0_buy_and_hold.csv", index_col=0)
     assert (hold["trade"] != 0).sum() == 1 and hold["trade"].iloc[0] == 1.0
     stitched = pd.read_csv(out / "stitched.csv")
-    assert set(stitched["policy"]) == {"agent", *BASELINE_NAMES}
+    assert set(stitched["policy"]) == {"agent", "ensemble", *BASELINE_NAMES}
+    assert len(pd.read_csv(out / "statistics_SYN0_ensemble.csv")) == 7
     first_test = pd.Timestamp(folds["test_start"].min())
     agent = pd.read_csv(out / "bars" / "fold0_seed0_SYN0_agent.csv", index_col=0)
     assert pd.Timestamp(agent.index[0]) == first_test

@@ -125,9 +125,12 @@ def reference(cluster: object, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_one_worker_run_writes_every_table(reference: Path) -> None:
     out = reference / "evaluation"
     folds = pd.read_csv(out / "folds.csv")
-    assert len(folds) == 2 * 2 * 7  # folds x seeds x (agent and six baselines)
+    # folds x seeds x (agent and six baselines), and each fold's seed ensemble after its seeds
+    assert len(folds) == 2 * 2 * 7 + 2
+    assert folds.loc[folds["seed"].isna(), "policy"].tolist() == ["ensemble", "ensemble"]
     order = folds[["fold", "seed"]].drop_duplicates().apply(tuple, axis=1).tolist()
-    assert order == [(0, 0), (0, 1), (1, 0), (1, 1)]  # fold then seed, not finishing order
+    assert order[::3] == [(0, 0), (1, 0)] and order[1::3] == [(0, 1), (1, 1)]
+    assert [fold for fold, _ in order[2::3]] == [0, 1]  # fold then seed, not finishing order
     for name in ("summary.csv", "stitched.csv", "seed_spread.csv", "regimes.csv"):
         assert len(pd.read_csv(out / name)) > 0
     assert (out / "tests_SYN0_seed1.json").is_file()

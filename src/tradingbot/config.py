@@ -158,6 +158,33 @@ class RunConfig(StrictModel):
     retain_freed_memory: bool = True
     checkpoint_every: int = Field(10, ge=1)  # updates between checkpoints
     keep_checkpoints: int = Field(3, ge=1)  # the newest this many are kept
+    # A seed ensemble: one member trained per seed, in turn; the run's policy holds the mean of
+    # the members' positions (tradingbot.evaluate.ensemble). None: one policy seeded by `seed`.
+    # With seeds, `seed` is the first member's (leave it out, or give that value); a list of
+    # one seed is the plain run with that seed.
+    seeds: list[int] | None = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_is_first_member(cls, raw: Any) -> Any:
+        seeds = raw.get("seeds") if isinstance(raw, dict) else None
+        if not isinstance(seeds, list) or not seeds or type(seeds[0]) is not int:
+            return raw  # the field's own validation names what is wrong
+        if "seed" in raw and raw["seed"] != seeds[0]:
+            raise ValueError(
+                f"run.seed ({short_repr(raw['seed'])}) and run.seeds ({short_repr(seeds)}) "
+                "disagree: with run.seeds, run.seed is the first member's seed; leave run.seed "
+                "out (or set it to run.seeds[0])"
+            )
+        return {**raw, "seed": seeds[0], "seeds": seeds if len(seeds) > 1 else None}
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        repeated = sorted({s for s in seeds or [] if seeds.count(s) > 1})  # type: ignore[union-attr]
+        if repeated:
+            raise ValueError(f"each member needs its own seed; repeated: {repeated}")
+        return seeds
 
     @field_validator("name")
     @classmethod

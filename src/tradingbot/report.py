@@ -3,7 +3,8 @@
 The report reads what training and evaluation wrote into the run directory:
 
 - ``config.yaml`` and ``run.json`` (the resolved config; hash, seed, versions, command);
-- ``backtest/<split>/bars_<instrument>_<policy>.csv`` and ``backtest/<split>/metrics.csv``;
+- ``backtest/<split>/bars_<instrument>_<policy>.csv`` and ``backtest/<split>/metrics.csv``
+  (and a seed ensemble's ``seed_spread.csv``);
 - ``tb/<name>_<n>/events.out.tfevents.*`` (Stable-Baselines3's TensorBoard scalars);
 - optionally ``evaluation/folds.csv``, ``evaluation/summary.csv``, ``evaluation/regimes.csv``.
 
@@ -279,6 +280,10 @@ def _split_section(split_dir: Path) -> str:
         parts.append(html_table(pd.read_csv(metrics), f"Metrics on {split}"))
     else:
         parts.append(_note(f"No metrics.csv for {split}."))
+    spread = split_dir / "seed_spread.csv"  # a seed ensemble (run.seeds)
+    if spread.exists():
+        caption = f"The seed ensemble (policy agent) beside its single seeds on {split}"
+        parts.append(html_table(pd.read_csv(spread), caption))
     parts.append(comparison_sections(split_dir))
     parts.append(_var_calibration_html(split_dir))
     try:

@@ -70,6 +70,7 @@ def create_run_dir(config: TradingConfig) -> Path:
     record = {
         "config_hash": digest,
         "seed": config.run.seed,
+        **({"seeds": config.run.seeds} if config.run.seeds is not None else {}),  # an ensemble's
         "versions": package_versions(),
         "command": sys.argv,
         "created": datetime.now(timezone.utc).isoformat(),

@@ -4,7 +4,8 @@ A row is read from the run's own files only, without loading a model or importin
 ``run.json`` (seed, creation time), ``config.yaml`` (data source, seed), the header of
 ``model.safetensors`` (steps trained) and ``backtest/test/metrics.csv`` (test Sharpe ratio and
 maximum drawdown of the agent and of buy-and-hold, each the mean over instruments). A file that
-is missing or unreadable leaves its cells empty; it does not stop the listing.
+is missing or unreadable leaves its cells empty; it does not stop the listing. A seed ensemble's
+row is its ensemble's (steps: its least-trained member's; seed: its first member's).
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ def trained_steps(model: Path) -> int | None:
     return step if isinstance(step, int) else None
 
 
+def ensemble_steps(run_dir: Path, seeds: Any) -> int | None:
+    """A seed ensemble's steps: the fewest any member (``members/seed_<k>/model.safetensors``
+    for each of ``run.seeds``) was trained for; None when a member has no model yet."""
+    if not isinstance(seeds, list) or not seeds:
+        return None
+    steps = [trained_steps(run_dir / "members" / f"seed_{s}" / "model.safetensors") for s in seeds]
+    return None if any(s is None for s in steps) else min(s for s in steps if s is not None)
+
+
 def read_test_metrics(path: Path) -> dict[str, tuple[float | None, float | None]]:
     """policy -> (mean Sharpe, mean max drawdown) over instruments, from a ``metrics.csv``."""
     text = _small_text(path)
@@ -121,6 +131,8 @@ def read_run(run_dir: Path) -> RunRow:
     row.created = str(created)[:19].replace("T", " ") if created else None
     try:
         row.steps = trained_steps(run_dir / "model.safetensors")
+        if row.steps is None and (run_dir / "members").is_dir():
+            row.steps = ensemble_steps(run_dir, _get(config, "run", "seeds"))
     except (OSError, ValueError, AttributeError):
         row.steps = None
     metrics = read_test_metrics(run_dir / TEST_METRICS)

@@ -36,7 +36,6 @@ from tradingbot.evaluate.var import (
 )
 from tradingbot.evaluate.warmup import warm_up
 from tradingbot.safe_write import atomic_path, check_target
-from tradingbot.train import MODEL_FILE
 
 SignalFormat = Literal["csv", "parquet", "json"]
 SIGNAL_COLUMNS = (
@@ -52,6 +51,8 @@ SIGNAL_COLUMNS = (
     UNIT_CVAR,
     "model_id",
 )
+# A seed ensemble's signals also give the spread of its members' target positions.
+MEMBER_SPREAD_COLUMNS = ("position_member_std", "position_member_min", "position_member_max")
 
 
 def model_id(path: Path) -> str:
@@ -63,12 +64,28 @@ def model_id(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def run_model_id(paths: list[Path]) -> str:
+    """:func:`model_id` of a run's model, or for a seed ensemble the first 16 hex digits of the
+    sha256 of its members' ids in ``run.seeds`` order."""
+    if len(paths) == 1:
+        return model_id(paths[0])
+    joined = ",".join(model_id(path) for path in paths)
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
 def critic_columns(gamma: float, alpha: float) -> tuple[str, str, str]:
     """Names of the critic's value, ``alpha`` quantile and CVaR columns, stating what they are:
     the discounted sum of future log equity growth (log returns, not %) under the training
     policy, discount ``gamma`` (a horizon of about 1 / (1 - gamma) bars)."""
     stem = f"critic_log_return_to_go_gamma{gamma:g}"
     return f"{stem}_mean", f"{stem}_q{alpha:g}", f"{stem}_cvar{alpha:g}"
+
+
+def member_spread(positions: np.ndarray) -> tuple[float, float, float]:
+    """A seed ensemble's members' target positions at one bar: their std (ddof 1; NaN for one
+    member), min and max (:data:`MEMBER_SPREAD_COLUMNS`)."""
+    std = float(np.std(positions, ddof=1)) if len(positions) > 1 else float("nan")
+    return std, float(np.min(positions)), float(np.max(positions))
 
 
 def first_scored_row(
@@ -97,13 +114,20 @@ def compute_signals(
     position (% of equity, GARCH, see :mod:`tradingbot.evaluate.var`; NaN without a fitted
     model), the critic's return-to-go value, quantile and CVaR at ``algo.risk.alpha``
     (:func:`critic_columns`), and the model id.
+
+    A seed ensemble (:mod:`tradingbot.evaluate.ensemble`): the position is the mean of its
+    members' positions; action mean and std are those of the equal-weight mixture of the
+    members' action distributions, the critic columns the members' critics averaged level by
+    level, and :data:`MEMBER_SPREAD_COLUMNS` give the members' spread; the model id covers
+    every member (:func:`run_model_id`).
     """
     market = prepare_for_run(run, source)
-    env_cfg, warmup = run.config.env, run.config.evaluation.warmup_bars
+    env_cfg, warmup = run.policy_env, run.config.evaluation.warmup_bars
     alpha = run.config.algo.risk.alpha
     critic_names = critic_columns(run.config.algo.gamma, alpha)
-    ident = model_id(run.run_dir / MODEL_FILE)
-    continuous = not env_cfg.action == "discrete"
+    ident = run_model_id(run.model_files)
+    continuous = not run.config.env.action == "discrete"
+    spread_names = list(MEMBER_SPREAD_COLUMNS) if run.members else []
     var_model, closes = var_model_for_run(run), market_closes(market)
     begin = None if start is None else pd.Timestamp(start)
     frames = []
@@ -126,6 +150,7 @@ def compute_signals(
                 mean_std = (float(mean[0]), float(std[0]))
             else:
                 mean_std = (np.nan, np.nan)
+            spread = member_spread(step.member_positions[:, 0]) if spread_names else ()
             records.append(
                 (
                     position[0],
@@ -133,13 +158,14 @@ def compute_signals(
                     float(step.value[0]),
                     float(quantile_at(quantiles, alpha)[0]),
                     float(cvar_from_quantiles(quantiles, alpha)[0]),
+                    *spread,
                 )
             )
             episode_start = np.zeros(1, dtype=bool)
         decision = inst.timestamps[first:]
         frame = pd.DataFrame(
             records,
-            columns=["position", "action_mean", "action_std", *critic_names],
+            columns=["position", "action_mean", "action_std", *critic_names, *spread_names],
             index=decision,
         )
         frame.insert(0, "fill_timestamp", pd.Series(inst.timestamps[first:]).shift(-1).to_numpy())
@@ -155,7 +181,7 @@ def compute_signals(
         for name in (EXPOSURE, VAR, CVAR, UNIT_VAR, UNIT_CVAR):
             frame[name] = risk[name].to_numpy()
         frame["model_id"] = ident
-        frames.append(frame[[*SIGNAL_COLUMNS[:-1], *critic_names, "model_id"]])
+        frames.append(frame[[*SIGNAL_COLUMNS[:-1], *critic_names, *spread_names, "model_id"]])
     if not frames:
         raise DataError(
             f"{source}: no bar to score: every instrument has fewer usable bars than "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,35 @@ from tradingbot.safe_write import write_bytes
 MODEL_FILE = "model.safetensors"
 NORMALIZATION_FILE = "normalization.safetensors"
 CHECKPOINT_DIR = "checkpoints"
+MEMBERS_DIR = "members"  # a seed ensemble's members: members/seed_<k>/
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced.
+
+    ``model`` is the run's model, or, for a seed ensemble (``run.seeds``), its first member;
+    ``members`` holds every member in ``run.seeds`` order (empty for a plain run).
+    """
 
     run_dir: Path
     model: DistributionalPPO
     market: PreparedMarket
+    members: list[DistributionalPPO] = field(default_factory=list)
+
+
+def member_dir(run_dir: Path, seed: int) -> Path:
+    """The directory of a seed ensemble's member: its model and its checkpoints."""
+    return Path(run_dir) / MEMBERS_DIR / f"seed_{seed}"
+
+
+def member_config(config: TradingConfig, seed: int) -> TradingConfig:
+    """The config of one member of ``config``'s seed ensemble: the plain run seeded by ``seed``
+    (what its checkpoints record)."""
+    raw = config.to_dict()
+    raw["run"] = {**raw["run"], "seed": seed, "seeds": None}
+    return validate_config(raw, f"run.seeds member {seed}")
 
 
 class PeriodicCheckpoint(BaseCallback):
@@ -111,8 +130,15 @@ def build_model(
 
 
 def _learn(
-    model: DistributionalPPO, config: TradingConfig, run_dir: Path, progress_bar: bool, fresh: bool
+    model: DistributionalPPO,
+    config: TradingConfig,
+    run_dir: Path,
+    progress_bar: bool,
+    fresh: bool,
+    tb_log_name: str = "train",
 ) -> None:
+    """Train up to ``run.total_timesteps`` with checkpoints in ``run_dir/checkpoints``; write
+    ``run_dir/model.safetensors`` (``run_dir``: a run's or an ensemble member's directory)."""
     checkpoints = PeriodicCheckpoint(
         run_dir / CHECKPOINT_DIR,
         config.run.checkpoint_every,
@@ -124,7 +150,7 @@ def _learn(
         model.learn(
             remaining,
             callback=checkpoints,
-            tb_log_name="train",
+            tb_log_name=tb_log_name,
             reset_num_timesteps=fresh,
             progress_bar=progress_bar,
         )
@@ -140,6 +166,10 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     The run directory holds ``config.yaml`` and ``run.json`` (see :mod:`tradingbot.run`),
     TensorBoard logs under ``tb/``, checkpoints under ``checkpoints/``, the final model and
     the feature normalization and the GARCH VaR parameters fitted on the training split.
+
+    A seed ensemble (``run.seeds``) trains its members one after the other, each exactly the
+    plain run with its seed (:func:`member_config`), into ``members/seed_<k>/`` (model and
+    checkpoints; TensorBoard logs ``tb/seed_<k>_1``); normalization and VaR model are shared.
     """
     check_device(config)
     configure_process(config.run)
@@ -147,10 +177,26 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     run_dir = create_run_dir(config)
     write_normalization(market, run_dir)
     write_var_model(market, run_dir)
+    if config.run.seeds is not None:
+        members = [
+            _train_member(config, market, run_dir, seed, progress_bar) for seed in config.run.seeds
+        ]
+        return TrainResult(run_dir=run_dir, model=members[0], market=market, members=members)
     env = MarketVecEnv(market, "train", config.env, seed=config.run.seed)
     model = build_model(config, env, tensorboard_log=str(run_dir / "tb"))
     _learn(model, config, run_dir, progress_bar, fresh=True)
     return TrainResult(run_dir=run_dir, model=model, market=market)
+
+
+def _train_member(
+    config: TradingConfig, market: PreparedMarket, run_dir: Path, seed: int, progress_bar: bool
+) -> DistributionalPPO:
+    """Train the ensemble member ``seed`` from scratch into :func:`member_dir`."""
+    member = member_config(config, seed)
+    env = MarketVecEnv(market, "train", member.env, seed=seed)
+    model = build_model(member, env, tensorboard_log=str(run_dir / "tb"))
+    _learn(model, member, member_dir(run_dir, seed), progress_bar, True, f"seed_{seed}")
+    return model
 
 
 def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
@@ -163,12 +209,15 @@ def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
     ``config.yaml`` must be the config the run started with: a changed one is refused, naming
     the keys that differ (a resumed run that silently ignored an edit would not be the run
     the edit describes; start a new run instead). Temporary files left by a write that a crash
-    cut short are removed.
+    cut short are removed. A seed ensemble resumes member by member (finished members kept).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
+    check_run_layout(run_dir, config)
+    if config.run.seeds is not None:
+        return _resume_ensemble(run_dir, config, progress_bar)
     directory = run_dir / CHECKPOINT_DIR
     remove_partial_writes(run_dir, directory)
     found = list_checkpoints(directory)
@@ -177,6 +226,79 @@ def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
     check_device(config)
     configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)
+    model = _resume_from(run_dir, run_dir, config, market, found)
+    _learn(model, config, run_dir, progress_bar, fresh=False)
+    return TrainResult(run_dir=run_dir, model=model, market=market)
+
+
+def check_run_layout(run_dir: Path, config: TradingConfig) -> None:
+    """Refuse a ``config.yaml`` whose ``run.seeds`` does not match what the run directory
+    holds (a seed ensemble's ``members/``, or a plain run's model and checkpoints)."""
+    plain = (run_dir / MODEL_FILE).exists() or any((run_dir / CHECKPOINT_DIR).glob("step_*"))
+    ensemble = (run_dir / MEMBERS_DIR).exists()
+    if config.run.seeds is not None and plain:
+        raise ConfigError(
+            f"{run_dir / 'config.yaml'}: run.seeds is set but {run_dir} holds a single-seed "
+            f"run ({MODEL_FILE} or {CHECKPOINT_DIR}/), not a seed ensemble's {MEMBERS_DIR}/"
+        )
+    if config.run.seeds is None and ensemble:
+        raise ConfigError(
+            f"{run_dir / 'config.yaml'}: run.seeds is not set but {run_dir} holds a seed "
+            f"ensemble ({MEMBERS_DIR}/); give run.seeds as the run was trained"
+        )
+
+
+def _resume_ensemble(run_dir: Path, config: TradingConfig, progress_bar: bool) -> TrainResult:
+    """Resume a seed ensemble member by member: a member whose model loads is done (its
+    checkpoints were not needed); one with checkpoints continues from the newest valid one;
+    one with neither (not started, or killed before its first checkpoint) trains from scratch,
+    which gives the same member (it depends on its seed alone)."""
+    check_device(config)
+    configure_process(config.run)
+    market = load_prepared(config.data, window=config.env.window)
+    members = []
+    for seed in config.run.seeds or []:
+        directory, member = member_dir(run_dir, seed), member_config(config, seed)
+        remove_partial_writes(directory, directory / CHECKPOINT_DIR)
+        model = _finished_member(run_dir, directory, member)
+        if model is None:
+            found = list_checkpoints(directory / CHECKPOINT_DIR)
+            if not found:
+                log.info("ensemble member seed %d: no checkpoint; training it from scratch", seed)
+                model = _train_member(config, market, run_dir, seed, progress_bar)
+            else:
+                model = _resume_from(run_dir, directory, member, market, found)
+                _learn(model, member, directory, progress_bar, False, f"seed_{seed}")
+        members.append(model)
+    return TrainResult(run_dir=run_dir, model=members[0], market=market, members=members)
+
+
+def _finished_member(
+    run_dir: Path, directory: Path, member: TradingConfig
+) -> DistributionalPPO | None:
+    """A member's final model when it loads and was trained with ``member``'s config (else
+    None, with a warning for a model that does not load: its checkpoints are used instead)."""
+    path = directory / MODEL_FILE
+    if not path.is_file():
+        return None
+    try:
+        check_config_unchanged(run_dir, member, read_manifest(path).config)
+        return DistributionalPPO.load(path)
+    except CheckpointError as err:
+        log.warning("warning: %s does not load (%s); resuming from its checkpoints", path, err)
+        return None
+
+
+def _resume_from(
+    run_dir: Path,
+    directory: Path,
+    config: TradingConfig,
+    market: PreparedMarket,
+    found: list[Path],
+) -> DistributionalPPO:
+    """The model of the newest of ``found`` (checkpoints, oldest first) that loads, with its
+    TensorBoard log under ``run_dir/tb``; ``directory`` names the checkpoints in errors."""
+    directory = directory / CHECKPOINT_DIR
     errors = []
     for path in reversed(found):
         try:
@@ -198,8 +320,7 @@ def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
             f"{errors[0]})"
         )
     model.tensorboard_log = str(run_dir / "tb")
-    _learn(model, config, run_dir, progress_bar, fresh=False)
-    return TrainResult(run_dir=run_dir, model=model, market=market)
+    return model
 
 
 def remove_partial_writes(run_dir: Path, directory: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +12,16 @@ from safetensors import SafetensorError, safe_open
 
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError
-from tradingbot.config import TradingConfig, load_config
+from tradingbot.config import EnvConfig, TradingConfig, load_config
 from tradingbot.data.features import FeatureNormalizer, feature_lookback
 from tradingbot.data.market import PreparedMarket, prepare_market
 from tradingbot.data.sources import load_market
+from tradingbot.errors import UserError
 from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
 from tradingbot.evaluate.baselines import agent_exposure, run_baselines
 from tradingbot.evaluate.calibration import calibration_table
 from tradingbot.evaluate.comparison import compare_policies
+from tradingbot.evaluate.ensemble import EnsemblePolicy, seed_spread_rows
 from tradingbot.evaluate.metrics import periods_per_year
 from tradingbot.evaluate.selection import SELECTION_FILE, read_selection
 from tradingbot.evaluate.var import (
@@ -31,17 +33,47 @@ from tradingbot.evaluate.var import (
     market_closes,
 )
 from tradingbot.safe_write import atomic_path, make_dirs
-from tradingbot.train import MODEL_FILE, NORMALIZATION_FILE
+from tradingbot.train import MODEL_FILE, NORMALIZATION_FILE, check_run_layout, member_dir
+
+SEED_SPREAD_FILE = "seed_spread.csv"  # a seed ensemble's backtest beside its single seeds
+SPREAD_METRICS = ("sharpe", "annual_return", "max_drawdown", "cvar_5", "turnover")
 
 
 @dataclass
 class LoadedRun:
-    """A run directory's config, model and feature normalization."""
+    """A run directory's config, policy and feature normalization.
+
+    ``model`` is the run's policy: its model, or for a seed ensemble (``run.seeds``) the
+    :class:`~tradingbot.evaluate.ensemble.EnsemblePolicy` of ``members`` (in ``run.seeds``
+    order; empty for a plain run), stepped in the environment :attr:`policy_env`.
+    """
 
     run_dir: Path
     config: TradingConfig
-    model: DistributionalPPO
+    model: DistributionalPPO | EnsemblePolicy
     normalizer: FeatureNormalizer
+    members: list[DistributionalPPO] = field(default_factory=list)
+
+    @property
+    def policy_env(self) -> EnvConfig:
+        """The environment config the run's policy is stepped in (an ensemble's action is its
+        target position: :func:`~tradingbot.evaluate.ensemble.position_env_config`)."""
+        if isinstance(self.model, EnsemblePolicy):
+            return self.model.env_config
+        return self.config.env
+
+    @property
+    def model_files(self) -> list[Path]:
+        """The run's model file, or its ensemble members' in ``run.seeds`` order."""
+        return model_files(self.run_dir, self.config)
+
+
+def model_files(run_dir: Path, config: TradingConfig) -> list[Path]:
+    """Where a run's model is (``model.safetensors``), or a seed ensemble's members'
+    (``members/seed_<k>/model.safetensors`` for each of ``run.seeds``)."""
+    if config.run.seeds is None:
+        return [run_dir / MODEL_FILE]
+    return [member_dir(run_dir, seed) / MODEL_FILE for seed in config.run.seeds]
 
 
 def load_normalizer(path: Path, clip: float) -> FeatureNormalizer:
@@ -79,9 +111,13 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
-    model = DistributionalPPO.load(run_dir / MODEL_FILE)
+    check_run_layout(run_dir, config)
+    models = [DistributionalPPO.load(path) for path in model_files(run_dir, config)]
     normalizer = load_normalizer(run_dir / NORMALIZATION_FILE, config.data.features.clip)
-    return LoadedRun(run_dir, config, model, normalizer)
+    if config.run.seeds is None:
+        return LoadedRun(run_dir, config, models[0], normalizer)
+    ensemble = EnsemblePolicy(models, config.env, config.run.seeds)
+    return LoadedRun(run_dir, config, ensemble, normalizer, members=models)
 
 
 def prepare_for_run(run: LoadedRun, source: str | None = None) -> PreparedMarket:
@@ -123,10 +159,12 @@ class RecordingAgent:
     and the value.
     """
 
-    def __init__(self, model: DistributionalPPO) -> None:
+    def __init__(self, model: DistributionalPPO | EnsemblePolicy) -> None:
         self.model = model
         self.quantiles: list[np.ndarray] = []
         self.values: list[float] = []
+        # an ensemble's flat start after the warm-up (tradingbot.evaluate.warmup)
+        self.start_flat = getattr(model, "start_flat", None)
 
     def predict(
         self,
@@ -176,6 +214,11 @@ def backtest_run(
 
         if attack not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+        if run.members:
+            raise UserError(
+                f"{run.run_dir}: --attack perturbs one model's observations; this run is a seed "
+                "ensemble (run.seeds), which it does not cover"
+            )
         out = run.run_dir / "backtest" / f"{split}_{attack}_eps{epsilon:g}"
     make_dirs(out, root=run.run_dir)
     env_cfg = run.config.env
@@ -184,9 +227,10 @@ def backtest_run(
     rows = []
     warmup = evaluation.warmup_bars
     var_model, closes, calibration = var_model_for_run(run, store=True), market_closes(market), []
+    spread: list[dict[str, Any]] = []
     for inst in market.instruments:
         agent = RecordingAgent(run.model)
-        bars = run_backtest(agent, market, split, env_cfg, inst.name, warmup)
+        bars = run_backtest(agent, market, split, run.policy_env, inst.name, warmup)
         quantiles = np.stack(agent.quantiles)[-len(bars) :]  # the warm-up's calls come first
         for i in range(quantiles.shape[1]):
             bars[f"q_{i}"] = quantiles[:, i]
@@ -214,18 +258,45 @@ def backtest_run(
             }
             table = calibration_table(results, VAR_LEVEL)
             calibration.append(table.assign(instrument=inst.name))
-        for name, frame in results.items():
+        members = member_backtests(run, market, split, inst.name)
+        for name, frame in (results | members).items():
             with atomic_path(out / f"bars_{inst.name}_{name}.csv", root=run.run_dir) as tmp:
                 frame.to_csv(tmp)
             rows.append({"policy": name, "instrument": inst.name, **backtest_metrics(frame)})
+        if members:
+            spread.extend(
+                {"instrument": inst.name, **row}
+                for row in seed_spread_rows(
+                    backtest_metrics(bars),
+                    {s: backtest_metrics(members[f"seed_{s}"]) for s in run.model.seeds},
+                    SPREAD_METRICS,
+                )
+            )
     with atomic_path(out / "metrics.csv", root=run.run_dir) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
+    if spread:
+        with atomic_path(out / SEED_SPREAD_FILE, root=run.run_dir) as tmp:
+            pd.DataFrame(spread).to_csv(tmp, index=False)
     if calibration:
         table = pd.concat(calibration, ignore_index=True)
         columns = ["instrument", *(c for c in table.columns if c != "instrument")]
         with atomic_path(out / "var_calibration.csv", root=run.run_dir) as tmp:
             table[columns].to_csv(tmp, index=False)
     return out
+
+
+def member_backtests(
+    run: LoadedRun, market: PreparedMarket, split: str, instrument: str
+) -> dict[str, pd.DataFrame]:
+    """Each seed ensemble member's own backtest (policy ``seed_<k>``; none for a plain run),
+    run alone in the run's environment after the same warm-up as the ensemble."""
+    if not isinstance(run.model, EnsemblePolicy):
+        return {}
+    warmup = run.config.evaluation.warmup_bars
+    return {
+        f"seed_{seed}": run_backtest(member, market, split, run.config.env, instrument, warmup)
+        for seed, member in zip(run.model.seeds, run.members, strict=True)
+    }
 
 
 def selection_of(run: LoadedRun) -> tuple[int, list[float]]:

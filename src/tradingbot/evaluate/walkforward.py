@@ -8,6 +8,11 @@ each seed's folds are stitched into one series and compared with the baselines r
 over the same bars (bootstrap intervals, SPA, deflated Sharpe), and the test bars are broken
 down by volatility regime: VIX < 15, 15-25, 25-40, > 40 where VIX
 covers the dates, otherwise terciles of trailing realized volatility.
+
+With several seeds, their seed ensemble is one more policy, ``ensemble``: in each fold the mean
+of the seeds' test positions, run through the same simulator and costs
+(:func:`tradingbot.evaluate.ensemble.mean_position_bars`; what ``train`` with ``run.seeds``
+holds), reported beside the single seeds and stitched and compared with the baselines alike.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tradingbot.config import TradingConfig
+from tradingbot.config import ConfigError, TradingConfig
 from tradingbot.data.market import PreparedMarket, prepare_market
 from tradingbot.data.sources import MarketData, load_vix_close
 from tradingbot.data.splits import DateRange, Fold, union_index, walk_forward_folds
@@ -27,6 +32,7 @@ from tradingbot.evaluate.backtest import backtest_metrics
 from tradingbot.evaluate.baselines import agent_exposure, run_baselines
 from tradingbot.evaluate.comparison import compare_policies
 from tradingbot.evaluate.distribute import check_resumable, run_jobs
+from tradingbot.evaluate.ensemble import mean_position_bars
 from tradingbot.evaluate.jobs import JobFault, JobResult, load_walkforward_data
 from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
 from tradingbot.evaluate.selection import read_selection, scored_span
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 
 VIX_BINS = (0.0, 15.0, 25.0, 40.0, np.inf)
 VIX_LABELS = ("VIX<15", "VIX 15-25", "VIX 25-40", "VIX>40")
+ENSEMBLE = "ensemble"  # the policy name of the seeds' mean position (more than one seed)
 REGIME_METRICS = ("annual_return", "annual_volatility", "sharpe", "max_drawdown", "cvar_5")
 
 
@@ -165,10 +172,18 @@ def walk_forward(
     continuously over the same bars), ``seed_spread.csv``, ``statistics_<instrument>_seed<s>.csv``
     and ``tests_<instrument>_seed<s>.json`` (bootstrap intervals, SPA, deflated Sharpe of the
     stitched series, :mod:`tradingbot.evaluate.comparison`), the bars under ``bars/`` and each
-    job's saved results under ``jobs/``.
+    job's saved results under ``jobs/``. With several seeds the tables also hold policy
+    ``ensemble`` (seed empty; ``statistics_<instrument>_ensemble.csv``, ...; not in
+    ``seed_spread.csv``).
     """
     from tradingbot.pbt.runner import connect_ray
 
+    if config.run.seeds is not None:
+        raise ConfigError(
+            f"run.seeds ({config.run.seeds}) is for train: a walk-forward trains "
+            "evaluation.seeds in every fold (and reports their ensemble as policy "
+            f"'{ENSEMBLE}'); set the seeds there"
+        )
     seeds = seeds if seeds is not None else config.evaluation.seeds
     configure_process(config.run)
     data = load_walkforward_data(config)
@@ -210,41 +225,52 @@ def write_tables(
     and policy order whatever order the jobs finished in."""
     out = run_dir / "evaluation"
     rows, pooled = [], []
-    stitched: dict[tuple[int, str], list[pd.DataFrame]] = {}
+    stitched: dict[tuple[int | None, str], list[pd.DataFrame]] = {}
+    market = prepare_market(data, config.data, config.env.window, fit_on=folds[0].train)
     for fold in folds:
-        for seed in seeds:
-            for instrument, policies in results[(fold.index, seed)].bars.items():
-                stitched.setdefault((seed, instrument), []).append(policies["agent"])
-                for name, bars in policies.items():
-                    rows.append(
-                        {
-                            "fold": fold.index,
-                            "seed": seed,
-                            "policy": name,
-                            "instrument": instrument,
-                            "test_start": fold.test.start,
-                            "test_end": fold.test.end,
-                            **backtest_metrics(bars),
-                        }
-                    )
-                    pooled.append(
-                        bars.assign(
-                            policy=name,
-                            annualization=periods_per_year(pd.DatetimeIndex(bars.index)),
-                        )
-                    )
-    table = pd.DataFrame(rows)
+        entries = [
+            (seed, name, instrument, bars)
+            for seed in seeds
+            for instrument, policies in results[(fold.index, seed)].bars.items()
+            for name, bars in policies.items()
+        ]
+        ensemble = fold_ensemble(config, market, stamps, fold, seeds, results)
+        for instrument, bars in ensemble.items():
+            entries.append((None, ENSEMBLE, instrument, bars))
+            with atomic_path(
+                out / "bars" / f"fold{fold.index}_{ENSEMBLE}_{instrument}.csv", root=run_dir
+            ) as tmp:
+                bars.to_csv(tmp)
+        for seed, name, instrument, bars in entries:
+            if name in ("agent", ENSEMBLE):
+                stitched.setdefault((seed, instrument), []).append(bars)
+            rows.append(
+                {
+                    "fold": fold.index,
+                    "seed": seed,
+                    "policy": name,
+                    "instrument": instrument,
+                    "test_start": fold.test.start,
+                    "test_end": fold.test.end,
+                    **backtest_metrics(bars),
+                }
+            )
+            pooled.append(
+                bars.assign(
+                    policy=name, annualization=periods_per_year(pd.DatetimeIndex(bars.index))
+                )
+            )
+    table = pd.DataFrame(rows).astype({"seed": "Int64"})  # the ensemble's rows have none
     with atomic_path(out / "folds.csv", root=run_dir) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(out / "summary.csv", root=run_dir) as tmp:
         summarize(table, config.evaluation.statistics.level).to_csv(tmp, index=False)
     whole = scored_span(stamps, DateRange(folds[0].test.start, folds[-1].test.end))
-    market = prepare_market(data, config.data, config.env.window, fit_on=folds[0].train)
     stitched_table = stitched_comparisons(config, market, whole, stitched, out)
     with atomic_path(out / "stitched.csv", root=run_dir) as tmp:
         stitched_table.to_csv(tmp, index=False)
     with atomic_path(out / "seed_spread.csv", root=run_dir) as tmp:
-        seed_spread_table(stitched_table).to_csv(tmp, index=False)
+        seed_spread_table(stitched_table[stitched_table["seed"].notna()]).to_csv(tmp, index=False)
     test_bars = pd.concat(pooled)
     closes = {name: bars["close"] for name, bars in data.bars.items()}
     test_bars["regime"] = label_regimes(test_bars, closes)
@@ -267,6 +293,7 @@ def stitched_comparisons(
     n_trials, trial_sharpes = read_selection(selection) if selection is not None else (1, [])
     rows = []
     for (seed, instrument), parts in stitched.items():
+        tag = f"seed{seed}" if seed is not None else ENSEMBLE  # None: the seeds' ensemble
         agent = pd.concat(parts).sort_index()
         baselines = run_baselines(
             market,
@@ -277,21 +304,47 @@ def stitched_comparisons(
             agent_exposure(agent),
         )
         for name, bars in baselines.items():
-            name_csv = f"stitched_seed{seed}_{instrument}_{name}.csv"
+            name_csv = f"stitched_{tag}_{instrument}_{name}.csv"
             with atomic_path(out / "bars" / name_csv, root=out) as tmp:
                 bars.to_csv(tmp)
-        policies = {"agent": agent} | baselines
+        name = "agent" if seed is not None else ENSEMBLE
+        policies = {name: agent} | baselines
         per_year = periods_per_year(pd.DatetimeIndex(agent.index))
         compare_policies(
             policies,
             per_year,
             config.evaluation.statistics,
+            agent=name,
             n_trials=n_trials,
             trial_sharpes=np.asarray(trial_sharpes) / np.sqrt(per_year),
-        ).write(out, f"{instrument}_seed{seed}")
+        ).write(out, f"{instrument}_{tag}")
         for name, bars in policies.items():
             same = bars.loc[bars.index.isin(agent.index)]
             rows.append(
                 {"seed": seed, "instrument": instrument, "policy": name, **backtest_metrics(same)}
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"seed": "Int64"})
+
+
+def fold_ensemble(
+    config: TradingConfig,
+    market: PreparedMarket,
+    stamps: pd.DatetimeIndex,
+    fold: Fold,
+    seeds: list[int],
+    results: dict[tuple[int, int], JobResult],
+) -> dict[str, pd.DataFrame]:
+    """The seeds' ensemble on one fold's test bars, per instrument: the mean of the seeds'
+    positions (:func:`tradingbot.evaluate.ensemble.mean_position_bars`); none for one seed, or
+    where the seeds' bars differ (a seed ruined early: logged)."""
+    if len(seeds) < 2:
+        return {}
+    span = scored_span(stamps, fold.test)
+    out = {}
+    for instrument in results[(fold.index, seeds[0])].bars:
+        members = [results[(fold.index, s)].bars[instrument]["agent"] for s in seeds]
+        try:
+            out[instrument] = mean_position_bars(members, market, span, config.env, instrument)
+        except ValueError as err:
+            log.warning("walk-forward fold %d: no seed ensemble (%s)", fold.index, err)
+    return out

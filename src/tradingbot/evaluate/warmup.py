@@ -12,7 +12,9 @@ from must be the same wherever the policy is scored. The definition, used by bot
 - the scored run then starts flat (position 0 in the first scored observation: the account
   holds nothing yet) with the hidden state the warm-up left, not a reset one.
 
-With ``warmup_bars: 0`` the state starts from zeros at the first scored bar.
+With ``warmup_bars: 0`` the state starts from zeros at the first scored bar. A seed ensemble
+(:mod:`tradingbot.evaluate.ensemble`) keeps each member's own position in its state: its
+``start_flat`` sets them to 0 for the scored run, as each member's own account would start.
 """
 
 from __future__ import annotations
@@ -58,4 +60,7 @@ def warm_up(
         )
         position = actions_to_targets(action, env_cfg)
         episode_start = np.zeros(1, dtype=bool)
+    start_flat = getattr(policy, "start_flat", None)
+    if start_flat is not None:
+        state = start_flat(state)
     return state, episode_start

@@ -210,6 +210,11 @@ def run_pbt(
     """
     from tradingbot.pbt.export import export_best, members_table, write_pbt_html
 
+    if config.run.seeds is not None:
+        raise ConfigError(
+            f"run.seeds ({config.run.seeds}) is for train (a seed ensemble); PBT seeds its "
+            "members from run.seed: give run.seed alone"
+        )
     mutations = resolve_mutations(config.pbt.mutations, config.algo)
     if not mutations:
         raise ConfigError("pbt.mutations: no usable hyperparameter to mutate")

@@ -1,7 +1,9 @@
 """Where bars come from: bundled datasets read from installed packages, and user files.
 
 Nothing is downloaded: ``sp500`` and ``vix`` come from the ``arch`` package, ``googl`` and
-``eurusd`` from ``gym-anytrading``, ``synthetic`` is generated from a seed.
+``eurusd`` from ``gym-anytrading``, ``sp500_universe`` (20 US large caps) and ``sp500_index``
+from ``skfolio`` (daily adjusted closes only: see :func:`close_only_bars`), ``synthetic`` is
+generated from a seed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import numpy as np
 import pandas as pd
 
 from tradingbot.config import SyntheticConfig
-from tradingbot.data.package_files import read_anytrading_dataset, read_arch_dataset
+from tradingbot.data.package_files import (
+    read_anytrading_dataset,
+    read_arch_dataset,
+    read_skfolio_dataset,
+)
 from tradingbot.data.synthetic import generate_market
 from tradingbot.data.timestamps import parse_timestamps
 from tradingbot.data.validate import (
@@ -74,6 +80,45 @@ def _load_eurusd() -> pd.DataFrame:
     return frame
 
 
+def close_only_bars(close: pd.Series) -> pd.DataFrame:
+    """Bars of a close-only series: open, high and low equal to the close.
+
+    Such data are traded at the next close (``portfolio.fill``), and their range and volume
+    features are left out (:func:`tradingbot.data.portfolio.is_close_only`).
+    """
+    close = close.astype(float)
+    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close})
+
+
+def _load_sp500_index() -> pd.DataFrame:
+    return close_only_bars(read_skfolio_dataset("sp500_index")["SP500"])
+
+
+def load_universe_closes() -> pd.DataFrame:
+    """The 20 US large caps of ``skfolio.datasets.load_sp500_dataset()``: daily adjusted
+    closes, one column per ticker, 1990-01-02 to 2022-12-28."""
+    return read_skfolio_dataset("sp500_dataset")
+
+
+@dataclass(frozen=True)
+class BundledUniverse:
+    """A bundled dataset of several instruments on common dates (one close column each)."""
+
+    name: str
+    origin: str
+    load: Callable[[], pd.DataFrame]
+
+
+BUNDLED_UNIVERSES: dict[str, BundledUniverse] = {
+    "sp500_universe": BundledUniverse(
+        "sp500_universe",
+        "skfolio.datasets.load_sp500_dataset (20 US large caps, daily adjusted closes, "
+        "1990-2022; close-only)",
+        load_universe_closes,
+    )
+}
+
+
 @dataclass(frozen=True)
 class BundledDataset:
     """A dataset that ships inside an installed package."""
@@ -98,9 +143,16 @@ BUNDLED: dict[str, BundledDataset] = {
         BundledDataset(
             "eurusd", "EURUSD", "gym_anytrading FOREX_EURUSD_1H_ASK (hourly, 2017)", _load_eurusd
         ),
+        BundledDataset(
+            "sp500_index",
+            "SP500",
+            "skfolio.datasets.load_sp500_index (S&P 500 index, daily close, 1990-2022; "
+            "close-only)",
+            _load_sp500_index,
+        ),
     )
 }
-DATASET_NAMES = (*BUNDLED, "synthetic")
+DATASET_NAMES = (*BUNDLED, *BUNDLED_UNIVERSES, "synthetic")
 
 
 def load_vix_close() -> pd.Series:
@@ -310,6 +362,17 @@ def load_market(
             name=source,
             bars={spec.instrument: validate_bars(spec.load(), source, spec.instrument, min_rows)},
             origin=spec.origin,
+        )
+    elif source in BUNDLED_UNIVERSES:
+        universe = BUNDLED_UNIVERSES[source]
+        closes = universe.load()
+        data = MarketData(
+            name=source,
+            bars={
+                str(t): validate_bars(close_only_bars(closes[t]), source, str(t), min_rows)
+                for t in closes.columns
+            },
+            origin=universe.origin,
         )
     elif Path(source).suffix.lower() in (".csv", ".parquet", ".pq") or Path(source).exists():
         data = load_user_file(source, min_rows, timestamp_unit)

@@ -141,6 +141,10 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     TensorBoard logs under ``tb/``, checkpoints under ``checkpoints/``, the final model and
     the feature normalization and the GARCH VaR parameters fitted on the training split.
     """
+    if config.portfolio is not None:  # K assets and cash: tradingbot.portfolio_run
+        from tradingbot.portfolio_run import train_portfolio
+
+        return train_portfolio(config, progress_bar)
     check_device(config)
     configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)

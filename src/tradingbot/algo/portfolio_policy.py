@@ -83,6 +83,7 @@ class PortfolioActorCritic(RecurrentActorCritic):
         self.critic_value = config.critic_value
         self.n_critics = 2 if config.twin_critics else 1
         self.discrete = False
+        self.config, self.asset_embedding = config, asset_embedding
         width = asset_embedding
 
         # Actor parameters first (network_sizes): the shared encoder counts with the actor, as a
@@ -207,12 +208,19 @@ class PortfolioActorCritic(RecurrentActorCritic):
         return SequenceEvaluation(log_prob, entropy, quantiles, dist_params)
 
 
+def policy_for_assets(policy: PortfolioActorCritic, n_assets: int) -> PortfolioActorCritic:
+    """The same parameters in a policy for ``n_assets`` assets (e.g. trained on random subsets
+    of 10, run on all 20): nothing in the parameters depends on K."""
+    if n_assets == policy.n_assets:
+        return policy
+    obs_space = spaces.Box(-np.inf, np.inf, shape=(n_assets, policy.n_inputs), dtype=np.float32)
+    act_space = spaces.Box(-1.0, 1.0, shape=(n_assets + 1,), dtype=np.float32)
+    resized = PortfolioActorCritic(obs_space, act_space, policy.config, policy.asset_embedding)
+    resized.load_state_dict(policy.state_dict())
+    return resized.to(policy.taus.device)
+
+
 def portfolio_policy(asset_embedding: int) -> Any:
     """The policy class argument for ``DistributionalPPO(policy, env, ...)`` with the given
     encoder width (a partial of :class:`PortfolioActorCritic`)."""
     return functools.partial(PortfolioActorCritic, asset_embedding=asset_embedding)
-
-
-def observation_permutation(perm: np.ndarray, n_inputs: int) -> np.ndarray:
-    """Indices that permute the assets of a flat (K * n_inputs) observation by ``perm``."""
-    return (np.asarray(perm)[:, None] * n_inputs + np.arange(n_inputs)).reshape(-1)

@@ -396,6 +396,10 @@ def data_show(
         table.add_row(*row)
     console.print(table)
     console.print(f"features: {', '.join(market.feature_names)}")
+    from tradingbot.data.portfolio import close_only_note, is_close_only
+
+    if is_close_only(data):
+        console.print(close_only_note())
     for split, span in market.splits.items():
         console.print(f"{split:>10}: {span}")
     console.print("[green]valid[/]: no missing, non-numeric, non-positive or unsorted values")

@@ -35,7 +35,7 @@ from tradingbot.data.portfolio import (
 )
 from tradingbot.data.sources import load_market
 from tradingbot.data.splits import DateRange
-from tradingbot.env.portfolio import PortfolioVecEnv, cash_per_bar
+from tradingbot.env.portfolio import PortfolioVecEnv, actions_to_weights, cash_per_bar
 from tradingbot.evaluate.allocation import (
     decision_rows,
     index_closes,
@@ -129,9 +129,7 @@ def load_portfolio_run(run_dir: str | Path, source: str | None = None) -> Loaded
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.yaml")
     cfg = config.data if source is None else config.data.model_copy(update={"source": source})
-    normalizer: FeatureNormalizer = load_normalizer(
-        run_dir / NORMALIZATION_FILE, cfg.features.clip
-    )
+    normalizer: FeatureNormalizer = load_normalizer(run_dir / NORMALIZATION_FILE, cfg.features.clip)
     data = load_market(cfg.source, cfg.synthetic, cfg.instruments, 2, cfg.timestamp_unit)
     market = prepare_portfolio(data, cfg, normalizer=normalizer)
     model = load_portfolio_model(run_dir / MODEL_FILE, config)
@@ -144,9 +142,11 @@ def agent_targets(
     split: str | DateRange,
     env_cfg: EnvConfig,
     cfg: PortfolioConfig,
+    include_last: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The deterministic agent's decision bars and target weights (D, K) over a split, every
-    asset, from the split's first decision bar with fresh LSTM states."""
+    asset, from the split's first decision bar with fresh LSTM states. ``include_last`` adds
+    the decision at the bar after the last step (its fill lies beyond the data: signals)."""
     env = PortfolioVecEnv(
         market,
         split,
@@ -170,6 +170,12 @@ def agent_targets(
         states, start = step.states, th.zeros(1)
         if done[0] and i < len(rows) - 1:
             raise RuntimeError(f"the agent's equity fell below the ruin floor at bar {row}")
+    if include_last:
+        last = np.asarray(infos[0]["terminal_observation"], dtype=np.float32)
+        step = policy.step(th.as_tensor(last).reshape(1, -1), states, start, deterministic=True)
+        final = actions_to_weights(step.action.numpy(), cfg)
+        rows = np.append(rows, rows[-1] + cfg.rebalance_every)
+        targets = np.concatenate([targets, final])
     return rows, targets
 
 
@@ -199,8 +205,6 @@ def random_policy_frame(
 ) -> pd.DataFrame:
     """A policy whose actions are uniform in [-1, 1]^(K+1) at every decision (the yardstick of
     "learns anything")."""
-    from tradingbot.env.portfolio import actions_to_weights
-
     lo, hi = market.rows(split)
     rows = decision_rows(lo, hi, cfg.rebalance_every)
     actions = np.random.default_rng(seed).uniform(-1, 1, size=(len(rows), market.n_assets + 1))

@@ -44,8 +44,9 @@ def is_close_only(data: MarketData) -> bool:
 def close_only_note() -> str:
     """What close-only data change, in one line (``data show`` and the run record)."""
     return (
-        "close-only data: orders fill at the next close; the range and volume features are "
-        "off (no open, high, low or volume)"
+        "close-only data (open = high = low = close): orders fill at the next close; the "
+        "range and volume features are off (portfolio runs leave them out; in a "
+        "single-instrument run the range is constant 0)"
     )
 
 

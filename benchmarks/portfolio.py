@@ -117,7 +117,10 @@ def analyze(args: argparse.Namespace) -> None:
     baselines = {
         p.stem.removeprefix("baseline_"): read(p) for p in sorted(out.glob("bars/baseline_*.csv"))
     }
-    seeds = sorted({int(p.stem.split("seed")[1]) for p in out.glob("bars/agent_*_seed*.csv")})
+    found = sorted({int(p.stem.split("seed")[1]) for p in out.glob("bars/agent_*_seed*.csv")})
+    n_years = max(len(list(out.glob(f"bars/agent_*_seed{s}.csv"))) for s in found)
+    # Only seeds with every year done (an interrupted run leaves the last seed partial).
+    seeds = [s for s in found if len(list(out.glob(f"bars/agent_*_seed{s}.csv"))) == n_years]
     rows, tests, sharpes = [], {}, {}
     for seed in seeds:
         parts = sorted(out.glob(f"bars/agent_*_seed{seed}.csv"))

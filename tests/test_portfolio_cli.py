@@ -78,3 +78,29 @@ def test_train_backtest_report_signals(tmp_path) -> None:
     assert decisions.groupby(level=0)["target"].sum().lt(1.0).all()
     assert signals["portfolio_var_5_pct"].gt(0).all()
     assert (signals["portfolio_cvar_5_pct"] >= signals["portfolio_var_5_pct"]).all()
+
+
+@pytest.mark.slow
+def test_walkforward_on_the_universe(tmp_path) -> None:
+    settings = [
+        "data.walk_forward.first_test_start=2021-01-01", "data.walk_forward.test_length=12MS",
+        "data.walk_forward.n_folds=2", "evaluation.seeds=[0]", "run.total_timesteps=512",
+        "env.n_envs=4", f"run.out_dir={tmp_path}", "run.name=wf",
+    ]  # fmt: skip
+    args = ["walkforward", "--config", "configs/universe.yaml"]
+    for setting in settings:
+        args += ["--set", setting]
+    result = runner.invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "wf" / "evaluation"
+    folds = pd.read_csv(out / "folds.csv")
+    assert sorted(folds["fold"].unique()) == [0, 1]
+    assert set(folds["policy"]) >= {"agent", "equal_weight", "hrp", "min_variance", "index"}
+    agent = pd.concat(
+        pd.read_csv(out / "bars" / f"agent_fold{i}_seed0.csv", index_col="timestamp")
+        for i in (0, 1)
+    )
+    assert agent.index.min() >= "2021-01-01" and agent.index.max() <= "2022-12-31"
+    assert (out / "tests_portfolio_seed0.json").exists()
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["metric"]) >= {"sharpe", "max_drawdown", "cvar_5"}

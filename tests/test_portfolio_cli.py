@@ -104,3 +104,18 @@ def test_walkforward_on_the_universe(tmp_path) -> None:
     assert (out / "tests_portfolio_seed0.json").exists()
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["metric"]) >= {"sharpe", "max_drawdown", "cvar_5"}
+
+
+def test_portfolio_config_errors_name_the_problem(tmp_path) -> None:
+    base = ["train", "--config", "configs/universe.yaml", "--set", f"run.out_dir={tmp_path}"]
+    result = runner.invoke(app, [*base, "--set", "data.source=sp500"], terminal_width=200)
+    assert result.exit_code == 1
+    assert "sp500: a portfolio needs at least 2 instruments, got 1" in result.output
+    result = runner.invoke(
+        app, [*base, "--set", "portfolio.assets_per_episode=25"], terminal_width=200
+    )
+    assert result.exit_code == 1
+    assert "portfolio.assets_per_episode: 25 exceeds the data's 20 assets" in result.output
+    assert not any(tmp_path.iterdir())  # refused before a run directory was made
+    result = runner.invoke(app, [*base, "--set", "portfolio.fill=next_open"], terminal_width=200)
+    assert result.exit_code == 1 and "portfolio.fill" in result.output

@@ -87,11 +87,12 @@ def train_portfolio(config: TradingConfig, progress_bar: bool = False) -> TrainR
     check_device(config)
     configure_process(config.run)
     market = load_portfolio(config.data)
-    run_dir = create_run_dir(config)
-    write_portfolio_files(market, run_dir)
+    # The environment checks the config against the data before the run directory exists.
     env = PortfolioVecEnv(
         market, "train", config.env, portfolio_section(config), seed=config.run.seed
     )
+    run_dir = create_run_dir(config)
+    write_portfolio_files(market, run_dir)
     model = build_portfolio_model(config, env, tensorboard_log=str(run_dir / "tb"))
     _learn(model, config, run_dir, progress_bar, fresh=True)
     return TrainResult(run_dir=run_dir, model=model, market=market)  # type: ignore[arg-type]

@@ -37,7 +37,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from tradingbot.config import EnvConfig, PortfolioConfig
+from tradingbot.config import ConfigError, EnvConfig, PortfolioConfig
 from tradingbot.data.calendar import periods_per_year
 from tradingbot.data.portfolio import PortfolioMarket
 from tradingbot.data.splits import DateRange
@@ -119,14 +119,15 @@ class PortfolioVecEnv(VecEnv):
         self.lo, self.hi = market.rows(split)
         self.h = cfg.rebalance_every
         if self.hi - 1 - self.lo < self.h:
-            raise ValueError(
-                f"split {split} has {self.hi - self.lo} bars, fewer than one step of "
-                f"portfolio.rebalance_every = {self.h} bars plus one"
+            raise ConfigError(
+                f"portfolio.rebalance_every: {self.h} bars plus one exceed the {self.hi - self.lo}"
+                f" usable bars of split {split}"
             )
         self.k = cfg.assets_per_episode or market.n_assets
         if self.k > market.n_assets:
-            raise ValueError(
-                f"portfolio.assets_per_episode ({self.k}) exceeds the {market.n_assets} assets"
+            raise ConfigError(
+                f"portfolio.assets_per_episode: {self.k} exceeds the data's {market.n_assets} "
+                f"assets"
             )
         self.random_start = random_start
         self.cost_rate = (env_cfg.commission_bps + env_cfg.slippage_bps) / 1e4

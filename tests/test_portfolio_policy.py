@@ -104,3 +104,52 @@ def test_one_set_of_parameters_runs_on_any_number_of_assets() -> None:
     assert means6[0][:, :3] == pytest.approx(means3[0][:, :3], abs=1e-6)
     assert means6[0][:, 3:6] == pytest.approx(means3[0][:, :3], abs=1e-6)
     assert values6[0] == pytest.approx(values3[0], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def synthetic_portfolio():
+    from tradingbot.config import DataConfig, SyntheticConfig
+    from tradingbot.data.portfolio import prepare_portfolio
+    from tradingbot.data.sources import load_market
+
+    cfg = DataConfig(source="synthetic", synthetic=SyntheticConfig(n_instruments=3, n_bars=400))
+    return prepare_portfolio(load_market("synthetic", cfg.synthetic), cfg)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"risk": {"mode": "mean_cvar"}},
+        {"optimizer": "adaptive_upgd", "grad_scaler": {"enabled": True}},
+        {"robust": {"enabled": True}},
+        {"shared_lstm": True, "twin_critics": False, "awr": {"enabled": True}},
+    ],
+)
+def test_trains_with_every_option_and_reloads(synthetic_portfolio, tmp_path, options) -> None:
+    from tradingbot.algo.portfolio_policy import portfolio_policy
+    from tradingbot.algo.ppo import DistributionalPPO
+    from tradingbot.config import EnvConfig
+    from tradingbot.env.portfolio import PortfolioVecEnv
+
+    env = PortfolioVecEnv(
+        synthetic_portfolio, "train", EnvConfig(n_envs=4, episode_length=16),
+        PortfolioConfig(rebalance_every=2, assets_per_episode=2), seed=0,
+    )  # fmt: skip
+    cfg = PPOConfig(
+        n_steps=32, batch_size=64, seq_len=8, lstm_hidden_size=8, net_arch=[8], n_quantiles=4,
+        seed=0, **options,
+    )  # fmt: skip
+    policy = portfolio_policy(4)
+    model = DistributionalPPO(policy, env, config=cfg)
+    model.learn(256)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+    path = model.save(tmp_path / "m")
+    loaded = DistributionalPPO.load(path, policy=policy)
+    obs = env.reset()
+    expected, _ = model.predict(obs, deterministic=True)
+    got, _ = loaded.predict(obs, deterministic=True)
+    assert got == pytest.approx(expected)
+    from tradingbot.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="policy"):  # the default policy does not fit it
+        DistributionalPPO.load(path)

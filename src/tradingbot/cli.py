@@ -192,7 +192,14 @@ def walkforward_command(
     cfg = load_config(config, overrides)
     if data is not None:
         cfg.data.source = data
-    run_dir = walk_forward(cfg, address=address, resume=resume)
+    if cfg.portfolio is not None:  # sequential, in this process (no Ray, no --resume yet)
+        from tradingbot.evaluate.portfolio_walkforward import portfolio_walk_forward
+
+        if address is not None or resume is not None:
+            raise UserError("--address and --resume are not supported for portfolio configs")
+        run_dir = portfolio_walk_forward(cfg)
+    else:
+        run_dir = walk_forward(cfg, address=address, resume=resume)
     summary = pd.read_csv(run_dir / "evaluation" / "summary.csv")
     table = Table(title="walk-forward: mean [95% CI] over folds and seeds")
     for col in ("policy", "sharpe", "max_drawdown", "cvar_5"):
@@ -394,6 +401,10 @@ def data_show(
         table.add_row(*row)
     console.print(table)
     console.print(f"features: {', '.join(market.feature_names)}")
+    from tradingbot.data.portfolio import close_only_note, is_close_only
+
+    if is_close_only(data):
+        console.print(close_only_note())
     for split, span in market.splits.items():
         console.print(f"{split:>10}: {span}")
     console.print("[green]valid[/]: no missing, non-numeric, non-positive or unsorted values")

@@ -30,6 +30,7 @@ from plotly.offline import get_plotlyjs
 from tradingbot import report_charts as charts
 from tradingbot import report_risk
 from tradingbot.report_comparison import comparison_sections
+from tradingbot.report_portfolio import weight_columns, weights_figure
 from tradingbot.safe_write import write_text
 
 POLICY_ORDER = (
@@ -243,6 +244,8 @@ def _instrument_section(split: str, instrument: str, bars: dict[str, pd.DataFram
     agent = bars.get("agent")
     if agent is not None:
         figures.append(("position", charts.position_figure(agent)))
+        if weight_columns(agent):  # a portfolio run: its weights per asset
+            figures.append(("weights", weights_figure(agent)))
         if "var_5_pct" in agent:
             figures.append(("var", report_risk.var_figure(agent)))
     figures.append(("rolling_sharpe", charts.rolling_sharpe_figure(bars)))

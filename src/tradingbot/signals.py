@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tradingbot.algo.losses import cvar_from_quantiles, quantile_at
+from tradingbot.config import load_config
 from tradingbot.data.market import InstrumentSeries
 from tradingbot.data.validate import DataError
 from tradingbot.env.simulator import actions_to_targets, build_observations
@@ -233,4 +234,9 @@ def signals_for_run(
     out = Path(out)
     protect = [Path(run_dir)] + ([Path(source)] if Path(source).exists() else [])
     check_target(out, protect=protect)
+    if load_config(Path(run_dir) / "config.yaml").portfolio is not None:
+        from tradingbot.portfolio_signals import compute_portfolio_signals
+
+        frame = compute_portfolio_signals(run_dir, source, start)
+        return write_signals(frame, out, fmt, protect)
     return write_signals(compute_signals(load_run(run_dir), source, start), out, fmt, protect)

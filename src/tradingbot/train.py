@@ -171,6 +171,10 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     plain run with its seed (:func:`member_config`), into ``members/seed_<k>/`` (model and
     checkpoints; TensorBoard logs ``tb/seed_<k>_1``); normalization and VaR model are shared.
     """
+    if config.portfolio is not None:  # K assets and cash: tradingbot.portfolio_run
+        from tradingbot.portfolio_run import train_portfolio
+
+        return train_portfolio(config, progress_bar)
     check_device(config)
     configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)

@@ -526,23 +526,26 @@ class DistributionalPPO(BaseAlgorithm):
         cls: type[SelfDistributionalPPO],
         path: str | os.PathLike[str],
         env: GymEnv | None = None,
+        policy: str | type[RecurrentActorCritic] = "MlpLstmPolicy",
         **kwargs: Any,
     ) -> SelfDistributionalPPO:
         """Rebuild a model from :meth:`save`'s checkpoint (never unpickles). ``env``
         (optional) must have the saved observation and action spaces; with it, training
         continues exactly where the checkpoint left off (``learn(...,
-        reset_num_timesteps=False)``)."""
+        reset_num_timesteps=False)``). ``policy``: the policy the model was trained with (as
+        given to the constructor)."""
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         # Everything the manifest claims is checked before the model is built (its policy
         # shapes against its hyperparameters too): a lying manifest allocates nothing.
-        saved = read_saved_model(checkpoint_path(path))
+        policy_class = cls.policy_aliases.get(policy) if isinstance(policy, str) else policy
+        saved = read_saved_model(checkpoint_path(path), policy_class)
         config, observation_space, action_space = (
             saved.config,
             saved.observation_space,
             saved.action_space,
         )
-        model = cls("MlpLstmPolicy", env, config=config, _init_setup_model=False)
+        model = cls(policy, env, config=config, _init_setup_model=False)
         if env is None:
             model.observation_space, model.action_space = observation_space, action_space
             model.n_envs = 1

@@ -64,9 +64,10 @@ class SavedModel:
     action_space: spaces.Space
 
 
-def read_saved_model(path: Path) -> SavedModel:
+def read_saved_model(path: Path, policy_class: Any = RecurrentActorCritic) -> SavedModel:
     """Read and validate a DistributionalPPO checkpoint's manifest, and check its policy
-    tensors' shapes against its hyperparameters, without allocating the model."""
+    tensors' shapes against its hyperparameters, without allocating the model.
+    ``policy_class``: the policy the checkpoint was written by (a class or partial)."""
     from tradingbot.algo.persistence import space_from_description
 
     manifest = read_manifest(path)
@@ -91,7 +92,7 @@ def read_saved_model(path: Path) -> SavedModel:
         raise CheckpointError(f"{path}: invalid space in the manifest state: {err!r}") from None
     try:
         with th.device("meta"):  # shapes only: nothing is allocated
-            policy = RecurrentActorCritic(observation_space, action_space, config)
+            policy = policy_class(observation_space, action_space, config)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot build the policy it describes: {err}") from None
     listed = {k: v for k, v in manifest.tensors.items() if k.startswith("policy.")}

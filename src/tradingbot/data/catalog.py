@@ -25,13 +25,14 @@ class BundledFile:
     Parameters
     ----------
     name : the dataset name (``data.source``).
-    instrument : the name of its one instrument.
+    instrument : the name of its one instrument ("" for a wide file).
     origin : where it comes from, for the record.
     package : the installed top-level package holding the file.
     path : the file's path inside the package directory.
     date_column, date_format : the timestamp column and its ``strptime`` format.
     quote_column : a column whose missing values mean "no bar on this date" (the row is left
         out), or None when every record is a bar.
+    wide : every column but the date is an instrument's close (a universe on common dates).
     """
 
     name: str
@@ -42,6 +43,7 @@ class BundledFile:
     date_column: str
     date_format: str
     quote_column: str | None = None
+    wide: bool = False
 
 
 BUNDLED_FILES: dict[str, BundledFile] = {
@@ -83,6 +85,26 @@ BUNDLED_FILES: dict[str, BundledFile] = {
             "datasets/data/FOREX_EURUSD_1H_ASK.csv",
             "Time",
             "%d.%m.%Y %H:%M:%S.%f",
+        ),
+        BundledFile(
+            "sp500_index",
+            "SP500",
+            "skfolio.datasets.load_sp500_index (S&P 500 index, daily close, 1990-2022; close-only)",
+            "skfolio",
+            "datasets/data/sp500_index.csv.gz",
+            "Date",
+            "%Y-%m-%d",
+        ),
+        BundledFile(
+            "sp500_universe",
+            "",
+            "skfolio.datasets.load_sp500_dataset (20 US large caps, daily adjusted closes, "
+            "1990-2022; close-only)",
+            "skfolio",
+            "datasets/data/sp500_dataset.csv.gz",
+            "Date",
+            "%Y-%m-%d",
+            wide=True,
         ),
     )
 }
@@ -142,13 +164,18 @@ def summarize_file(spec: BundledFile) -> DatasetSummary:
     path = bundled_path(spec)
     raw = gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
     with raw as handle:
+        reader = csv.DictReader(handle)
+        columns = [c for c in reader.fieldnames or () if c != spec.date_column]
         dates = [
             row[spec.date_column]
-            for row in csv.DictReader(handle)
+            for row in reader
             if spec.quote_column is None or _has_quote(row[spec.quote_column])
         ]
     first, last = (datetime.strptime(dates[i], spec.date_format) for i in (0, -1))
-    return DatasetSummary(spec.name, 1, len(dates), first, last, spec.origin)
+    instruments = len(columns) if spec.wide else 1
+    return DatasetSummary(
+        spec.name, instruments, instruments * len(dates), first, last, spec.origin
+    )
 
 
 def synthetic_origin(seed: int) -> str:

@@ -31,3 +31,12 @@ def read_anytrading_dataset(name: str, index_name: str) -> pd.DataFrame:
     """``gym_anytrading.datasets.<name>``: ``data/<name>.csv`` indexed by ``index_name``."""
     path = package_dir("gym_anytrading") / "datasets" / "data" / f"{name}.csv"
     return pd.read_csv(path, parse_dates=True, index_col=index_name)
+
+
+def read_skfolio_dataset(name: str) -> pd.DataFrame:
+    """``skfolio.datasets.load_<name>()``: ``data/<name>.csv.gz`` (one column per asset, a
+    ``Date`` index parsed as ``%Y-%m-%d``), read without importing skfolio (which imports
+    scikit-learn and cvxpy); a test checks the frame equals skfolio's own loader's."""
+    data = pd.read_csv(package_dir("skfolio") / "datasets" / "data" / f"{name}.csv.gz", index_col=0)
+    data.index = pd.to_datetime(data.index, format="%Y-%m-%d")
+    return data

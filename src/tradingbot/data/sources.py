@@ -1,7 +1,9 @@
 """Where bars come from: bundled datasets read from installed packages, and user files.
 
 Nothing is downloaded: ``sp500`` and ``vix`` come from the ``arch`` package, ``googl`` and
-``eurusd`` from ``gym-anytrading``, ``synthetic`` is generated from a seed.
+``eurusd`` from ``gym-anytrading``, ``sp500_universe`` (20 US large caps) and ``sp500_index``
+from ``skfolio`` (daily adjusted closes only: see :func:`close_only_bars`), ``synthetic`` is
+generated from a seed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ import pandas as pd
 
 from tradingbot.config import SyntheticConfig
 from tradingbot.data.catalog import BUNDLED_FILES, DATASET_NAMES, synthetic_origin
-from tradingbot.data.package_files import read_anytrading_dataset, read_arch_dataset
+from tradingbot.data.package_files import (
+    read_anytrading_dataset,
+    read_arch_dataset,
+    read_skfolio_dataset,
+)
 from tradingbot.data.synthetic import generate_market
 from tradingbot.data.timestamps import parse_timestamps
 from tradingbot.data.validate import (
@@ -59,9 +65,7 @@ def _load_sp500() -> pd.DataFrame:
 
 
 def _load_vix_bars() -> pd.DataFrame:
-    # arch ships VIX closes only; a close-only series is an OHLC bar with equal prices.
-    close = load_vix_close()
-    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close})
+    return close_only_bars(load_vix_close())  # arch ships VIX closes only
 
 
 def _load_googl() -> pd.DataFrame:
@@ -73,6 +77,42 @@ def _load_eurusd() -> pd.DataFrame:
     frame = read_anytrading_dataset("FOREX_EURUSD_1H_ASK", "Time")
     frame.index = pd.to_datetime(frame.index, format="%d.%m.%Y %H:%M:%S.%f")
     return frame
+
+
+def close_only_bars(close: pd.Series) -> pd.DataFrame:
+    """Bars of a close-only series: open, high and low equal to the close.
+
+    Such data are traded at the next close (``portfolio.fill``), and their range and volume
+    features are left out (:func:`tradingbot.data.portfolio.is_close_only`).
+    """
+    close = close.astype(float)
+    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close})
+
+
+def _load_sp500_index() -> pd.DataFrame:
+    return close_only_bars(read_skfolio_dataset("sp500_index")["SP500"])
+
+
+def load_universe_closes() -> pd.DataFrame:
+    """The 20 US large caps of ``skfolio.datasets.load_sp500_dataset()``: daily adjusted
+    closes, one column per ticker, 1990-01-02 to 2022-12-28."""
+    return read_skfolio_dataset("sp500_dataset")
+
+
+@dataclass(frozen=True)
+class BundledUniverse:
+    """A bundled dataset of several instruments on common dates (one close column each)."""
+
+    name: str
+    origin: str
+    load: Callable[[], pd.DataFrame]
+
+
+BUNDLED_UNIVERSES: dict[str, BundledUniverse] = {
+    "sp500_universe": BundledUniverse(
+        "sp500_universe", BUNDLED_FILES["sp500_universe"].origin, load_universe_closes
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -90,10 +130,12 @@ _LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
     "vix": _load_vix_bars,
     "googl": _load_googl,
     "eurusd": _load_eurusd,
+    "sp500_index": _load_sp500_index,
 }
 BUNDLED: dict[str, BundledDataset] = {
     name: BundledDataset(name, spec.instrument, spec.origin, _LOADERS[name])
     for name, spec in BUNDLED_FILES.items()
+    if not spec.wide
 }
 
 
@@ -304,6 +346,17 @@ def load_market(
             name=source,
             bars={spec.instrument: validate_bars(spec.load(), source, spec.instrument, min_rows)},
             origin=spec.origin,
+        )
+    elif source in BUNDLED_UNIVERSES:
+        universe = BUNDLED_UNIVERSES[source]
+        closes = universe.load()
+        data = MarketData(
+            name=source,
+            bars={
+                str(t): validate_bars(close_only_bars(closes[t]), source, str(t), min_rows)
+                for t in closes.columns
+            },
+            origin=universe.origin,
         )
     elif Path(source).suffix.lower() in (".csv", ".parquet", ".pq") or Path(source).exists():
         data = load_user_file(source, min_rows, timestamp_unit)

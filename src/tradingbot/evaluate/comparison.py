@@ -53,7 +53,8 @@ class Comparison:
 
 def aligned_returns(bars: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Per-bar returns of every policy, one column each, on the bars they all have."""
-    returns = pd.concat({name: frame["return"] for name, frame in bars.items()}, axis=1)
+    # sort=True: the bars in time order whatever order the policies' indexes arrive in.
+    returns = pd.concat({name: frame["return"] for name, frame in bars.items()}, axis=1, sort=True)
     aligned = returns.dropna()
     if len(aligned) < 3:
         raise ValueError(

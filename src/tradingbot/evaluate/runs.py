@@ -206,6 +206,12 @@ def backtest_run(
     also run with its observations perturbed within ``epsilon`` (normalized feature units) as
     policy ``agent_<attack>``, next to the clean agent, in ``backtest/<split>_<attack>_eps<E>``.
     """
+    if load_config(Path(run_dir) / "config.yaml").portfolio is not None:
+        from tradingbot.portfolio_run import backtest_portfolio_run
+
+        if attack is not None:
+            raise ValueError("--attack is not supported for portfolio runs")
+        return backtest_portfolio_run(run_dir, split, source)
     run = load_run(run_dir)
     market = prepare_for_run(run, source)
     out = run.run_dir / "backtest" / split

@@ -1,7 +1,7 @@
 """Where bars come from: bundled datasets read from installed packages, and user files.
 
-Nothing is downloaded: ``sp500`` and ``vix`` come from the ``arch`` package, ``googl`` and
-``eurusd`` from ``gym-anytrading``, ``synthetic`` is generated from a seed.
+Nothing is downloaded: ``sp500``, ``nasdaq`` and ``vix`` come from the ``arch`` package,
+``googl`` and ``eurusd`` from ``gym-anytrading``, ``synthetic`` is generated from a seed.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class MarketData:
     bars: dict[str, pd.DataFrame]
     origin: str
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # Instruments added by data.train_sources: in training episodes only, never evaluated.
+    train_only: frozenset[str] = frozenset()
 
 
 def _arch_frame(module_name: str) -> pd.DataFrame:
@@ -55,6 +57,10 @@ def _arch_frame(module_name: str) -> pd.DataFrame:
 
 def _load_sp500() -> pd.DataFrame:
     return _arch_frame("sp500")[["Open", "High", "Low", "Close", "Volume"]]
+
+
+def _load_nasdaq() -> pd.DataFrame:
+    return _arch_frame("nasdaq")[["Open", "High", "Low", "Close", "Volume"]]
 
 
 def _load_vix_bars() -> pd.DataFrame:
@@ -93,6 +99,9 @@ BUNDLED: dict[str, BundledDataset] = {
             "VIX",
             "arch.data.vix (VIX daily close, 2014-2018; holidays without a quote left out)",
             _load_vix_bars,
+        ),
+        BundledDataset(
+            "nasdaq", "IXIC", "arch.data.nasdaq (NASDAQ Composite daily, 1999-2018)", _load_nasdaq
         ),
         BundledDataset("googl", "GOOGL", "gym_anytrading STOCKS_GOOGL (daily)", _load_googl),
         BundledDataset(
@@ -327,3 +336,35 @@ def load_market(
             )
         data.bars = {i: data.bars[i] for i in instruments}
     return data
+
+
+def add_training_sources(
+    data: MarketData,
+    sources: list[str],
+    synthetic: SyntheticConfig | None = None,
+    min_rows: int = 2,
+    timestamp_unit: str | None = None,
+) -> MarketData:
+    """``data`` with the instruments of ``sources`` (``data.train_sources``) added as
+    training-only instruments (:attr:`MarketData.train_only`).
+
+    Raises
+    ------
+    DataError
+        When an added instrument has the name of one already there.
+    """
+    if not sources:
+        return data
+    bars, train_only = dict(data.bars), set(data.train_only)
+    for source in sources:
+        extra = load_market(source, synthetic, None, min_rows, timestamp_unit)
+        for name, frame in extra.bars.items():
+            if name in bars:
+                raise DataError(
+                    f"data.train_sources: {source!r} has instrument {name!r}, which "
+                    f"{data.name} (or another training source) already has"
+                )
+            bars[name] = frame
+            train_only.add(name)
+    origin = f"{data.origin}; training also on {', '.join(sources)}"
+    return MarketData(data.name, bars, origin, data.extra, frozenset(train_only))

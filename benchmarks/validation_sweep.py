@@ -52,7 +52,7 @@ def evaluate(config: str, overrides: list[str], seed: int, steps: int | None) ->
     model, seconds = train_agent(cfg, market, seed)
     rows = [
         backtest_metrics(run_backtest(model, market, "validation", cfg.env, inst.name))
-        for inst in market.instruments
+        for inst in market.scored_instruments  # not data.train_sources' instruments
     ]
     return {m: float(np.mean([r[m] for r in rows])) for m in METRICS} | {"seconds": seconds}
 

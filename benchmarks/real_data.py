@@ -492,6 +492,42 @@ def analyze(out: Path, config: str) -> str:
     return text
 
 
+def demo_selection(out: Path, path: Path, before_year: int = 2016) -> str:
+    """Choose the demo's candidate from this run's validation years that end before the demo's
+    test split (``before_year``): the best mean validation Sharpe over those years and seeds on
+    the S&P 500. Writes the selection record to ``path`` and returns the candidate."""
+    every = [json.loads(p.read_text()) for p in sorted(out.glob("bars/sp500_*_validation.json"))]
+    used = [r for r in every if r["year"] <= before_year]  # validation year = test year - 1
+    means = {
+        c: float(np.mean([r["sharpe"] for r in used if r["candidate"] == c])) for c in CANDIDATES
+    }
+    best = choose(means)
+    trials = [
+        {k: r[k] for k in ("year", "seed", "candidate", "train", "scored", "sharpe")}
+        | {"chosen": r["candidate"] == best}
+        for r in sorted(used, key=lambda r: (r["year"], r["seed"], r["candidate"]))
+    ]
+    meta = json.loads((out / "run.json").read_text())
+    protocol = (
+        f"benchmarks/real_data.py at {meta['commit'][:10]} ({meta['steps']} steps, seeds "
+        f"{meta['seeds']}): each candidate trained on the S&P 500 bars before each validation "
+        f"year 2007-{before_year - 1} and scored by its Sharpe on that year; the demo takes "
+        "the best mean over years and seeds. Every validation window ends before the demo's "
+        f"test split ({before_year}-2018). Mean validation Sharpes: "
+        + ", ".join(f"{c} {v:.3f}" for c, v in means.items())
+    )
+    write_selection(
+        path.parent,
+        {n: AGENT + candidate_overrides(n, "sp500") for n in CANDIDATES},
+        trials,
+        HISTORY,
+        protocol,
+        trial_sharpes=list(means.values()),
+    )
+    (path.parent / "selection.json").replace(path)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -502,7 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--primary-only", action="store_true", help="S&P 500 tests only")
     parser.add_argument("--out", type=Path, default=Path("runs/real_data"))
     parser.add_argument("--analyze", type=Path, default=None, help="tables of a finished run")
+    parser.add_argument(
+        "--demo-selection", type=Path, default=None, help="write the demo's selection record"
+    )
     args = parser.parse_args(argv)
+    if args.demo_selection is not None:
+        print(demo_selection(args.analyze or args.out, args.demo_selection))
+        return 0
     if args.analyze is None:
         train_all(args)
     print(analyze(args.analyze or args.out, args.config))

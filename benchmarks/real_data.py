@@ -492,7 +492,7 @@ def analyze(out: Path, config: str) -> str:
     return text
 
 
-def demo_selection(out: Path, path: Path, before_year: int = 2016) -> str:
+def demo_selection(out: Path, path: Path, meta: dict[str, Any], before_year: int = 2016) -> str:
     """Choose the demo's candidate from this run's validation years that end before the demo's
     test split (``before_year``): the best mean validation Sharpe over those years and seeds on
     the S&P 500. Writes the selection record to ``path`` and returns the candidate."""
@@ -507,7 +507,6 @@ def demo_selection(out: Path, path: Path, before_year: int = 2016) -> str:
         | {"chosen": r["candidate"] == best}
         for r in sorted(used, key=lambda r: (r["year"], r["seed"], r["candidate"]))
     ]
-    meta = json.loads((out / "run.json").read_text())
     protocol = (
         f"benchmarks/real_data.py at {meta['commit'][:10]} ({meta['steps']} steps, seeds "
         f"{meta['seeds']}): each candidate trained on the S&P 500 bars before each validation "
@@ -543,7 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.demo_selection is not None:
-        print(demo_selection(args.analyze or args.out, args.demo_selection))
+        out = args.analyze or args.out
+        meta = {"commit": git_commit(), "steps": args.steps, "seeds": args.seeds}
+        if (out / "run.json").exists():
+            meta = json.loads((out / "run.json").read_text())
+        print(demo_selection(out, args.demo_selection, meta))
         return 0
     if args.analyze is None:
         train_all(args)

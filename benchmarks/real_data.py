@@ -1,24 +1,34 @@
-"""Real-data benchmark: S&P 500 walk-forward 2008-2018, costs on, under one selection protocol.
+"""Real-data benchmark: S&P 500 walk-forward 2008-2018, costs on, under one selection protocol,
+and the same procedure unchanged on two bundled instruments it was not tuned on.
 
-One-year expanding folds (test year Y, trained on every bar before it). Within each fold and
-seed the choice between the candidates (long-only or long-short positions for the
-DistributionalPPO ``mean_cvar`` agent of ``configs/demo.yaml``) is made on the fold's own
-validation window, the last year of its training bars (:mod:`tradingbot.evaluate.selection`):
-each candidate is trained on the bars before that year (normalization fitted there), scored by
-its validation Sharpe, and the chosen one is retrained on the whole training period and run
-deterministically over the test year. The test years take no part in any choice. Every
-candidate scored, and the configurations tried on these years before this protocol existed,
-go to ``selection.json``; the deflated Sharpe ratio counts them all.
+One-year expanding folds (test year Y, trained on every bar before it). The agent is
+DistributionalPPO with the ``mean_cvar`` objective on ``configs/demo.yaml``'s env, long-only.
+Eight candidates (:data:`CANDIDATES`) cross three choices of issue 20: the feature set
+(``base``: returns up to 20 bars; ``long_horizon``: also 60-250-bar returns, moving-average
+gaps, volatility regime, drawdown), the action (``position``; ``vol_scaled``: a risk budget
+times 10% / the 20-bar forecast volatility) and the training data (the instrument alone; or
+with the other bundled US index as a training-only instrument, ``data.train_sources``).
 
-The eleven test years of a seed are stitched into one 2008-2018 series. The baselines of
-:mod:`tradingbot.evaluate.baselines` (long-only forms, parameters fixed in the config) run once,
-continuously, over the same bars with the same costs; ``risk_matched`` per seed at that seed's
-mean |position|. Per seed: stationary-bootstrap intervals of every Sharpe and of the agent's
-minus each baseline's, Hansen's SPA p-value against all baselines, the deflated Sharpe. The
-seed spread and the per-fold Sharpe (seeds averaged within a fold, t-interval over folds) are
-reported apart.
+Within each fold and seed the candidate is chosen on the fold's own validation window, the last
+year of its training bars, on the S&P 500 (:mod:`tradingbot.evaluate.selection`): each is
+trained on the bars before that year (normalization fitted there), scored by its validation
+Sharpe, and the chosen one is retrained on the whole training period and run deterministically
+over the test year (after the LSTM warm-up of ``evaluation.warmup_bars``). The test years take
+no part in any choice. Every candidate scored, and every configuration tried on these years
+before, go to ``selection.json``; the deflated Sharpe ratio counts them all.
 
-    .venv/bin/python benchmarks/real_data.py --out runs/real_data          # 3 seeds, 2 workers
+The other instruments (NASDAQ Composite, GOOGL) get the S&P's choice of each fold and seed,
+unchanged: the candidate is retrained on their own training years (with the S&P 500 as the
+training-only instrument where the choice pools) and tested on their test years (GOOGL: 2011
+on, it is listed from 2009-05).
+
+The test years of a seed are stitched into one series. The baselines of
+:mod:`tradingbot.evaluate.baselines` run once, continuously, over the same bars with the same
+costs; ``risk_matched`` per seed at that seed's mean |position|. Per seed: stationary-bootstrap
+intervals of every Sharpe and of the agent's minus each baseline's, Hansen's SPA p-value
+against all baselines, the deflated Sharpe.
+
+    nice -n 10 .venv/bin/python benchmarks/real_data.py --seeds 0 1 --out runs/real_data
     .venv/bin/python benchmarks/real_data.py --seeds 0 --steps 20000 --folds 2 --out /tmp/rd
     .venv/bin/python benchmarks/real_data.py --analyze runs/real_data     # tables only
 """
@@ -30,7 +40,7 @@ import json
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +49,7 @@ import pandas as pd
 import torch
 
 from tradingbot.config import TradingConfig, load_config
-from tradingbot.data.features import feature_lookback
-from tradingbot.data.market import prepare_market
-from tradingbot.data.sources import load_market
+from tradingbot.data.market import load_training_data, prepare_market
 from tradingbot.data.splits import DateRange, Fold, union_index, walk_forward_folds
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
@@ -58,51 +66,84 @@ WALK_FORWARD = [
     "data.walk_forward.test_length=12MS",  # calendar years: Jan 1 to the next Jan 1
     "data.walk_forward.mode=expanding",
 ]
-AGENT = ["algo.risk.mode=mean_cvar"]
-CANDIDATES: dict[str, list[str]] = {
-    "long_only": ["env.long_only=true"],
-    "long_short": ["env.long_only=false"],
-}
+# Fixed for every candidate, explicit so that a later change of a default does not change them.
+AGENT = [
+    "algo.risk.mode=mean_cvar",
+    "algo.risk.alpha=0.05",
+    "algo.risk.weight=0.5",
+    "algo.gamma=0.99",
+    "env.long_only=true",
+    "env.sizing.target_volatility=0.10",
+    "env.sizing.window=20",
+    "env.sizing.cap=1.0",
+]
+FEATURES = {"base": "data.features.set=base", "long": "data.features.set=long_horizon"}
+ACTIONS = {"position": "env.sizing.mode=position", "volscaled": "env.sizing.mode=vol_scaled"}
+POOLS = ("alone", "pooled")
+CANDIDATES = [f"{f}-{a}-{p}" for f in FEATURES for a in ACTIONS for p in POOLS]
+INDICES = ("sp500", "nasdaq")  # the pool: the bundled US indices
+TARGETS = {"sp500": ("SPX", 2008), "nasdaq": ("IXIC", 2008), "googl": ("GOOGL", 2011)}
 VALIDATION_LENGTH = "365D"
 # Configurations whose results on these same test years were seen before this protocol
-# (docs/benchmarks.md, 2026-12-01, 100k steps unless named; stitched Sharpe, mean over 5 seeds),
-# and the demo's validation sweep on 2013-2015, three of these test years.
-HISTORY: list[dict[str, Any]] = [
-    {"name": f"{agent} {space} {steps}", "seen_on": "test years 2008-2018", "sharpe": sharpe}
-    for agent, space, steps, sharpe in (
-        ("mean_cvar", "long-only", "100k", 0.27),
-        ("risk_neutral", "long-only", "100k", 0.13),
-        ("sb3_ppo", "long-only", "100k", 0.14),
-        ("mean_cvar", "long-short", "100k", 0.22),
-        ("risk_neutral", "long-short", "100k", 0.20),
-        ("sb3_ppo", "long-short", "100k", 0.09),
-        ("mean_cvar", "long-only", "200k", 0.10),
-        ("risk_neutral", "long-only", "200k", 0.12),
-    )
-] + [
-    {"name": f"demo validation sweep: {name}", "seen_on": "2013-2015 (demo validation split)"}
-    for name in (
-        "gamma 0.99 risk-neutral",
-        "gamma 0.99 mean_cvar",
-        "gamma 0.9 risk-neutral",
-        "gamma 0.9 mean_cvar",
-        "long-only risk-neutral",
-        "long-only mean_cvar",
-    )
-]
+# (docs/benchmarks.md: 2026-12-01, 100k steps unless named, stitched Sharpe, mean over 5 seeds;
+# the protocol run at 77925bc, 2 seeds), and the demo's validation sweep on 2013-2015.
+HISTORY: list[dict[str, Any]] = (
+    [
+        {"name": f"{agent} {space} {steps}", "seen_on": "test years 2008-2018", "sharpe": sharpe}
+        for agent, space, steps, sharpe in (
+            ("mean_cvar", "long-only", "100k", 0.27),
+            ("risk_neutral", "long-only", "100k", 0.13),
+            ("sb3_ppo", "long-only", "100k", 0.14),
+            ("mean_cvar", "long-short", "100k", 0.22),
+            ("risk_neutral", "long-short", "100k", 0.20),
+            ("sb3_ppo", "long-short", "100k", 0.09),
+            ("mean_cvar", "long-only", "200k", 0.10),
+            ("risk_neutral", "long-only", "200k", 0.12),
+        )
+    ]
+    + [
+        {
+            "name": f"protocol run 77925bc: candidate {name}",
+            "seen_on": "test years 2008-2018 (chosen per fold on validation years)",
+        }
+        for name in ("long_only", "long_short")
+    ]
+    + [
+        {"name": f"demo validation sweep: {name}", "seen_on": "2013-2015 (demo validation split)"}
+        for name in (
+            "gamma 0.99 risk-neutral",
+            "gamma 0.99 mean_cvar",
+            "gamma 0.9 risk-neutral",
+            "gamma 0.9 mean_cvar",
+            "long-only risk-neutral",
+            "long-only mean_cvar",
+        )
+    ]
+)
+# The protocol run's stitched Sharpes (seeds 0, 1) are trials on these bars too.
+PROTOCOL_SHARPES = [-0.17, 0.04]
 PROTOCOL = (
-    "per fold and seed: each candidate trained on the fold's training bars before its last "
-    f"{VALIDATION_LENGTH} (normalization fitted there), scored by Sharpe on those last "
-    f"{VALIDATION_LENGTH}; the best retrained on the whole training period and tested"
+    "per fold and seed, on the S&P 500: each candidate trained on the fold's training bars "
+    f"before its last {VALIDATION_LENGTH} (normalization fitted there), scored by Sharpe on "
+    f"those last {VALIDATION_LENGTH}; the best retrained on the whole training period and "
+    "tested; NASDAQ and GOOGL take the S&P's choice of the fold and seed unchanged"
 )
 
 
-def fold_config(config: str, folds: int, steps: int, extra: list[str]) -> TradingConfig:
+def candidate_overrides(candidate: str, target: str) -> list[str]:
+    """The config overrides of ``candidate`` trained for ``target``: ``pooled`` adds the
+    bundled US indices other than the target as training-only instruments."""
+    features, action, pool = candidate.split("-")
+    sources = [s for s in INDICES if s != target] if pool == "pooled" else []
+    return [FEATURES[features], ACTIONS[action], f"data.train_sources=[{','.join(sources)}]"]
+
+
+def make_config(config: str, steps: int, target: str, extra: list[str]) -> TradingConfig:
     return load_config(
         config,
         [
             *WALK_FORWARD,
-            f"data.walk_forward.n_folds={folds}",
+            f"data.source={target}",
             f"run.total_timesteps={steps}",
             *AGENT,
             *extra,
@@ -110,35 +151,38 @@ def fold_config(config: str, folds: int, steps: int, extra: list[str]) -> Tradin
     )
 
 
-def make_folds(cfg: TradingConfig) -> tuple[Any, pd.DatetimeIndex, list[Fold]]:
-    min_rows = feature_lookback(cfg.data.features) + cfg.env.window + 1
-    data = load_market(cfg.data.source, cfg.data.synthetic, cfg.data.instruments, min_rows)
-    stamps = union_index([b.index for b in data.bars.values()])
-    return data, stamps, walk_forward_folds(stamps, cfg.data.walk_forward)
+def folds_by_year(cfg: TradingConfig, target: str) -> tuple[Any, pd.DatetimeIndex, dict[int, Fold]]:
+    """The target's data (with its training sources), its timestamps, and its folds by test
+    year (from the target's first test year on)."""
+    data = load_training_data(cfg.data, cfg.env.window)
+    stamps = union_index([b.index for k, b in data.bars.items() if k not in data.train_only])
+    folds = walk_forward_folds(stamps, cfg.data.walk_forward)
+    first_year = TARGETS[target][1]
+    return data, stamps, {f.test.start.year: f for f in folds if f.test.start.year >= first_year}
 
 
 def train_and_run(
     config: str,
-    folds: int,
     steps: int,
-    fold_index: int,
+    target: str,
+    year: int,
     seed: int,
     candidate: str,
     phase: str,
     out: Path,
 ) -> dict[str, Any]:
-    """Train one candidate at one seed and run it: ``phase`` "validation" trains on the fold's
-    training bars before its validation window and scores the window; "test" trains on the
-    whole training period and runs over the test year. The bars and the record are written to
-    ``out/bars/`` at once, and a job found there is not run again."""
-    stem = out / "bars" / f"fold{fold_index}_seed{seed}_{candidate}_{phase}"
+    """Train one candidate at one seed for ``target`` and run it: ``phase`` "validation"
+    trains on the fold's training bars before its validation window and scores the window;
+    "test" trains on the whole training period and runs over the test year. The bars and the
+    record are written to ``out/bars/`` at once, and a job found there is not run again."""
+    stem = out / "bars" / f"{target}_{year}_seed{seed}_{candidate}_{phase}"
     if stem.with_suffix(".json").exists():  # done by an earlier, interrupted invocation
-        record = json.loads(stem.with_suffix(".json").read_text())
-        return record | {"bars": read_bars(stem.with_suffix(".csv")), "cached": True}
+        return json.loads(stem.with_suffix(".json").read_text()) | {"cached": True}
     torch.set_num_threads(1)
-    cfg = fold_config(config, folds, steps, [*CANDIDATES[candidate], f"run.seed={seed}"])
-    data, stamps, fold_list = make_folds(cfg)
-    fold = fold_list[fold_index]
+    overrides = [*candidate_overrides(candidate, target), f"run.seed={seed}"]
+    cfg = make_config(config, steps, target, overrides)
+    data, stamps, folds = folds_by_year(cfg, target)
+    fold = folds[year]
     if phase == "validation":
         train, scored = validation_window(fold, stamps, VALIDATION_LENGTH)
     else:
@@ -150,29 +194,34 @@ def train_and_run(
     model.learn(cfg.run.total_timesteps)
     seconds = time.perf_counter() - start
     span = scored_span(stamps, scored)
-    bars = run_backtest(model, market, span, cfg.env, market.instruments[0].name)
+    name = market.scored_instruments[0].name
+    bars = run_backtest(model, market, span, cfg.env, name, cfg.evaluation.warmup_bars)
     record = {
-        "fold": fold_index,
+        "target": target,
+        "year": year,
         "seed": seed,
         "candidate": candidate,
         "phase": phase,
         "train": str(train),
         "scored": str(scored),
+        "instruments_trained": [i.name for i in market.instruments],
         "sharpe": backtest_metrics(bars)["sharpe"],
         "seconds": seconds,
     }
     stem.parent.mkdir(parents=True, exist_ok=True)
     bars.to_csv(stem.with_suffix(".csv"))
     stem.with_suffix(".json").write_text(json.dumps(record))
-    return record | {"bars": bars}
+    return record
 
 
 def run_jobs(jobs: list[tuple[Any, ...]], workers: int) -> list[dict[str, Any]]:
     results = []
     with ProcessPoolExecutor(workers) as pool:
-        for r in pool.map(train_and_run, *zip(*jobs, strict=True)):
+        futures = [pool.submit(train_and_run, *job) for job in jobs]
+        for future in as_completed(futures):
+            r = future.result()
             print(
-                f"  fold {r['fold']} seed {r['seed']} {r['candidate']} {r['phase']}: "
+                f"  {r['target']} {r['year']} seed {r['seed']} {r['candidate']} {r['phase']}: "
                 f"sharpe {r['sharpe']:.2f} ({r['seconds']:.0f}s"
                 + (", cached)" if "cached" in r else ")"),
                 flush=True,
@@ -194,64 +243,77 @@ def git_commit() -> str:
         return "unknown"
 
 
+def choices(validation: list[dict[str, Any]]) -> dict[tuple[int, int], str]:
+    """(year, seed) -> the candidate with the best validation Sharpe (ties: the first)."""
+    scores: dict[tuple[int, int], dict[str, float]] = {}
+    for r in validation:
+        scores.setdefault((r["year"], r["seed"]), {})[r["candidate"]] = r["sharpe"]
+    return {
+        key: choose({c: by[c] for c in CANDIDATES if c in by})
+        for key, by in scores.items()
+        if set(CANDIDATES) <= set(by)
+    }
+
+
 def train_all(args: argparse.Namespace) -> None:
     """Both phases of the protocol; bars and ``selection.json`` into ``args.out``."""
-    cfg = fold_config(args.config, args.folds, args.steps, [])
-    _, _, fold_list = make_folds(cfg)
-    print(
-        f"{len(fold_list)} folds: "
-        + ", ".join(f"{f.test.start:%Y-%m-%d}..{f.test.end:%Y-%m-%d}" for f in fold_list),
-        flush=True,
-    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    years = list(range(2008, 2008 + args.folds))
+    print(f"test years {years[0]}-{years[-1]}, seeds {args.seeds}", flush=True)
     commit = git_commit()
-    common = (args.config, args.folds, args.steps)
+    common = (args.config, args.steps)
     start = time.perf_counter()
     validation = run_jobs(
         [
-            (*common, f.index, seed, name, "validation", args.out)
-            for f in fold_list
+            (*common, "sp500", year, seed, name, "validation", args.out)
+            for year in years
             for seed in args.seeds
             for name in CANDIDATES
         ],
         args.workers,
     )
-    chosen = {}
-    for f in fold_list:
-        for seed in args.seeds:
-            scores = {
-                r["candidate"]: r["sharpe"]
-                for r in validation
-                if r["fold"] == f.index and r["seed"] == seed
-            }
-            chosen[f.index, seed] = choose({n: scores[n] for n in CANDIDATES})
+    every = [json.loads(p.read_text()) for p in sorted(args.out.glob("bars/*_validation.json"))]
+    chosen = choices(every)
     trials = [
-        {k: r[k] for k in ("fold", "seed", "candidate", "train", "scored", "sharpe", "seconds")}
-        | {"chosen": chosen[r["fold"], r["seed"]] == r["candidate"]}
-        for r in validation
+        {k: r[k] for k in ("year", "seed", "candidate", "train", "scored", "sharpe", "seconds")}
+        | {"chosen": chosen.get((r["year"], r["seed"])) == r["candidate"]}
+        for r in sorted(every, key=lambda r: (r["year"], r["seed"], r["candidate"]))
     ]
     write_selection(
         args.out,
-        {n: AGENT + o for n, o in CANDIDATES.items()},
+        {n: AGENT + candidate_overrides(n, "sp500") for n in CANDIDATES},
         trials,
         HISTORY,
         PROTOCOL,
-        trial_sharpes=[h["sharpe"] for h in HISTORY if "sharpe" in h],
+        trial_sharpes=[h["sharpe"] for h in HISTORY if "sharpe" in h] + PROTOCOL_SHARPES,
     )
-    run_jobs(
-        [
-            (*common, f.index, seed, chosen[f.index, seed], "test", args.out)
-            for f in fold_list
-            for seed in args.seeds
-        ],
-        args.workers,
+    tests = []
+    for target, (_, first_year) in TARGETS.items():
+        if target != "sp500" and args.primary_only:
+            continue
+        for year in years:
+            if year < first_year:
+                continue
+            for seed in args.seeds:
+                tests.append((*common, target, year, seed, chosen[year, seed], "test", args.out))
+    run_jobs(tests, args.workers)
+    resolved = make_config(
+        args.config, args.steps, "sp500", candidate_overrides(CANDIDATES[0], "sp500")
     )
     meta = {
         "commit": commit,
         "config": args.config,
+        "resolved_config_of_first_candidate": resolved.to_dict(),
         "seeds": args.seeds,
         "steps": args.steps,
         "folds": args.folds,
-        "seconds": round(time.perf_counter() - start),
+        "validation_jobs": len(validation),
+        "seconds": round(time.perf_counter() - start)
+        + (
+            json.loads((args.out / "run.json").read_text())["seconds"]
+            if (args.out / "run.json").exists()
+            else 0
+        ),
     }
     (args.out / "run.json").write_text(json.dumps(meta, indent=2))
     print(f"total {meta['seconds']}s", flush=True)
@@ -263,34 +325,31 @@ def read_bars(path: Path) -> pd.DataFrame:
     return frame
 
 
-def ci(mean: float, low: float, high: float, pct: bool = False) -> str:
-    s = 100.0 if pct else 1.0
+def ci(mean: float, low: float, high: float) -> str:
     if not np.isfinite(low):
-        return f"{mean * s:.2f}"
-    return f"{mean * s:.2f} [{low * s:.2f}, {high * s:.2f}]"
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def analyze(out: Path, config: str) -> str:
-    """The tables of a finished run in ``out`` (markdown), also written to ``out/tables.md``."""
-    meta = json.loads((out / "run.json").read_text())
+def analyze_target(out: Path, config: str, target: str, meta: dict[str, Any]) -> list[str]:
+    """The tables of one instrument's stitched test years (markdown lines)."""
     selection = json.loads((out / "selection.json").read_text())
-    cfg = fold_config(config, meta["folds"], meta["steps"], CANDIDATES["long_only"])
-    data, stamps, fold_list = make_folds(cfg)
+    cfg = make_config(config, meta["steps"], target, candidate_overrides(CANDIDATES[0], target))
+    data, stamps, folds = folds_by_year(cfg, target)
+    agents = {}
+    for seed in meta["seeds"]:
+        paths = sorted(out.glob(f"bars/{target}_*_seed{seed}_*_test.csv"))
+        if paths:
+            agents[seed] = pd.concat([read_bars(p) for p in paths]).sort_index()
+    if not agents:
+        return [f"({target}: no test results)"]
+    years = sorted({int(p.name.split("_")[1]) for p in out.glob(f"bars/{target}_*_test.csv")})
+    fold_list = [folds[y] for y in years]
     market = prepare_market(data, cfg.data, cfg.env.window, fit_on=fold_list[0].train)
-    instrument = market.instruments[0].name
+    instrument = TARGETS[target][0]
     whole = scored_span(stamps, DateRange(fold_list[0].test.start, fold_list[-1].test.end))
-    agents = {
-        seed: pd.concat(
-            [read_bars(p) for p in sorted(out.glob(f"bars/fold*_seed{seed}_*_test.csv"))]
-        ).sort_index()
-        for seed in meta["seeds"]
-    }
-    trial_sharpes = np.array(
-        selection.get("trial_sharpes")
-        or [h["sharpe"] for h in selection["history"] if "sharpe" in h]
-    )
     n_trials = int(selection["n_configurations"])
-    stats_cfg = cfg.evaluation.statistics
+    trial_sharpes = np.asarray(selection["trial_sharpes"])
     base = run_baselines(market, whole, cfg.env, instrument, cfg.evaluation.baselines)
     per_year = periods_per_year(pd.DatetimeIndex(base["buy_and_hold"].index))
     comparisons = {}
@@ -300,12 +359,20 @@ def analyze(out: Path, config: str) -> str:
         )["risk_matched"]
         policies = {"agent": bars, **base, "risk_matched": matched}
         comparisons[seed] = compare_policies(
-            policies, per_year, stats_cfg, "agent", n_trials, trial_sharpes / np.sqrt(per_year)
+            policies,
+            per_year,
+            cfg.evaluation.statistics,
+            "agent",
+            n_trials,
+            trial_sharpes / np.sqrt(per_year),
         )
-        comparisons[seed].write(out, f"seed{seed}")
+        comparisons[seed].write(out, f"{target}_seed{seed}")
+    first = next(iter(comparisons))
     lines = [
-        f"S&P 500 walk-forward {whole.start:%Y-%m-%d}..{whole.end:%Y-%m-%d}, "
-        f"{meta['steps']} env steps per agent, seeds {meta['seeds']}, commit {meta['commit'][:10]}",
+        f"### {instrument} ({target}): walk-forward {whole.start:%Y-%m-%d}..{whole.end:%Y-%m-%d}",
+        "",
+        f"{meta['steps']} env steps per agent, seeds {sorted(agents)}, commit "
+        f"{meta['commit'][:10]}; test years {years[0]}-{years[-1]}.",
         "",
         "| policy | Sharpe [95% bootstrap CI] | max drawdown % | CVaR 5% (daily) % | "
         "annual return % | exposure | turnover /yr |",
@@ -313,7 +380,7 @@ def analyze(out: Path, config: str) -> str:
     ]
     for seed, comparison in comparisons.items():
         table = comparison.table.set_index("policy")
-        names = ["agent", "risk_matched"] if seed != meta["seeds"][0] else list(table.index)
+        names = ["agent", "risk_matched"] if seed != first else list(table.index)
         for name in names:
             row = table.loc[name]
             label = f"agent seed {seed}" if name == "agent" else name
@@ -324,7 +391,7 @@ def analyze(out: Path, config: str) -> str:
                 f"{row.max_drawdown * 100:.1f} | {row.cvar_5 * 100:.2f} | "
                 f"{row.annual_return * 100:.2f} | {row.exposure:.2f} | {row.turnover:.1f} |"
             )
-    baselines = [n for n in comparisons[meta["seeds"][0]].table["policy"] if n != "agent"]
+    baselines = [n for n in comparisons[first].table["policy"] if n != "agent"]
     lines += [
         "",
         "Agent's Sharpe minus each baseline's on the same bars [95% stationary-bootstrap CI]:",
@@ -361,21 +428,17 @@ def analyze(out: Path, config: str) -> str:
         f"{spread['std']:.2f}, min {spread['min']:.2f}, max {spread['max']:.2f} "
         f"({spread['seeds']} seeds). Deflated Sharpe: {n_trials} configurations counted.",
     ]
-    lines += per_fold_lines(fold_list, agents, base, selection, per_year)
-    text = "\n".join(lines)
-    (out / "tables.md").write_text(text + "\n")
-    return text
+    lines += per_fold_lines(fold_list, agents, base, per_year)
+    return lines
 
 
 def per_fold_lines(
     fold_list: list[Fold],
     agents: dict[int, pd.DataFrame],
     base: dict[str, pd.DataFrame],
-    selection: dict[str, Any],
     per_year: float,
 ) -> list[str]:
-    """Per-fold Sharpe: seeds averaged within a fold, t-interval over the folds; and which
-    candidate each fold chose."""
+    """Per-fold Sharpe: seeds averaged within a fold, t-interval over the folds."""
     rows = []
     for f in fold_list:
         for name, bars in [*((f"agent:{s}", b) for s, b in agents.items()), *base.items()]:
@@ -390,15 +453,78 @@ def per_fold_lines(
             group["sharpe"].to_numpy(), group["fold"].to_numpy()
         )
         lines.append(f"- {policy}: {ci(mean, low, high)} ({n} folds)")
-    picks = pd.DataFrame([t for t in selection["trials"] if t["chosen"]])
-    if len(picks):
-        counts = picks.groupby("fold")["candidate"].apply(lambda c: ", ".join(sorted(c)))
-        lines += [
-            "",
-            "Chosen on validation, per fold (one per seed): "
-            + "; ".join(f"{fold_list[i].test.start:%Y}: {c}" for i, c in counts.items()),
-        ]
     return lines
+
+
+def selection_lines(out: Path) -> list[str]:
+    """Which candidate each fold and seed chose, and each candidate's mean validation Sharpe."""
+    selection = json.loads((out / "selection.json").read_text())
+    trials = pd.DataFrame(selection["trials"])
+    lines = [
+        "### Selection on the validation years (S&P 500)",
+        "",
+        "| candidate | mean validation Sharpe | chosen (fold x seed) |",
+        "|---|---:|---:|",
+    ]
+    for name in CANDIDATES:
+        mine = trials[trials["candidate"] == name]
+        lines.append(f"| {name} | {mine['sharpe'].mean():.2f} | {int(mine['chosen'].sum())} |")
+    picks = trials[trials["chosen"]].groupby("year")["candidate"].apply(lambda c: ", ".join(c))
+    lines += [
+        "",
+        "Chosen per test year (one per seed): " + "; ".join(f"{y}: {c}" for y, c in picks.items()),
+    ]
+    lines += [
+        "",
+        f"Configurations counted in the deflated Sharpe: {selection['n_configurations']}.",
+    ]
+    return lines
+
+
+def analyze(out: Path, config: str) -> str:
+    """The tables of a finished run in ``out`` (markdown), also written to ``out/tables.md``."""
+    meta = json.loads((out / "run.json").read_text())
+    lines = selection_lines(out)
+    for target in TARGETS:
+        lines += ["", *analyze_target(out, config, target, meta)]
+    text = "\n".join(lines)
+    (out / "tables.md").write_text(text + "\n")
+    return text
+
+
+def demo_selection(out: Path, path: Path, meta: dict[str, Any], before_year: int = 2016) -> str:
+    """Choose the demo's candidate from this run's validation years that end before the demo's
+    test split (``before_year``): the best mean validation Sharpe over those years and seeds on
+    the S&P 500. Writes the selection record to ``path`` and returns the candidate."""
+    every = [json.loads(p.read_text()) for p in sorted(out.glob("bars/sp500_*_validation.json"))]
+    used = [r for r in every if r["year"] <= before_year]  # validation year = test year - 1
+    means = {
+        c: float(np.mean([r["sharpe"] for r in used if r["candidate"] == c])) for c in CANDIDATES
+    }
+    best = choose(means)
+    trials = [
+        {k: r[k] for k in ("year", "seed", "candidate", "train", "scored", "sharpe")}
+        | {"chosen": r["candidate"] == best}
+        for r in sorted(used, key=lambda r: (r["year"], r["seed"], r["candidate"]))
+    ]
+    protocol = (
+        f"benchmarks/real_data.py at {meta['commit'][:10]} ({meta['steps']} steps, seeds "
+        f"{meta['seeds']}): each candidate trained on the S&P 500 bars before each validation "
+        f"year 2007-{before_year - 1} and scored by its Sharpe on that year; the demo takes "
+        "the best mean over years and seeds. Every validation window ends before the demo's "
+        f"test split ({before_year}-2018). Mean validation Sharpes: "
+        + ", ".join(f"{c} {v:.3f}" for c, v in means.items())
+    )
+    write_selection(
+        path.parent,
+        {n: AGENT + candidate_overrides(n, "sp500") for n in CANDIDATES},
+        trials,
+        HISTORY,
+        protocol,
+        trial_sharpes=list(means.values()),
+    )
+    (path.parent / "selection.json").replace(path)
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,9 +534,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100_000, help="env steps per agent")
     parser.add_argument("--folds", type=int, default=11, help="test years from 2008")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--primary-only", action="store_true", help="S&P 500 tests only")
     parser.add_argument("--out", type=Path, default=Path("runs/real_data"))
     parser.add_argument("--analyze", type=Path, default=None, help="tables of a finished run")
+    parser.add_argument(
+        "--demo-selection", type=Path, default=None, help="write the demo's selection record"
+    )
     args = parser.parse_args(argv)
+    if args.demo_selection is not None:
+        out = args.analyze or args.out
+        meta = {"commit": git_commit(), "steps": args.steps, "seeds": args.seeds}
+        if (out / "run.json").exists():
+            meta = json.loads((out / "run.json").read_text())
+        print(demo_selection(out, args.demo_selection, meta))
+        return 0
     if args.analyze is None:
         train_all(args)
     print(analyze(args.analyze or args.out, args.config))

@@ -6,7 +6,8 @@ and run deterministically over the validation split (2013-2015); the candidates 
 their mean validation Sharpe (after costs) over the seeds, with max drawdown and CVaR 5% shown
 beside it. Buy-and-hold on the same split is printed for reference. The test split is not
 touched. With ``--out DIR`` every trial goes to ``DIR/selection.json`` (for the deflated Sharpe
-ratio; ``configs/demo_selection.json`` holds the run that chose the demo's settings).
+ratio; it chose the demo's earlier settings; ``configs/demo_selection.json`` now holds the choice
+made by ``benchmarks/real_data.py --demo-selection``).
 
     .venv/bin/python benchmarks/validation_sweep.py                  # 4 candidates x 2 seeds
     .venv/bin/python benchmarks/validation_sweep.py --seeds 0 --steps 50000 --workers 1
@@ -52,7 +53,7 @@ def evaluate(config: str, overrides: list[str], seed: int, steps: int | None) ->
     model, seconds = train_agent(cfg, market, seed)
     rows = [
         backtest_metrics(run_backtest(model, market, "validation", cfg.env, inst.name))
-        for inst in market.instruments
+        for inst in market.scored_instruments  # not data.train_sources' instruments
     ]
     return {m: float(np.mean([r[m] for r in rows])) for m in METRICS} | {"seconds": seconds}
 

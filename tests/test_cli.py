@@ -8,7 +8,8 @@ runner = CliRunner()
 def test_data_list_shows_every_dataset():
     result = runner.invoke(app, ["data", "list"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    for name, rows in (("sp500", "5031"), ("vix", "1259"), ("googl", "2335"), ("eurusd", "6225")):
+    bundled = (("sp500", "5031"), ("nasdaq", "5031"), ("vix", "1259"), ("googl", "2335"))
+    for name, rows in (*bundled, ("eurusd", "6225")):
         line = next(ln for ln in result.output.splitlines() if f" {name} " in ln)
         assert rows in line
     assert "1999-01-04" in result.output and "2018-12-31" in result.output

@@ -134,3 +134,20 @@ def test_ensemble_refuses_bad_members():
         EnsemblePolicy([], EnvConfig())
     with pytest.raises(ValueError, match="2 members but 1 seeds"):
         EnsemblePolicy([ConstantAction(0.1), ConstantAction(0.2)], EnvConfig(), seeds=[0])
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"env": {"sizing": {"mode": "vol_scaled"}}}, "env.sizing.mode"),
+        ({"portfolio": {}}, "portfolio run"),
+    ],
+)
+def test_ensemble_refuses_what_it_cannot_replay(extra: dict, words: str) -> None:
+    from tradingbot.config import ConfigError, validate_config
+
+    raw = {"run": {"seeds": [0, 1]}, **extra}
+    if "portfolio" in extra:
+        raw["data"] = {"source": "sp500_universe"}
+    with pytest.raises(ConfigError, match=words):
+        validate_config(raw, "test")

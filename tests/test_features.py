@@ -1,13 +1,21 @@
+import math
+import statistics
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from tradingbot.config import DataConfig, EnvConfig, FeatureConfig
-from tradingbot.data.features import compute_features, first_valid_row
+from tradingbot.data.features import (
+    compute_features,
+    feature_lookback,
+    first_valid_row,
+    long_horizon_features,
+)
 from tradingbot.data.market import prepare_market
 from tradingbot.data.sources import MarketData, load_market, load_vix_close
 from tradingbot.data.validate import validate_bars
-from tradingbot.env.simulator import MarketSimulator
+from tradingbot.env.simulator import MarketSimulator, build_observations
 
 
 def perturb_after(bars: pd.DataFrame, t: int, seed: int) -> pd.DataFrame:
@@ -139,3 +147,77 @@ def test_daily_bars_use_the_same_days_vix_close():
     np.testing.assert_allclose(
         features["vix_level"].to_numpy(), np.log(vix.reindex(bars.index).to_numpy())
     )
+
+
+LONG = FeatureConfig(set="long_horizon", vix="off")
+
+
+def test_long_horizon_known_values():
+    """Small windows on a hand-written series: returns over 2 bars, volatility over 2 and 3
+    returns, the 3-bar moving-average gap in units of the 3-return volatility, the drawdown
+    from the 3-bar high."""
+    closes = [100.0, 110.0, 99.0, 121.0, 108.0, 132.0]
+    f = long_horizon_features(pd.Series(closes), (2,), (3,), (2, 3), 3)
+    r = [math.log(closes[i] / closes[i - 1]) for i in range(1, 6)]  # r[i-1] ends at bar i
+    t = 4
+    assert f["ret_2"].iloc[t] == pytest.approx(math.log(108 / 99))
+    assert f["vol_2"].iloc[t] == pytest.approx(statistics.stdev(r[2:4]))
+    vol_3 = statistics.stdev(r[1:4])
+    assert f["vol_3"].iloc[t] == pytest.approx(vol_3)
+    assert f["vol_ratio"].iloc[t] == pytest.approx(statistics.stdev(r[2:4]) / vol_3)
+    gap = (math.log(108) - math.log((99 + 121 + 108) / 3)) / vol_3
+    assert f["ma_gap_3"].iloc[t] == pytest.approx(gap)
+    assert f["ma_gap_3"].iloc[5] > 0 > f["ma_gap_3"].iloc[4]  # above / below the average
+    assert f["drawdown_3"].iloc[t] == pytest.approx(math.log(108 / 121))
+    assert f["drawdown_3"].iloc[5] == 0.0  # a new high
+    # Warm-up: 3 returns need 4 closes, so bar 3 is the first with every column defined.
+    assert f.iloc[:3].isna().any(axis=1).all()
+    assert np.isfinite(f.iloc[3:].to_numpy()).all()
+    assert f["ret_2"].iloc[2] == pytest.approx(math.log(99 / 100))
+    assert np.isnan(f["ret_2"].iloc[1]) and np.isnan(f["drawdown_3"].iloc[1])
+
+
+def test_long_horizon_feature_set_columns_and_defaults():
+    bars = load_market("sp500").bars["SPX"]
+    f = compute_features(bars, LONG)
+    expected = long_horizon_features(bars["close"])
+    for name in (
+        "ret_60",
+        "ret_120",
+        "ret_250",
+        "ma_gap_50",
+        "ma_gap_200",
+        "vol_20",
+        "vol_60",
+        "vol_ratio",
+        "drawdown_250",
+    ):
+        pd.testing.assert_series_equal(f[name], expected[name])
+    assert {"ret_1", "ret_5", "ret_20", "volatility", "range"} <= set(f.columns)
+    # ret_250 needs 251 closes: row 250 is the first with every feature defined.
+    assert first_valid_row(f) == 250 == feature_lookback(LONG)
+    assert f["drawdown_250"].max() <= 0.0
+
+
+@pytest.mark.parametrize("t", [260, 2000, 4999])
+def test_long_horizon_features_do_not_look_ahead(t):
+    bars = load_market("sp500").bars["SPX"]
+    before = compute_features(bars, LONG)
+    after = compute_features(perturb_after(bars, t, seed=t), LONG)
+    pd.testing.assert_frame_equal(before.iloc[: t + 1], after.iloc[: t + 1])
+    assert not before.iloc[t + 1 :].equals(after.iloc[t + 1 :])
+
+
+def test_long_horizon_warm_up_leaves_no_nan_in_observations():
+    """The first usable row is after the 250-bar warm-up; every observation of every split
+    is finite."""
+    cfg = DataConfig(source="sp500", features=LONG)
+    market = prepare_market(load_market("sp500"), cfg)
+    assert market.instruments[0].first_valid == 250
+    assert not np.isfinite(market.features[:250]).all()
+    for split in ("train", "validation", "test"):
+        sim = MarketSimulator(market, split, EnvConfig(window=5), n_envs=1)
+        rows = np.arange(sim.lo[0], sim.hi[0])
+        assert rows[0] >= 250 + 4
+        obs = build_observations(market.features, rows, np.zeros(len(rows)), 5)
+        assert np.isfinite(obs).all()

@@ -58,6 +58,10 @@ class FeatureConfig(StrictModel):
     # Adds the synthetic market's observable signal column as a feature when present.
     include_signal: bool = True
     clip: float = Field(10.0, gt=0.0)
+    # base: the features above. long_horizon: also 60/120/250-bar returns, distance from the
+    # 50/200-bar moving averages in volatility units, 20/60-bar volatility and their ratio, and
+    # drawdown from the 250-bar high (tradingbot.data.features.long_horizon_features).
+    set: Literal["base", "long_horizon"] = "base"
 
     @model_validator(mode="after")
     def _check_windows(self) -> FeatureConfig:
@@ -118,6 +122,10 @@ class DataConfig(StrictModel):
 
     source: str = "sp500"  # a bundled dataset name or a CSV/Parquet path
     instruments: list[str] | None = None  # None: all instruments of the source
+    # More data per agent: bundled datasets or files whose instruments join the training
+    # episodes only, each normalized on its own training bars; backtests, signals and the
+    # walk-forward's tables use source's instruments (tradingbot.data.market.prepare_market).
+    train_sources: list[str] = Field(default_factory=list)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -125,6 +133,20 @@ class DataConfig(StrictModel):
     # What numeric timestamps in a user file count since 1970-01-01 UTC. None: numbers are
     # refused (read as nanoseconds, an epoch in seconds would put every bar on 1970-01-01).
     timestamp_unit: Literal["s", "ms", "us", "ns"] | None = None
+
+
+class SizingConfig(StrictModel):
+    """How an action becomes a target position (:mod:`tradingbot.env.sizing`).
+
+    ``position``: the action is the target position. ``vol_scaled``: the action is a risk
+    budget; the position is action x ``target_volatility`` / sigma_t, clipped to +-``cap``, with
+    sigma_t the annualized standard deviation of the last ``window`` log returns up to bar t.
+    """
+
+    mode: Literal["position", "vol_scaled"] = "position"
+    target_volatility: float = Field(0.10, gt=0.0)  # annual
+    window: int = Field(20, ge=2)  # bars of close-to-close log returns in sigma_t
+    cap: float = Field(1.0, gt=0.0, le=1.0)  # the largest |position|
 
 
 class EnvConfig(StrictModel):
@@ -143,6 +165,7 @@ class EnvConfig(StrictModel):
     # Annual interest earned on the uninvested part of equity, 1 - |position| (0.02 = 2% a
     # year), per bar at (1 + rate) ** (1 / bars per year) - 1 by the data's calendar.
     cash_rate: float = Field(0.0, ge=-0.5, le=1.0)
+    sizing: SizingConfig = Field(default_factory=SizingConfig)
 
 
 class RunConfig(StrictModel):
@@ -380,6 +403,25 @@ class TradingConfig(StrictModel):
             raise ValueError(
                 f"algo.seed ({self.algo.seed}) is not used in a run config: set run.seed, "
                 "which seeds the environments and the algorithm together"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ensemble_supported(self) -> TradingConfig:
+        if self.run.seeds is None:
+            return self
+        if self.portfolio is not None:
+            raise ValueError(
+                f"run.seeds ({self.run.seeds}) is for single-instrument runs; a portfolio run "
+                "trains one seed (run.seed)"
+            )
+        if self.env.sizing.mode != "position":
+            # An ensemble is stepped with the members' mean position as its action; a member's
+            # position under vol_scaled sizing needs the bar's volatility scale, which the
+            # ensemble's policy does not see.
+            raise ValueError(
+                f"run.seeds ({self.run.seeds}) needs env.sizing.mode 'position', not "
+                f"{self.env.sizing.mode!r}"
             )
         return self
 

@@ -24,6 +24,7 @@ from tradingbot.config import load_config
 from tradingbot.data.market import InstrumentSeries
 from tradingbot.data.validate import DataError
 from tradingbot.env.simulator import actions_to_targets, build_observations
+from tradingbot.env.sizing import position_scales
 from tradingbot.evaluate.runs import LoadedRun, load_run, prepare_for_run, var_model_for_run
 from tradingbot.evaluate.var import (
     CVAR,
@@ -131,6 +132,7 @@ def compute_signals(
     spread_names = list(MEMBER_SPREAD_COLUMNS) if run.members else []
     var_model, closes = var_model_for_run(run), market_closes(market)
     begin = None if start is None else pd.Timestamp(start)
+    scales = position_scales(market, env_cfg.sizing)  # None unless env.sizing is vol_scaled
     frames = []
     for inst in market.instruments:
         first = first_scored_row(inst, begin, warmup, env_cfg.window)
@@ -144,7 +146,9 @@ def compute_signals(
             action, state, step = run.model.predict_details(
                 obs, state, episode_start, deterministic=True
             )
-            position = actions_to_targets(action, env_cfg)
+            position = actions_to_targets(
+                action, env_cfg, None if scales is None else scales[[row]]
+            )
             quantiles = step.quantiles.mean(dim=1)
             if continuous:
                 mean, std = step.dist_params[0].chunk(2)

@@ -69,6 +69,15 @@ BUNDLED_FILES: dict[str, BundledFile] = {
             quote_column="vix",
         ),
         BundledFile(
+            "nasdaq",
+            "IXIC",
+            "arch.data.nasdaq (NASDAQ Composite daily, 1999-2018)",
+            "arch",
+            "data/nasdaq/nasdaq.csv.gz",
+            "Date",
+            "%m/%d/%Y",
+        ),
+        BundledFile(
             "googl",
             "GOOGL",
             "gym_anytrading STOCKS_GOOGL (daily)",

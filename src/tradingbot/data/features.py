@@ -14,10 +14,69 @@ import pandas as pd
 
 from tradingbot.config import FeatureConfig
 
+# The long_horizon feature set (FeatureConfig.set): the horizons at which trend, volatility
+# regimes and drawdowns are documented on equity indices, fixed here rather than tuned.
+LONG_RETURN_WINDOWS = (60, 120, 250)
+MOVING_AVERAGE_WINDOWS = (50, 200)
+VOLATILITY_WINDOWS = (20, 60)  # short, long: the ratio is short / long
+DRAWDOWN_WINDOW = 250
+
 
 def feature_lookback(cfg: FeatureConfig) -> int:
     """Bars needed before the first bar whose features are all defined."""
-    return max(*cfg.return_windows, cfg.volatility_window, cfg.volume_window + 1, 2)
+    base = max(*cfg.return_windows, cfg.volatility_window, cfg.volume_window + 1, 2)
+    if cfg.set == "long_horizon":
+        return max(
+            base,
+            *LONG_RETURN_WINDOWS,
+            *MOVING_AVERAGE_WINDOWS,
+            VOLATILITY_WINDOWS[1],
+            DRAWDOWN_WINDOW,
+        )
+    return base
+
+
+def long_horizon_features(
+    close: pd.Series,
+    return_windows: tuple[int, ...] = LONG_RETURN_WINDOWS,
+    average_windows: tuple[int, ...] = MOVING_AVERAGE_WINDOWS,
+    volatility_windows: tuple[int, int] = VOLATILITY_WINDOWS,
+    drawdown_window: int = DRAWDOWN_WINDOW,
+) -> pd.DataFrame:
+    """Trend, volatility-regime and drawdown features of one close series, causal.
+
+    With c_t = log close and r_t = c_t - c_{t-1}; every window ends at bar t (included):
+
+    - ``ret_k`` = c_t - c_{t-k} for k in ``return_windows`` (NaN for t < k);
+    - ``vol_n``: the standard deviation (ddof 1) of r over the last n bars, per bar (not
+      annualized: the features are z-scored afterwards), for n in ``volatility_windows``;
+    - ``vol_ratio`` = vol_short / vol_long (volatility regime: above 1 when volatility rises);
+    - ``ma_gap_n`` = (c_t - log(mean of the last n closes)) / vol_long_t: the distance of the
+      close from its n-bar moving average in units of per-bar volatility;
+    - ``drawdown_n`` = c_t - log(max of the last n closes) (<= 0) for n = ``drawdown_window``.
+
+    Parameters
+    ----------
+    close: closes, oldest first.
+    return_windows, average_windows, volatility_windows, drawdown_window: the horizons.
+    """
+    log_close = np.log(close.astype(float))
+    one_bar = log_close.diff()
+    out = pd.DataFrame(index=close.index)
+    for k in return_windows:
+        out[f"ret_{k}"] = log_close - log_close.shift(k)
+    short, long = volatility_windows
+    vol_short = one_bar.rolling(short).std(ddof=1)
+    vol_long = one_bar.rolling(long).std(ddof=1)
+    out[f"vol_{short}"] = vol_short
+    out[f"vol_{long}"] = vol_long
+    out["vol_ratio"] = vol_short / vol_long.where(vol_long > 0)
+    for n in average_windows:
+        average = close.astype(float).rolling(n).mean()
+        out[f"ma_gap_{n}"] = (log_close - np.log(average)) / vol_long.where(vol_long > 0)
+    high = close.astype(float).rolling(drawdown_window).max()
+    out[f"drawdown_{drawdown_window}"] = log_close - np.log(high)
+    return out
 
 
 def vix_covers(index: pd.DatetimeIndex, vix: pd.Series) -> bool:
@@ -58,7 +117,8 @@ def compute_features(
     returns), ``range`` (log high/low), ``volume_z`` (z-score of log volume against its trailing
     window, when volume exists and varies), ``vix_level``/``vix_change`` (log VIX and its 1-bar
     change, when ``vix`` is given: intraday bars use the previous day's close, see
-    :func:`vix_known_at`) and ``signal`` (the synthetic market's observable signal,
+    :func:`vix_known_at`), with ``cfg.set`` "long_horizon" the columns of
+    :func:`long_horizon_features`, and ``signal`` (the synthetic market's observable signal,
     when present and enabled).
     """
     close = np.log(bars["close"])
@@ -78,6 +138,9 @@ def compute_features(
         level = np.log(vix_known_at(bars.index, vix))
         out["vix_level"] = level
         out["vix_change"] = np.concatenate([[np.nan], np.diff(level)])
+    if cfg.set == "long_horizon":
+        extra = long_horizon_features(bars["close"])
+        out = out.join(extra.drop(columns=[c for c in extra.columns if c in out.columns]))
     if cfg.include_signal and "signal" in bars:
         out["signal"] = bars["signal"]
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +16,16 @@ from tradingbot.data.features import (
     first_valid_row,
     vix_covers,
 )
-from tradingbot.data.sources import MarketData, load_market, load_vix_close
+from tradingbot.data.sources import (
+    MarketData,
+    add_training_sources,
+    load_market,
+    load_vix_close,
+)
 from tradingbot.data.splits import DateRange, date_splits, rows_in, union_index
 from tradingbot.data.validate import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,12 +38,14 @@ class InstrumentSeries:
     timestamps: bar timestamps.
     offset: the instrument's first row in the market's concatenated arrays.
     first_valid: the first row whose features are all defined.
+    train_only: an instrument of ``data.train_sources`` (normalized on its own training bars).
     """
 
     name: str
     timestamps: pd.DatetimeIndex
     offset: int
     first_valid: int
+    train_only: bool = False  # added by data.train_sources: trained on, never evaluated
 
     @property
     def n_bars(self) -> int:
@@ -59,6 +69,11 @@ class PreparedMarket:
     features: np.ndarray
     open: np.ndarray
     close: np.ndarray
+
+    @property
+    def scored_instruments(self) -> list[InstrumentSeries]:
+        """The instruments evaluated: every one but ``data.train_sources``' additions."""
+        return [inst for inst in self.instruments if not inst.train_only]
 
     def instrument_features(self, i: int) -> np.ndarray:
         inst = self.instruments[i]
@@ -116,6 +131,11 @@ def prepare_market(
     window: bars per observation; the first usable row moves by ``window - 1``.
     fit_on: rows whose features fit the normalization; default: the train split.
     normalizer: a stored normalization to reuse instead of fitting one (signals, backtests).
+
+    The instruments of ``data.train_only`` (``data.train_sources``) are each normalized on
+    their own rows in ``fit_on`` (one without such rows is left out); the others share one
+    normalization, the one stored with a run. The date splits are decided on the others'
+    timestamps.
     """
     vix = _vix_for(data, cfg.features)
     raw = {name: compute_features(bars, cfg.features, vix) for name, bars in data.bars.items()}
@@ -126,21 +146,29 @@ def prepare_market(
                 f"{data.name}: instrument {inst} has features {list(frame.columns)}, "
                 f"others have {names} (e.g. volume missing for some instruments)"
             )
-    splits = date_splits(union_index([b.index for b in data.bars.values()]), cfg.split, data.name)
+    main = [b.index for name, b in data.bars.items() if name not in data.train_only]
+    splits = date_splits(union_index(main), cfg.split, data.name)
     firsts = {}
     for inst, frame in raw.items():
         try:
             firsts[inst] = first_valid_row(frame)
         except ValueError as err:
             raise DataError(f"{data.name} [{inst}]: {err}") from None
+    span = fit_on or splits["train"]
+    own = {}  # each training-only instrument's normalization, fitted on its own training bars
+    for inst in data.train_only:
+        rows = _training_rows(raw[inst], firsts[inst], span)
+        if len(rows) >= 2:
+            own[inst] = FeatureNormalizer.fit([rows], names, cfg.features.clip)
+        else:  # no training bars in this span (a later listing): left out of training
+            log.info("%s: no training bars in %s; left out of this training", inst, span)
+    raw = {k: v for k, v in raw.items() if k not in data.train_only or k in own}
     if normalizer is None:
-        span = fit_on or splits["train"]
-        rows = []
-        for inst, frame in raw.items():
-            lo, hi = rows_in(frame.index, span)
-            lo = max(lo, firsts[inst])
-            if hi > lo:
-                rows.append(frame.to_numpy()[lo:hi])
+        rows = [
+            _training_rows(frame, firsts[inst], span)
+            for inst, frame in raw.items()
+            if inst not in data.train_only
+        ]
         if sum(len(r) for r in rows) < 2:
             raise DataError(
                 f"{data.name}: the training rows ({span}) have "
@@ -156,23 +184,39 @@ def prepare_market(
         )
     instruments, offset = [], 0
     for inst, frame in raw.items():
-        instruments.append(InstrumentSeries(inst, frame.index, offset, firsts[inst]))
+        extra = inst in data.train_only
+        instruments.append(InstrumentSeries(inst, frame.index, offset, firsts[inst], extra))
         offset += len(frame)
-    bars = list(data.bars.values())
+    bars = [data.bars[inst] for inst in raw]
+    features = [own.get(inst, normalizer).transform(f.to_numpy()) for inst, f in raw.items()]
     return PreparedMarket(
         data=data,
         instruments=instruments,
         feature_names=names,
         normalizer=normalizer,
         splits=splits,
-        features=normalizer.transform(np.concatenate([f.to_numpy() for f in raw.values()])),
+        features=np.concatenate(features),
         open=np.concatenate([b["open"].to_numpy(dtype=np.float64) for b in bars]),
         close=np.concatenate([b["close"].to_numpy(dtype=np.float64) for b in bars]),
     )
 
 
-def load_prepared(cfg: DataConfig, window: int = 1) -> PreparedMarket:
-    """Load ``cfg.source`` and prepare it (the usual path from a config to the simulator)."""
+def _training_rows(frame: pd.DataFrame, first_valid: int, span: DateRange) -> np.ndarray:
+    """The rows of ``frame`` inside ``span`` with every feature defined."""
+    lo, hi = rows_in(frame.index, span)
+    return frame.to_numpy()[max(lo, first_valid) : hi]
+
+
+def load_training_data(cfg: DataConfig, window: int = 1) -> MarketData:
+    """``cfg.source`` (its ``cfg.instruments``) and the instruments of ``cfg.train_sources``."""
     min_rows = feature_lookback(cfg.features) + window + 1
     data = load_market(cfg.source, cfg.synthetic, cfg.instruments, min_rows, cfg.timestamp_unit)
-    return prepare_market(data, cfg, window)
+    return add_training_sources(
+        data, cfg.train_sources, cfg.synthetic, min_rows, cfg.timestamp_unit
+    )
+
+
+def load_prepared(cfg: DataConfig, window: int = 1) -> PreparedMarket:
+    """Load ``cfg.source`` (and ``cfg.train_sources``) and prepare it (the usual path from a
+    config to the simulator)."""
+    return prepare_market(load_training_data(cfg, window), cfg, window)

@@ -1,9 +1,9 @@
 """Where bars come from: bundled datasets read from installed packages, and user files.
 
-Nothing is downloaded: ``sp500`` and ``vix`` come from the ``arch`` package, ``googl`` and
-``eurusd`` from ``gym-anytrading``, ``sp500_universe`` (20 US large caps) and ``sp500_index``
-from ``skfolio`` (daily adjusted closes only: see :func:`close_only_bars`), ``synthetic`` is
-generated from a seed.
+Nothing is downloaded: ``sp500``, ``nasdaq`` and ``vix`` come from the ``arch`` package,
+``googl`` and ``eurusd`` from ``gym-anytrading``, ``sp500_universe`` (20 US large caps) and
+``sp500_index`` from ``skfolio`` (daily adjusted closes only: see :func:`close_only_bars`),
+``synthetic`` is generated from a seed.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class MarketData:
     bars: dict[str, pd.DataFrame]
     origin: str
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # Instruments added by data.train_sources: in training episodes only, never evaluated.
+    train_only: frozenset[str] = frozenset()
 
 
 def _arch_frame(module_name: str) -> pd.DataFrame:
@@ -62,6 +64,10 @@ def _arch_frame(module_name: str) -> pd.DataFrame:
 
 def _load_sp500() -> pd.DataFrame:
     return _arch_frame("sp500")[["Open", "High", "Low", "Close", "Volume"]]
+
+
+def _load_nasdaq() -> pd.DataFrame:
+    return _arch_frame("nasdaq")[["Open", "High", "Low", "Close", "Volume"]]
 
 
 def _load_vix_bars() -> pd.DataFrame:
@@ -128,6 +134,7 @@ class BundledDataset:
 _LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
     "sp500": _load_sp500,
     "vix": _load_vix_bars,
+    "nasdaq": _load_nasdaq,
     "googl": _load_googl,
     "eurusd": _load_eurusd,
     "sp500_index": _load_sp500_index,
@@ -374,3 +381,35 @@ def load_market(
             )
         data.bars = {i: data.bars[i] for i in instruments}
     return data
+
+
+def add_training_sources(
+    data: MarketData,
+    sources: list[str],
+    synthetic: SyntheticConfig | None = None,
+    min_rows: int = 2,
+    timestamp_unit: str | None = None,
+) -> MarketData:
+    """``data`` with the instruments of ``sources`` (``data.train_sources``) added as
+    training-only instruments (:attr:`MarketData.train_only`).
+
+    Raises
+    ------
+    DataError
+        When an added instrument has the name of one already there.
+    """
+    if not sources:
+        return data
+    bars, train_only = dict(data.bars), set(data.train_only)
+    for source in sources:
+        extra = load_market(source, synthetic, None, min_rows, timestamp_unit)
+        for name, frame in extra.bars.items():
+            if name in bars:
+                raise DataError(
+                    f"data.train_sources: {source!r} has instrument {name!r}, which "
+                    f"{data.name} (or another training source) already has"
+                )
+            bars[name] = frame
+            train_only.add(name)
+    origin = f"{data.origin}; training also on {', '.join(sources)}"
+    return MarketData(data.name, bars, origin, data.extra, frozenset(train_only))

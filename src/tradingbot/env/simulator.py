@@ -32,6 +32,7 @@ from tradingbot.config import EnvConfig
 from tradingbot.data.calendar import periods_per_year
 from tradingbot.data.market import PreparedMarket
 from tradingbot.data.splits import DateRange
+from tradingbot.env.sizing import position_scales, scale_targets
 
 MIN_EQUITY = 1e-12  # equity is floored here so the log reward stays finite at ruin
 
@@ -94,6 +95,8 @@ class MarketSimulator:
         self._intrabar_return = np.append(close[1:] / open_[1:] - 1.0, np.nan)
         self._ruin_equity = cfg.ruin_floor * cfg.initial_equity
         self._cash_return = cash_returns(market, cfg.cash_rate) if cfg.cash_rate else None
+        # Per row: the action -> position factor of env.sizing (None: the action is the position).
+        self.position_scale = position_scales(market, cfg.sizing)
 
         self.rngs = [np.random.default_rng() for _ in range(n_envs)]
         self.row = np.zeros(n_envs, dtype=np.int64)  # global row of the bar just closed
@@ -190,6 +193,11 @@ class MarketSimulator:
         position = self.position if envs is None else self.position[envs]
         return build_observations(self.market.features, rows, position, self.window)
 
+    def targets(self, actions: np.ndarray) -> np.ndarray:
+        """Target positions (n,) of a batch of actions taken at the bars just closed."""
+        scale = None if self.position_scale is None else self.position_scale[self.row]
+        return actions_to_targets(actions, self.cfg, scale)
+
     def step(
         self, target: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -257,16 +265,26 @@ def make_observation_space(sim: MarketSimulator) -> spaces.Box:
     return spaces.Box(low=-bound, high=bound, shape=(sim.obs_dim,), dtype=np.float32)
 
 
-def actions_to_targets(actions: np.ndarray, cfg: EnvConfig) -> np.ndarray:
+def actions_to_targets(
+    actions: np.ndarray, cfg: EnvConfig, scale: np.ndarray | None = None
+) -> np.ndarray:
     """Target positions (n,) from a batch of actions.
 
     Discrete: {short, flat, long} -> {-1, 0, 1}, or {flat, long} -> {0, 1} when long-only.
-    Continuous: clipped to the action range.
+    Continuous: clipped to the action range. With ``env.sizing.mode`` ``vol_scaled`` that
+    value is then multiplied by ``scale`` (n,), the decision bars' factors from
+    :func:`~tradingbot.env.sizing.position_scales`, and clipped to the cap.
     """
     actions = np.asarray(actions)
     if cfg.action == "discrete":
         index = actions.reshape(-1).astype(np.int64)
-        return index.astype(np.float64) if cfg.long_only else index.astype(np.float64) - 1.0
-    low = 0.0 if cfg.long_only else -1.0
-    first = actions.reshape(len(actions), -1)[:, 0].astype(np.float64)
-    return np.minimum(np.maximum(first, low), 1.0)
+        targets = index.astype(np.float64) if cfg.long_only else index.astype(np.float64) - 1.0
+    else:
+        low = 0.0 if cfg.long_only else -1.0
+        first = actions.reshape(len(actions), -1)[:, 0].astype(np.float64)
+        targets = np.minimum(np.maximum(first, low), 1.0)
+    if cfg.sizing.mode == "position":
+        return targets
+    if scale is None:
+        raise ValueError("env.sizing.mode 'vol_scaled' needs the bars' position scales")
+    return scale_targets(targets, scale, cfg.sizing, cfg.long_only)

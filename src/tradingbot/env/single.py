@@ -12,7 +12,6 @@ from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.data.splits import DateRange
 from tradingbot.env.simulator import (
     MarketSimulator,
-    actions_to_targets,
     make_action_space,
     make_observation_space,
 )
@@ -56,7 +55,7 @@ class MarketEnv(gym.Env):
         return self.sim.observe()[0], self._info(0.0, 0.0)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        target = actions_to_targets(np.asarray(action)[None], self.cfg)
+        target = self.sim.targets(np.asarray(action)[None])
         reward, terminated, truncated, trade, cost = self.sim.step(target)
         info = self._info(float(trade[0]), float(cost[0]))
         return (

@@ -20,7 +20,6 @@ from tradingbot.data.market import PreparedMarket
 from tradingbot.data.splits import DateRange
 from tradingbot.env.simulator import (
     MarketSimulator,
-    actions_to_targets,
     make_action_space,
     make_observation_space,
 )
@@ -118,7 +117,7 @@ class MarketVecEnv(VecEnv):
 
     def step_wait(self) -> VecEnvStepReturn:
         assert self._actions is not None, "step_async must come before step_wait"
-        targets = actions_to_targets(self._actions, self.cfg)
+        targets = self.sim.targets(self._actions)
         reward, terminated, truncated, trade, cost = self.sim.step(targets)
         self._episode_return += reward
         # Copies: resetting an environment below rewrites its slot of the simulator's arrays.

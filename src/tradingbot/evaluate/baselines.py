@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 from gymnasium import spaces
 
-from tradingbot.config import BaselineConfig, EnvConfig
+from tradingbot.config import BaselineConfig, EnvConfig, SizingConfig
 from tradingbot.data.market import PreparedMarket
 from tradingbot.data.splits import DateRange
 from tradingbot.env.simulator import make_action_space
+from tradingbot.env.sizing import volatility_scale
 from tradingbot.evaluate.backtest import (
     ConstantPolicy,
     Predictor,
@@ -60,11 +61,7 @@ def volatility_target_positions(
     window: how many returns sigma is estimated from.
     cap: the largest position.
     """
-    log_returns = pd.Series(np.log(np.asarray(close, dtype=float))).diff()
-    sigma = log_returns.rolling(window).std(ddof=1).to_numpy() * np.sqrt(bars_per_year)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        position = np.minimum(cap, target / sigma)
-    return np.where(np.isfinite(sigma), position, 0.0)
+    return np.minimum(cap, volatility_scale(close, bars_per_year, target, window))
 
 
 def trend_positions(close: np.ndarray, window: int, long_only: bool) -> np.ndarray:
@@ -173,7 +170,11 @@ def run_baselines(
     agent_exposure: float | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Backtest bars of every baseline on ``split`` of one instrument (see
-    :func:`baseline_policies` for the parameters), in :data:`BASELINE_NAMES` order."""
+    :func:`baseline_policies` for the parameters), in :data:`BASELINE_NAMES` order. They run
+    with ``env.sizing`` mode ``position`` whatever the agent's: their positions are held as
+    they are."""
+    # The baselines' positions are positions: never rescaled by the agent's env.sizing.
+    env_cfg = env_cfg.model_copy(update={"sizing": SizingConfig()})
     policies = baseline_policies(market, instrument, env_cfg, cfg, agent_exposure)
     return {
         name: run_backtest(policy, market, split, env_cfg, instrument)

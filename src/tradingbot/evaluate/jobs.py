@@ -18,9 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from tradingbot.config import TradingConfig
-from tradingbot.data.features import feature_lookback
-from tradingbot.data.market import prepare_market
-from tradingbot.data.sources import MarketData, load_market
+from tradingbot.data.market import load_training_data, prepare_market
+from tradingbot.data.sources import MarketData
 from tradingbot.data.splits import Fold, union_index
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import run_backtest
@@ -85,15 +84,9 @@ def job_name(fold: int, seed: int) -> str:
 
 
 def load_walkforward_data(config: TradingConfig) -> MarketData:
-    """The market data of the walk-forward, with enough rows for the features and window."""
-    min_rows = feature_lookback(config.data.features) + config.env.window + 1
-    return load_market(
-        config.data.source,
-        config.data.synthetic,
-        config.data.instruments,
-        min_rows,
-        config.data.timestamp_unit,
-    )
+    """The market data of the walk-forward, with enough rows for the features and window
+    (``data.train_sources``' instruments included, for training only)."""
+    return load_training_data(config.data, config.env.window)
 
 
 def run_fold_seed(
@@ -108,7 +101,7 @@ def run_fold_seed(
         fault.maybe_fire(fold.index, seed)
     configure_process(config.run)
     data = load_walkforward_data(config)
-    stamps = union_index([b.index for b in data.bars.values()])
+    stamps = union_index([b.index for k, b in data.bars.items() if k not in data.train_only])
     market = prepare_market(data, config.data, config.env.window, fit_on=fold.train)
     span = scored_span(stamps, fold.test)
     env = MarketVecEnv(market, fold.train, config.env, seed=seed)
@@ -117,7 +110,7 @@ def run_fold_seed(
     )
     model.learn(config.run.total_timesteps)
     bars: dict[str, dict[str, pd.DataFrame]] = {}
-    for inst in market.instruments:
+    for inst in market.scored_instruments:
         agent = run_backtest(
             model, market, span, config.env, inst.name, config.evaluation.warmup_bars
         )

@@ -291,12 +291,12 @@ def risk_columns(
 
 
 def market_closes(market: PreparedMarket) -> dict[str, pd.Series]:
-    """Each instrument's close prices, indexed by timestamp."""
+    """Each instrument's close prices, indexed by timestamp (not ``data.train_sources``')."""
     return {
         inst.name: pd.Series(
             market.close[inst.offset : inst.offset + inst.n_bars], index=inst.timestamps
         )
-        for inst in market.instruments
+        for inst in market.scored_instruments
     }
 
 

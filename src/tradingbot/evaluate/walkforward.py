@@ -187,7 +187,7 @@ def walk_forward(
     seeds = seeds if seeds is not None else config.evaluation.seeds
     configure_process(config.run)
     data = load_walkforward_data(config)
-    stamps = union_index([b.index for b in data.bars.values()])
+    stamps = union_index([b.index for k, b in data.bars.items() if k not in data.train_only])
     folds = walk_forward_folds(stamps, config.data.walk_forward)
     if resume is not None:
         check_resumable(resume, config)

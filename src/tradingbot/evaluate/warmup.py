@@ -8,7 +8,7 @@ from must be the same wherever the policy is scored. The definition, used by bot
 - the LSTM first runs over the ``evaluation.warmup_bars`` bars before it (fewer when the data
   have fewer usable bars before it: features and the observation window must be defined), as a
   paper run: each warm-up observation carries the target position the policy chose at the bar
-  before, exactly as the simulator feeds it back;
+  before, exactly as the simulator feeds it back (sized by ``env.sizing`` as in the simulator);
 - the scored run then starts flat (position 0 in the first scored observation: the account
   holds nothing yet) with the hidden state the warm-up left, not a reset one.
 
@@ -26,6 +26,7 @@ import numpy as np
 from tradingbot.config import EnvConfig
 from tradingbot.data.market import InstrumentSeries, PreparedMarket
 from tradingbot.env.simulator import actions_to_targets, build_observations
+from tradingbot.env.sizing import position_scales
 
 
 def warmup_rows(
@@ -51,14 +52,15 @@ def warm_up(
     state: Any = None
     episode_start = np.ones(1, dtype=bool)
     position = np.zeros(1)
-    for row in warmup_rows(instrument, first_scored, warmup_bars, env_cfg.window):
-        obs = build_observations(
-            market.features, np.array([instrument.offset + row]), position, env_cfg.window
-        )
+    rows = warmup_rows(instrument, first_scored, warmup_bars, env_cfg.window)
+    scales = position_scales(market, env_cfg.sizing) if len(rows) else None
+    for row in rows:
+        at = np.array([instrument.offset + row])
+        obs = build_observations(market.features, at, position, env_cfg.window)
         action, state = policy.predict(
             obs, state=state, episode_start=episode_start, deterministic=True
         )
-        position = actions_to_targets(action, env_cfg)
+        position = actions_to_targets(action, env_cfg, None if scales is None else scales[at])
         episode_start = np.zeros(1, dtype=bool)
     start_flat = getattr(policy, "start_flat", None)
     if start_flat is not None:

@@ -258,7 +258,7 @@ def score_member(
     """
     pbt = config.pbt
     values = []
-    for inst in market.instruments:
+    for inst in market.scored_instruments:  # not data.train_sources' instruments
         bars = run_backtest(
             model, market, pbt.split, config.env, inst.name, config.evaluation.warmup_bars
         )

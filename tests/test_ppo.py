@@ -108,7 +108,7 @@ def test_critic_quantiles_in_return_units_through_the_algorithm() -> None:
     model.learn(64 * 8 * 30)
     obs = th.zeros(1, 2)
     step = model.policy.step(obs, model.policy.initial_state(1), th.ones(1))
-    mean, std = model._return_scale()
+    mean, std = model.return_scale()
     quantiles = (step.quantiles[0] * std + mean).numpy()
     expected = norm.ppf(model.policy.taus.numpy().astype(np.float64), loc=1.0, scale=2.0)
     # 0.3: sampling noise of 512-sample rollouts and of the return statistics.

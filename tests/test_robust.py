@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from stable_baselines3.common.env_util import make_vec_env
 from typer.testing import CliRunner
 
-from tradingbot.algo import ppo as ppo_module
 from tradingbot.algo import robust
+from tradingbot.algo import train_steps as train_steps_module
 from tradingbot.algo import update as update_module
 from tradingbot.algo.config import PPOConfig, RobustConfig
 from tradingbot.algo.ppo import DistributionalPPO
@@ -273,7 +273,7 @@ def test_disabled_robust_is_bit_identical_to_the_plain_update(monkeypatch) -> No
     plain_rng = th.get_rng_state()
 
     monkeypatch.setattr(update_module, "robust_regularizer", fail)
-    monkeypatch.setattr(ppo_module, "robust_step", fail)
+    monkeypatch.setattr(train_steps_module, "robust_step", fail)
     off = make_model(
         robust={"enabled": False, "epsilon": 0.5, "kappa": 3.0, "fraction": 1.0, "pgd_steps": 2}
     )
@@ -300,7 +300,7 @@ def test_zero_epsilon_skips_the_attack(monkeypatch) -> None:
     ctx = update_module.UpdateContext(
         ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2, robust=step
     )
-    metrics = update_module.accumulate_gradients(model, chunks.select(th.arange(4)), ctx)
+    metrics = update_module.accumulate_gradients(model.learner, chunks.select(th.arange(4)), ctx)
     assert "robust_kl_pgd" not in metrics
 
 
@@ -329,14 +329,14 @@ def test_epsilon_warmup_schedule_and_defaults() -> None:
 
 def test_warmup_reaches_training(monkeypatch) -> None:
     epsilons: list[float] = []
-    original = ppo_module.robust_step
+    original = train_steps_module.robust_step
 
     def recording(*args, **kwargs):
         step = original(*args, **kwargs)
         epsilons.append(step.epsilon)
         return step
 
-    monkeypatch.setattr(ppo_module, "robust_step", recording)
+    monkeypatch.setattr(train_steps_module, "robust_step", recording)
     model = make_model(robust={**ROBUST, "epsilon": 0.2, "warmup_fraction": 1.0})
     model.learn(256)  # four updates, at progress 1/4, 2/4, 3/4 and 1
     assert epsilons == pytest.approx([0.05, 0.1, 0.15, 0.2])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tradingbot.algo.gradients import FlatGradients, clip_scales
+from tradingbot.algo.fast.flat import FlatGradients, clip_scales
 from tradingbot.optim import VarianceGradientScaler
 from tradingbot.optim.scaler import all_finite
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from stable_baselines3.common.env_util import make_vec_env
 
 from tradingbot.algo.config import PPOConfig
-from tradingbot.algo.gradients import clip_scales
+from tradingbot.algo.fast.flat import clip_scales
 from tradingbot.algo.losses import dsac_t_weights, quantile_spread
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.algo.robust import robust_step
@@ -79,7 +79,7 @@ def test_microbatches_give_the_whole_minibatch_gradient(normalization: str) -> N
     indices = th.arange(8)
 
     def gradients(n_micro: int) -> list[th.Tensor]:
-        accumulate_gradients(model, chunks.select(indices), ctx, n_micro)
+        accumulate_gradients(model.learner, chunks.select(indices), ctx, n_micro)
         return [p.grad.clone() for p in model.policy.parameters() if p.grad is not None]
 
     whole, split = gradients(1), gradients(4)
@@ -99,9 +99,9 @@ def test_microbatches_give_the_whole_minibatch_gradient(normalization: str) -> N
         return evaluate(*args, **kwargs)
 
     model.policy.evaluate_sequences = counting  # type: ignore[method-assign]
-    n_before = model._n_updates
+    n_before = model.n_updates
     model.train()
-    assert calls["n"] - 1 == 4 * (model._n_updates - n_before) > 0
+    assert calls["n"] - 1 == 4 * (model.n_updates - n_before) > 0
 
 
 def test_microbatches_give_the_whole_minibatch_gradient_with_robust_training() -> None:
@@ -118,7 +118,7 @@ def test_microbatches_give_the_whole_minibatch_gradient_with_robust_training() -
 
     def gradients(n_micro: int) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         th.manual_seed(123)
-        metrics = accumulate_gradients(model, chunks.select(th.arange(8)), ctx, n_micro)
+        metrics = accumulate_gradients(model.learner, chunks.select(th.arange(8)), ctx, n_micro)
         return model.gradients.flat.clone(), metrics
 
     (whole, whole_metrics), (split, split_metrics) = gradients(1), gradients(4)
@@ -130,7 +130,7 @@ def test_microbatches_give_the_whole_minibatch_gradient_with_robust_training() -
     # The robust term matters here: without it the gradient differs.
     th.manual_seed(123)
     plain = dataclasses.replace(ctx, robust=None)
-    accumulate_gradients(model, chunks.select(th.arange(8)), plain, 1)
+    accumulate_gradients(model.learner, chunks.select(th.arange(8)), plain, 1)
     assert (model.gradients.flat - whole).abs().max() > 1e-4
 
 
@@ -220,15 +220,17 @@ def test_nan_gradient_skips_the_step() -> None:
 
 
 def test_predictions_after_training_use_the_trained_weights() -> None:
-    """The fused optimizer step bumps no parameter version: the cached inference weights must
-    still be re-derived after training, or predict() acts with the last rollout's policy."""
+    """The algorithm re-derives the inference weights after each update: without it predict()
+    would act with the policy of the last rollout's start."""
     model = pendulum(n_epochs=2, batch_size=32)
     model.learn(64 * 2)
     assert model.config.optimizer == "adam"
-    cached = model.policy.rollout_weights()
-    fresh = model.policy.rollout_weights(fresh=True)
-    pairs = [(cached.lstm_weight_ih, fresh.lstm_weight_ih), (cached.lstm_bias, fresh.lstm_bias)]
-    pairs += zip(cached.lstm_weight_hh, fresh.lstm_weight_hh, strict=True)
+    kept = model.policy.rollout_weights()
+    fresh = model.policy.refresh_rollout_weights()
+    pairs = [(kept.lstm_weight_ih, fresh.lstm_weight_ih), (kept.lstm_bias, fresh.lstm_bias)]
+    pairs += zip(kept.lstm_weight_hh, fresh.lstm_weight_hh, strict=True)
+    pairs += [(a, b) for layer_a, layer_b in zip(kept.layers, fresh.layers, strict=True)
+              for a, b in zip(layer_a, layer_b, strict=True)]  # fmt: skip
     for a, b in pairs:
         assert th.equal(a, b)
 
@@ -238,13 +240,13 @@ def test_predictions_after_training_use_the_trained_weights() -> None:
 def test_kl_early_stop_stops_the_epoch_loop(estimator: str) -> None:
     model = pendulum(n_epochs=5, batch_size=32)
     model.learn(64)
-    n_before = model._n_updates
+    n_before = model.n_updates
     model.train()
-    assert model._n_updates - n_before == 2 * 5  # 2 minibatches x 5 epochs, no stop
+    assert model.n_updates - n_before == 2 * 5  # 2 minibatches x 5 epochs, no stop
     model = pendulum(n_epochs=5, batch_size=32, target_kl=1e-9, kl_early_stop=estimator)
     model.learn(64)
     # First minibatch: policy unchanged, KL 0 -> step; second: KL > 1.5e-9 -> stop.
-    assert model._n_updates == 1
+    assert model.n_updates == 1
     assert model.logger.name_to_value["train/early_stopped"] == 1
     assert model.logger.name_to_value["train/kl_exact"] >= 0
     assert model.logger.name_to_value["train/approx_kl"] >= 0
@@ -349,7 +351,9 @@ def test_awr_ratio_is_the_minibatch_ratio_whatever_the_microbatches() -> None:
     batch = model.rollout_buffer.to_chunks(8).select(th.arange(8))
     coef, beta, clip = 0.1, model.config.awr.beta, 0.2
     ctx = UpdateContext(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=clip, awr_coef=coef)
-    ratios = [float(accumulate_gradients(model, batch, ctx, n)["bc_ppo_ratio"]) for n in (1, 4)]
+    ratios = [
+        float(accumulate_gradients(model.learner, batch, ctx, n)["bc_ppo_ratio"]) for n in (1, 4)
+    ]
     with th.no_grad():
         log_prob = model.policy.evaluate_sequences(
             batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
@@ -399,7 +403,7 @@ def test_logged_critic_weight_is_the_dsac_t_weights_mean_with_awr_on() -> None:
     ctx = UpdateContext(
         ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2, sigma_bar=sigma_bar, awr_coef=0.1
     )
-    _, metrics = minibatch_loss(model, batch, ctx, 0.0, 1.0)
+    _, metrics = minibatch_loss(model.learner, batch, ctx, 0.0, 1.0)
     with th.no_grad():
         quantiles = model.policy.evaluate_sequences(
             batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
@@ -458,7 +462,7 @@ def test_kl_beta_adapts_to_the_kl_measured_after_the_update(target: float, beta:
     assert logged["train/kl_after_update"] > 1e-6
     assert model.train_state.kl_beta == beta
     assert logged["train/early_stopped"] == 0
-    assert model._n_updates == 2  # 1 minibatch x 2 epochs: no early stop at KL > 1.5e-9
+    assert model.n_updates == 2  # 1 minibatch x 2 epochs: no early stop at KL > 1.5e-9
 
 
 def test_kl_penalty_needs_a_target() -> None:
@@ -475,7 +479,7 @@ def test_global_clip_matches_torch_clip_grad_norm() -> None:
     model.learn(64)
     chunks = model.rollout_buffer.to_chunks(16)
     ctx = UpdateContext(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2)
-    accumulate_gradients(model, chunks, ctx)
+    accumulate_gradients(model.learner, chunks, ctx)
     reference = [th.nn.Parameter(th.zeros_like(p)) for p in model.policy.parameters()]
     for ref, p in zip(reference, model.policy.parameters(), strict=True):
         ref.grad = p.grad.clone()
@@ -538,8 +542,8 @@ def test_value_coefficient_reaches_the_loss() -> None:
     model.learn(64)
     batch = model.rollout_buffer.to_chunks(16)
     base = dict(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2)
-    _, m1 = minibatch_loss(model, batch, UpdateContext(**base, vf_coef=1.0), 0.0, 1.0)
-    _, m0 = minibatch_loss(model, batch, UpdateContext(**base, vf_coef=0.0), 0.0, 1.0)
+    _, m1 = minibatch_loss(model.learner, batch, UpdateContext(**base, vf_coef=1.0), 0.0, 1.0)
+    _, m0 = minibatch_loss(model.learner, batch, UpdateContext(**base, vf_coef=0.0), 0.0, 1.0)
     assert float(m0["loss"]) == pytest.approx(float(m0["policy_loss"]), rel=1e-6)
     expected = float(m1["policy_loss"] + m1["value_loss"])
     assert float(m1["loss"]) == pytest.approx(expected, rel=1e-6)

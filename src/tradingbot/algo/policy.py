@@ -13,19 +13,26 @@ from torch import nn
 from torch.nn import functional as F
 
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.fast.inference import (
+    LSTMStates,
+    RolloutWeights,
+    derive_rollout_weights,
+    fused_step,
+)
+from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.losses import midpoint_taus
-from tradingbot.algo.sequence import lstms_over_chunks
+
+__all__ = [
+    "LSTMStates",
+    "PolicyStep",
+    "RecurrentActorCritic",
+    "RolloutWeights",
+    "SequenceEvaluation",
+    "TwinQuantileHead",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
-
-
-class LSTMStates(NamedTuple):
-    """Hidden and cell states, each (batch, n_lstms * hidden): columns ``[0, H)`` belong to the
-    actor LSTM and ``[H, 2H)`` to the critic LSTM (absent with a shared LSTM)."""
-
-    h: th.Tensor
-    c: th.Tensor
 
 
 class PolicyStep(NamedTuple):
@@ -54,26 +61,6 @@ class SequenceEvaluation(NamedTuple):
     entropy: th.Tensor
     quantiles: th.Tensor
     dist_params: th.Tensor
-
-
-class RolloutWeights(NamedTuple):
-    """Inference-time weights derived from the parameters (see
-    :meth:`RecurrentActorCritic.rollout_weights`); valid until the parameters change.
-
-    The LSTMs' gate rows are side by side, LSTM by LSTM, each reordered to (input, forget,
-    output, cell) so one sigmoid covers three gates of every LSTM; each LSTM keeps its own
-    recurrent weight (``lstm_weight_hh``, one per LSTM: a block-diagonal one would multiply
-    zeros); the weights are transposed for ``addmm``. ``layers`` are the actor MLP + head
-    and the critic MLPs fused layer by layer into one block-diagonal (or, on a shared LSTM's
-    features, concatenated) matmul each: the last layer's output is the actor's output followed
-    by every critic's pre-quantile output."""
-
-    lstm_weight_ih: th.Tensor
-    lstm_weight_hh: list[th.Tensor]
-    lstm_bias: th.Tensor
-    layers: list[tuple[th.Tensor, th.Tensor]]
-    log_std: th.Tensor | None
-    std: th.Tensor | None
 
 
 class TwinQuantileHead(nn.Module):
@@ -217,6 +204,8 @@ class RecurrentActorCritic(nn.Module):
             self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles
         )
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
+        # The fused inference weights (see rollout_weights), derived on demand.
+        self._rollout_weights: RolloutWeights | None = None
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -286,59 +275,34 @@ class RecurrentActorCritic(nn.Module):
         log_det = log_det + th.log(self.action_half_range)
         return (gaussian - log_det).sum(dim=-1)
 
-    def rollout_weights(self, fresh: bool = False) -> RolloutWeights:
-        """The inference weights of :meth:`rollout_step`, derived from the parameters (a few
-        dozen small ops) and cached until a parameter changes: in-place updates bump a
-        parameter's version counter, replacing it changes its storage. Writes through
-        ``param.data`` or a fused optimizer bump neither: after those call
-        :meth:`forget_rollout_weights`; ``fresh=True`` (as rollouts do) always derives anew."""
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        cached = self.__dict__.get("_rollout_weights_cache")
-        if not fresh and cached is not None and cached[0] == key:
-            return cached[1]
-        weights = self._derive_rollout_weights()
-        self.__dict__["_rollout_weights_cache"] = (key, weights)
-        return weights
-
-    def forget_rollout_weights(self) -> None:
-        """Drop the cached :meth:`rollout_weights`: call it after writing the parameters in a
-        way that bumps no version counter (a fused optimizer step, ``param.data``)."""
-        self.__dict__.pop("_rollout_weights_cache", None)
+    def rollout_weights(self) -> RolloutWeights:
+        """The inference weights of :meth:`rollout_step` last derived by
+        :meth:`refresh_rollout_weights` (derived now if they never were). The algorithm
+        refreshes them at the start of each rollout and after each update; code that changes
+        the parameters otherwise calls :meth:`refresh_rollout_weights` itself."""
+        if self._rollout_weights is None:
+            return self.refresh_rollout_weights()
+        return self._rollout_weights
 
     @th.no_grad()
-    def _derive_rollout_weights(self) -> RolloutWeights:
-        # Gates (i, f, g, o) reordered to (i, f, o, g), LSTM after LSTM.
-        n = self.hidden_size
-        order = th.tensor([0, 1, 3, 2], device=self.taus.device)
-
-        def reordered(tensor: th.Tensor) -> th.Tensor:  # (4H, ...) with the gates reordered
-            return tensor.view(4, n, *tensor.shape[1:]).index_select(0, order).flatten(0, 1)
-
-        weight_ih = th.cat([reordered(lstm.weight_ih_l0) for lstm in self.lstms]).t().contiguous()
-        weight_hh = [reordered(lstm.weight_hh_l0).t().contiguous() for lstm in self.lstms]
-        bias = th.cat([reordered(lstm.bias_ih_l0 + lstm.bias_hh_l0) for lstm in self.lstms])
-
-        actor_linears = [m for m in self.actor_mlp if isinstance(m, nn.Linear)]
-        actor_linears.append(self.actor_head)
+    def refresh_rollout_weights(self) -> RolloutWeights:
+        """Derive the inference weights from the current parameters
+        (:func:`~tradingbot.algo.fast.inference.derive_rollout_weights`), keep them for
+        :meth:`step` and :meth:`predict_values`, and return them."""
         head = self.critic_head
-        layers = []
-        for depth, actor_linear in enumerate(actor_linears):
-            if depth == 0:
-                critic_w, critic_b = head.first.weight.t(), head.first.bias
-                if self.shared_lstm:
-                    weight = th.cat([actor_linear.weight.t(), critic_w], dim=1)
-                else:
-                    weight = th.block_diag(actor_linear.weight.t(), critic_w)
-            else:
-                critic_weights = head.weights[depth - 1]
-                critic_b = head.biases[depth - 1].reshape(-1)
-                weight = th.block_diag(actor_linear.weight.t(), *critic_weights.unbind(0))
-            layers.append((weight.contiguous(), th.cat([actor_linear.bias, critic_b])))
-        log_std = std = None
-        if not self.discrete:
-            log_std = self.log_std()
-            std = th.exp(log_std)
-        return RolloutWeights(weight_ih, weight_hh, bias, layers, log_std, std)
+        actor_linears = [m for m in self.actor_mlp if isinstance(m, nn.Linear)]
+        weights = derive_rollout_weights(
+            self.lstms,
+            [*actor_linears, self.actor_head],
+            head.first,
+            list(head.weights),
+            list(head.biases),
+            self.n_critics,
+            self.shared_lstm,
+            None if self.discrete else self.log_std(),
+        )
+        self._rollout_weights = weights
+        return weights
 
     def rollout_step(
         self,
@@ -347,47 +311,11 @@ class RecurrentActorCritic(nn.Module):
         keep: th.Tensor | None,
         weights: RolloutWeights,
     ) -> tuple[th.Tensor, th.Tensor, LSTMStates]:
-        """
-        The network part of a rollout step, with few small ops (no grad; call it under
-        ``th.inference_mode``): one LSTM cell step and the fused actor/critic layers.
-
-        :param obs: Observations, shape (n_envs, obs_dim).
-        :param states: LSTM states before this step (not yet reset).
-        :param keep: ``1 - episode_starts`` of shape (n_envs, 1) (states are kept where it is
-            positive, replaced by zeros elsewhere), or ``None`` when no env
-            starts an episode.
-        :param weights: From :meth:`rollout_weights` of the current parameters.
-        :return: Actor output (Gaussian mean or logits) (n_envs, out), the critics' pre-quantile
-            output (n_envs, n_critics, n_quantiles) (see :meth:`rollout_outputs`) and the new
-            LSTM states.
-        """
-        h, c = states
-        if keep is not None:
-            # Replace, not multiply: a state made NaN by a bad observation must not outlive
-            # the episode (NaN * 0 is NaN).
-            h = th.where(keep > 0, h, 0.0)
-            c = th.where(keep > 0, c, 0.0)
-        batch, n, n_lstms = h.shape[0], self.hidden_size, len(weights.lstm_weight_hh)
-        gates = th.addmm(weights.lstm_bias, obs, weights.lstm_weight_ih)
-        for k, weight_hh in enumerate(weights.lstm_weight_hh):
-            gates[:, 4 * n * k : 4 * n * (k + 1)].addmm_(h[:, n * k : n * (k + 1)], weight_hh)
-        gates = gates.view(batch, n_lstms, 4 * n)
-        sig = th.sigmoid(gates[..., : 3 * n])
-        c = th.addcmul(
-            sig[..., n : 2 * n] * c.view(batch, n_lstms, n),
-            sig[..., :n],
-            th.tanh(gates[..., 3 * n :]),
-        )
-        h = (sig[..., 2 * n :] * th.tanh(c)).view(batch, -1)
-        c = c.view(batch, -1)
-        x = h
-        for depth, (weight, bias) in enumerate(weights.layers):
-            if depth:
-                x = th.tanh(x)
-            x = th.addmm(bias, x, weight)
-        n_actor = self.actor_head.out_features
-        critic_raw = x[:, n_actor:].view(x.shape[0], self.n_critics, -1)
-        return x[:, :n_actor], critic_raw, LSTMStates(h, c)
+        """The network part of a rollout step: one fused LSTM cell step and the fused
+        actor/critic layers (:func:`~tradingbot.algo.fast.inference.fused_step`; no grad, call
+        it under ``th.inference_mode``). Returns the actor output, the critics' pre-quantile
+        output (see :meth:`rollout_outputs`) and the new LSTM states."""
+        return fused_step(obs, states, keep, weights)
 
     def sample_action(
         self,

@@ -27,6 +27,7 @@ from tradingbot.algo.robust import (
     random_perturbation,
     sequence_dist_params,
 )
+from tradingbot.algo.rollout import obs_tensor
 from tradingbot.evaluate.backtest import Predictor
 
 ATTACKS = ("pgd", "random")
@@ -83,7 +84,7 @@ class ObservationAttack:
         """The perturbed observation (same shape and dtype) for the agent in ``state``."""
         model = self.model
         policy = model.policy
-        obs = model._obs_tensor(np.asarray(observation, dtype=np.float32))
+        obs = obs_tensor(np.asarray(observation, dtype=np.float32), policy.obs_dim, model.device)
         n = obs.shape[0]
         if state is None:
             states = policy.initial_state(n)

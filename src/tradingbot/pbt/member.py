@@ -138,23 +138,14 @@ def apply_hyperparameters(model: DistributionalPPO, values: dict[str, float]) ->
     ``train_state`` and only its initial value comes from ``risk.weight``.
     """
     cfg = with_hyperparameters(model.config, values)
-    model.config = cfg
-    model._setup_lr_schedule()
-    for group in model.optimizer.param_groups:
-        group["lr"] = cfg.learning_rate
-        if "sigma" in group:
-            group["sigma"] = cfg.upgd.sigma
-    scaler = model.train_state.scaler
-    if scaler is not None:
-        scaler.alpha = cfg.grad_scaler.alpha
+    model.set_hyperparameters(cfg)
     return cfg
 
 
 def reset_recurrent_state(model: DistributionalPPO) -> None:
     """Zero the LSTM states carried between rollouts and mark every env as starting an episode
     (so the first step of the next rollout starts from a clean state)."""
-    model._last_lstm_states = model.policy.initial_state(model.n_envs)
-    model._last_episode_starts = np.ones(model.n_envs, dtype=bool)
+    model.reset_recurrent_state()
 
 
 def read_member(directory: Path) -> MemberState:

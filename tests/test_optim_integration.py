@@ -5,21 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.env_util import make_vec_env
 
+from conftest import small_model
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.optim import UPGD, AdaptiveUPGD, VarianceGradientScaler
 
-SMALL = dict(
-    n_steps=32, batch_size=32, n_epochs=2, seq_len=16, lstm_hidden_size=8, net_arch=[8],
-    n_quantiles=8, seed=0,
-)  # fmt: skip
 
-
-def pendulum(**kwargs) -> DistributionalPPO:
-    th.set_num_threads(1)
-    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
-    return DistributionalPPO("MlpLstmPolicy", env, **{**SMALL, **kwargs})
+def pendulum(**overrides) -> DistributionalPPO:
+    """The small model with one 32-step minibatch per epoch."""
+    return small_model(**{"batch_size": 32, **overrides})
 
 
 @pytest.mark.parametrize(

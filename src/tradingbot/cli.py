@@ -150,16 +150,20 @@ def train_command(
 ) -> None:
     """Train DistributionalPPO on the training split and write a run directory."""
     from tradingbot.config import ConfigError, load_config
+    from tradingbot.runtime import configure_process
     from tradingbot.train import resume, train
 
     if resume_dir is not None:
         if config is not None or data is not None or overrides:
             raise ConfigError("--resume continues a run with its own config; drop other options")
+        if (resume_dir / "config.yaml").is_file():  # else resume() says it is no run directory
+            configure_process(load_config(resume_dir / "config.yaml").run)
         result = resume(resume_dir, progress_bar=progress)
     else:
         cfg = load_config(config, overrides)
         if data is not None:
             cfg.data.source = data
+        configure_process(cfg.run)
         result = train(cfg, progress_bar=progress)
     console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 
@@ -186,12 +190,14 @@ def walkforward_command(
     from tradingbot.config import load_config
     from tradingbot.evaluate.walkforward import walk_forward
     from tradingbot.report import build_report
+    from tradingbot.runtime import configure_process
 
     if config is None and resume is not None:
         config = resume / "config.yaml"  # checked against the run by walk_forward
     cfg = load_config(config, overrides)
     if data is not None:
         cfg.data.source = data
+    configure_process(cfg.run)
     run_dir = walk_forward(cfg, address=address, resume=resume)
     summary = pd.read_csv(run_dir / "evaluation" / "summary.csv")
     table = Table(title="walk-forward: mean [95% CI] over folds and seeds")

@@ -128,7 +128,7 @@ class DataConfig(StrictModel):
 
 
 class EnvConfig(StrictModel):
-    """The market simulator (see :mod:`tradingbot.env.market`)."""
+    """The market simulator (see :mod:`tradingbot.env.simulator`)."""
 
     n_envs: int = Field(8, ge=1)
     episode_length: int | None = Field(256, ge=1)  # None: run until the split's data ends
@@ -152,6 +152,8 @@ class RunConfig(StrictModel):
     out_dir: Path = Path("runs")
     name: str | None = None
     total_timesteps: int = Field(200_000, ge=1)
+    # Process settings, applied by the entry points (CLI, Ray tasks and trainables,
+    # benchmarks) through tradingbot.runtime.configure_process, never by library functions.
     torch_threads: int = Field(1, ge=1)  # small LSTMs run fastest on one thread
     # glibc keeps freed memory for reuse instead of page-faulting it in again every update
     # (tradingbot.runtime); the process then does not shrink after its peak.

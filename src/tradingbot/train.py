@@ -18,7 +18,6 @@ from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.var import VAR_MODEL_FILE, fit_market_var_model
 from tradingbot.run import create_run_dir
-from tradingbot.runtime import configure_process
 from tradingbot.safe_write import write_bytes
 
 MODEL_FILE = "model.safetensors"
@@ -142,7 +141,6 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     the feature normalization and the GARCH VaR parameters fitted on the training split.
     """
     check_device(config)
-    configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)
     run_dir = create_run_dir(config)
     write_normalization(market, run_dir)
@@ -175,7 +173,6 @@ def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
     if not found:
         raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from in {CHECKPOINT_DIR}/")
     check_device(config)
-    configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)
     errors = []
     for path in reversed(found):

@@ -28,11 +28,18 @@ def quantile_huber_loss(
     Quantile Huber loss of QR-DQN: summed over predicted quantiles, averaged over target samples
     and batch (the convention of ``sb3_contrib.common.utils.quantile_huber_loss``).
 
-    :param pred_quantiles: Predicted quantiles, shape (B, N).
-    :param target: Target samples, shape (B,) or (B, M).
-    :param taus: Quantile levels of the predictions, shape (N,).
-    :param kappa: Huber threshold.
-    :param reduce: Return the batch mean (scalar); otherwise the per-sample losses (B,).
+    Parameters
+    ----------
+    pred_quantiles : th.Tensor
+        Predicted quantiles, shape (B, N).
+    target : th.Tensor
+        Target samples, shape (B,) or (B, M).
+    taus : th.Tensor
+        Quantile levels of the predictions, shape (N,).
+    kappa : float
+        Huber threshold.
+    reduce : bool
+        Return the batch mean (scalar); otherwise the per-sample losses (B,).
     """
     per_sample = quantile_huber_loss_per_sample(pred_quantiles, target, taus, kappa)
     return per_sample.mean() if reduce else per_sample
@@ -55,17 +62,31 @@ def compute_gae(
     the first of an episode (so step ``t - 1`` ended one), ``last_dones`` is 1 for environments
     whose last step ended an episode.
 
-    :param rewards: Rewards, shape (T, E).
-    :param values: Value estimates of the observations, shape (T, E).
-    :param episode_starts: Episode-start flags of the observations, shape (T, E).
-    :param last_values: Values of the observations after the last step, shape (E,).
-    :param last_dones: Whether the last step ended an episode, shape (E,).
-    :param gamma: Discount factor.
-    :param gae_lambda: GAE lambda.
-    :param terminal_values: Time-limit bootstrap: value of the terminal observation for steps
-        truncated by a time limit and 0 elsewhere, shape (T, E); ``gamma * terminal_values`` is
-        added to the rewards (as SB3 does) so a truncated episode is not treated as terminated.
-    :return: (advantages, returns), each shape (T, E).
+    Parameters
+    ----------
+    rewards : th.Tensor
+        Rewards, shape (T, E).
+    values : th.Tensor
+        Value estimates of the observations, shape (T, E).
+    episode_starts : th.Tensor
+        Episode-start flags of the observations, shape (T, E).
+    last_values : th.Tensor
+        Values of the observations after the last step, shape (E,).
+    last_dones : th.Tensor
+        Whether the last step ended an episode, shape (E,).
+    gamma : float
+        Discount factor.
+    gae_lambda : float
+        GAE lambda.
+    terminal_values : th.Tensor | None
+        Time-limit bootstrap: value of the terminal observation for steps truncated by a time
+        limit and 0 elsewhere, shape (T, E); ``gamma * terminal_values`` is added to the rewards
+        (as SB3 does) so a truncated episode is not treated as terminated.
+
+    Returns
+    -------
+    tuple[th.Tensor, th.Tensor]
+        (advantages, returns), each shape (T, E).
     """
     if terminal_values is not None:
         rewards = rewards + gamma * terminal_values

@@ -138,10 +138,15 @@ class RecurrentActorCritic(nn.Module):
     states are replaced by zeros where an episode starts, before a step, in rollouts and in
     training (replaced, not multiplied by ``1 - episode_start``: a NaN state times 0 stays NaN).
 
-    :param observation_space: Box observation space (flattened).
-    :param action_space: Box (finite bounds) or Discrete action space.
-    :param config: Hyperparameters; the policy reads ``lstm_hidden_size``, ``shared_lstm``,
-        ``net_arch``, ``n_quantiles``, ``twin_critics``, ``critic_value`` and the ``log_std_*``.
+    Parameters
+    ----------
+    observation_space : spaces.Space
+        Box observation space (flattened).
+    action_space : spaces.Space
+        Box (finite bounds) or Discrete action space.
+    config : PPOConfig
+        Hyperparameters; the policy reads ``lstm_hidden_size``, ``shared_lstm``, ``net_arch``,
+        ``n_quantiles``, ``twin_critics``, ``critic_value`` and the ``log_std_*``.
     """
 
     def __init__(
@@ -352,8 +357,11 @@ class RecurrentActorCritic(nn.Module):
         (log_prob, value, quantiles, dist_params) of :meth:`rollout_step` outputs with any
         leading shape, so a whole rollout's can be computed in one pass at its end.
 
-        :param noise: The standard normal sample behind ``raw_action`` (Gaussian policy): the
-            log-probability then uses it instead of recomputing it from ``raw_action``.
+        Parameters
+        ----------
+        noise : th.Tensor | None
+            The standard normal sample behind ``raw_action`` (Gaussian policy): the log-probability
+            then uses it instead of recomputing it from ``raw_action``.
         """
         quantiles = TwinQuantileHead.monotone(critic_raw)
         if self.discrete:
@@ -378,11 +386,18 @@ class RecurrentActorCritic(nn.Module):
         One rollout step for a batch of environments (rollouts use :meth:`rollout_step` and
         :meth:`rollout_outputs` directly, which compute the same).
 
-        :param obs: Observations, shape (n_envs, obs_dim).
-        :param states: LSTM states before this step (not yet reset).
-        :param episode_starts: 1.0 where ``obs`` is the first of an episode, shape (n_envs,).
-        :param deterministic: Take the mode (tanh of the mean, or the argmax) instead of sampling.
-        :param weights: :meth:`rollout_weights` of the current parameters (computed if ``None``).
+        Parameters
+        ----------
+        obs : th.Tensor
+            Observations, shape (n_envs, obs_dim).
+        states : LSTMStates
+            LSTM states before this step (not yet reset).
+        episode_starts : th.Tensor
+            1.0 where ``obs`` is the first of an episode, shape (n_envs,).
+        deterministic : bool
+            Take the mode (tanh of the mean, or the argmax) instead of sampling.
+        weights : RolloutWeights | None
+            :meth:`rollout_weights` of the current parameters (computed if ``None``).
         """
         if weights is None:
             weights = self.rollout_weights()
@@ -432,11 +447,21 @@ class RecurrentActorCritic(nn.Module):
         """
         Evaluate stored actions over sequence chunks (training, with gradients).
 
-        :param obs: Observations, shape (C, L, obs_dim).
-        :param episode_starts: Episode-start flags, shape (C, L).
-        :param initial_states: Stored LSTM states before each chunk's first step, each (C, 2H).
-        :param raw_actions: Stored raw actions, shape (C, L, action_dim).
-        :return: Flattened (C * L, ...) log-probs, entropies, quantiles and distribution params.
+        Parameters
+        ----------
+        obs : th.Tensor
+            Observations, shape (C, L, obs_dim).
+        episode_starts : th.Tensor
+            Episode-start flags, shape (C, L).
+        initial_states : LSTMStates
+            Stored LSTM states before each chunk's first step, each (C, 2H).
+        raw_actions : th.Tensor
+            Stored raw actions, shape (C, L, action_dim).
+
+        Returns
+        -------
+        SequenceEvaluation
+            Flattened (C * L, ...) log-probs, entropies, quantiles and distribution params.
         """
         n_chunks, seq_len = episode_starts.shape
         lstm_seqs = lstms_over_chunks(

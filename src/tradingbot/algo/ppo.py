@@ -231,7 +231,6 @@ class DistributionalPPO(OnPolicyAlgorithm):
         assert self._last_obs is not None and self._last_episode_starts is not None
         return_stats = self.return_scale()
         ret_mean, ret_std = return_stats
-        rollout_buffer.reset()
         callback.on_rollout_start()
         policy, device = self.policy, self.device
         n_steps, n_envs = rollout_buffer.n_steps, env.num_envs

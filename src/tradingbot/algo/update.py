@@ -30,19 +30,32 @@ from tradingbot.algo.robust import RobustStep, attacked_chunks, robust_regulariz
 
 @dataclasses.dataclass(frozen=True)
 class UpdateContext:
-    """Constants of one update, shared by its minibatches.
+    """
+    Constants of one update, shared by its minibatches.
 
-    :param ret_mean: Return-normalization mean (targets and old quantiles are normalized).
-    :param ret_std: Return-normalization std.
-    :param ent_coef: Entropy coefficient of this update.
-    :param clip_range: Surrogate clip range of this update.
-    :param adv_stats: (mean, std) of the rollout's advantages for ``rollout`` normalization
-        (the advantages are divided by ``std + 1e-8``).
-    :param sigma_bar: DSAC-T ``sigma_bar`` (``None``: plain critic loss).
-    :param kl_beta: KL-penalty coefficient (``None``: no penalty).
-    :param awr_coef: AWR coefficient (``None``: no BC term).
-    :param robust: Robust-training constants (``None``: no adversarial regularizer).
-    :param vf_coef: Value-loss coefficient of this update (``None``: ``PPOConfig.vf_coef``).
+    Parameters
+    ----------
+    ret_mean : float
+        Return-normalization mean (targets and old quantiles are normalized).
+    ret_std : float
+        Return-normalization std.
+    ent_coef : float
+        Entropy coefficient of this update.
+    clip_range : float
+        Surrogate clip range of this update.
+    adv_stats : tuple[float, float] | None
+        (mean, std) of the rollout's advantages for ``rollout`` normalization (the advantages
+        are divided by ``std + 1e-8``).
+    sigma_bar : float | None
+        DSAC-T ``sigma_bar`` (``None``: plain critic loss).
+    kl_beta : float | None
+        KL-penalty coefficient (``None``: no penalty).
+    awr_coef : float | None
+        AWR coefficient (``None``: no BC term).
+    robust : RobustStep | None
+        Robust-training constants (``None``: no adversarial regularizer).
+    vf_coef : float | None
+        Value-loss coefficient of this update (``None``: ``PPOConfig.vf_coef``).
     """
 
     ret_mean: float

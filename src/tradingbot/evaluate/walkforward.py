@@ -32,7 +32,6 @@ from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
 from tradingbot.evaluate.selection import read_selection, scored_span
 from tradingbot.evaluate.statistics import clustered_interval, seed_spread
 from tradingbot.run import create_run_dir
-from tradingbot.runtime import configure_process
 from tradingbot.safe_write import atomic_path, make_dirs
 
 log = logging.getLogger(__name__)
@@ -170,7 +169,6 @@ def walk_forward(
     from tradingbot.pbt.runner import connect_ray
 
     seeds = seeds if seeds is not None else config.evaluation.seeds
-    configure_process(config.run)
     data = load_walkforward_data(config)
     stamps = union_index([b.index for b in data.bars.values()])
     folds = walk_forward_folds(stamps, config.data.walk_forward)

@@ -50,12 +50,21 @@ _NORM_STEPS_KEY = "direction_rms_steps"
 
 
 def scaled_utility(utility: Tensor, max_utility: Tensor) -> Tensor:
-    """Scale bias-corrected utilities into gates ``s`` in ``[0, sigmoid(1)]``.
+    """
+    Scale bias-corrected utilities into gates ``s`` in ``[0, sigmoid(1)]``.
 
-    :param utility: bias-corrected utilities ``u_hat`` of one tensor.
-    :param max_utility: 0-dim tensor, the maximum ``u_hat`` used for normalization.
-    :return: ``sigmoid(utility / max_utility)`` where ``max_utility > 0`` and finite, else a
-        tensor filled with 0.5 (see the module docstring).
+    Parameters
+    ----------
+    utility : Tensor
+        bias-corrected utilities ``u_hat`` of one tensor.
+    max_utility : Tensor
+        0-dim tensor, the maximum ``u_hat`` used for normalization.
+
+    Returns
+    -------
+    Tensor
+        ``sigmoid(utility / max_utility)`` where ``max_utility > 0`` and finite, else a tensor
+        filled with 0.5 (see the module docstring).
     """
     valid = torch.isfinite(max_utility) & (max_utility > 0)
     # A safe denominator keeps the unused branch of ``where`` free of inf/NaN.
@@ -64,10 +73,18 @@ def scaled_utility(utility: Tensor, max_utility: Tensor) -> Tensor:
 
 
 def local_scaled_utility(utility: Tensor) -> Tensor:
-    """Gates of ``scope="local"``, as the reference's ``FirstOrderLocalUPGD``.
+    """
+    Gates of ``scope="local"``, as the reference's ``FirstOrderLocalUPGD``.
 
-    :param utility: bias-corrected utilities ``u_hat`` of one tensor.
-    :return: ``sigmoid(u_hat / ||row||)`` with each row (last dimension) L2-normalized by
+    Parameters
+    ----------
+    utility : Tensor
+        bias-corrected utilities ``u_hat`` of one tensor.
+
+    Returns
+    -------
+    Tensor
+        ``sigmoid(u_hat / ||row||)`` with each row (last dimension) L2-normalized by
         ``torch.nn.functional.normalize`` (a row of zeros gives 0.5; a 0-dim tensor is one row).
     """
     rows = utility.reshape(1) if utility.dim() == 0 else utility
@@ -160,7 +177,8 @@ class _UtilityGatedOptimizer(Optimizer):
 
 
 class UPGD(_UtilityGatedOptimizer):
-    """Utility-based Perturbed Gradient Descent (first-order utility).
+    """
+    Utility-based Perturbed Gradient Descent (first-order utility).
 
     Per step, for each weight ``w`` with gradient ``g``:
     ``u = -g w``; ``ema <- beta_u ema + (1 - beta_u) u``; ``u_hat = ema / (1 - beta_u^t)``;
@@ -180,17 +198,27 @@ class UPGD(_UtilityGatedOptimizer):
     parameter with a gradient, in ``param_groups`` order. Parameters without a gradient are
     skipped. The state (``step``, ``avg_utility`` per parameter) is standard optimizer state.
 
-    :param params: iterable of parameters or of parameter-group dicts.
-    :param lr: learning rate.
-    :param weight_decay: decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
-    :param beta_utility: EMA decay of the utility trace, in ``[0, 1)``.
-    :param sigma: standard deviation of the Gaussian perturbation.
-    :param protect: gate gradient and noise by ``1 - s`` (True) or only the noise (False).
-    :param scope: ``"global"``: normalize by the maximum utility over all parameters;
-        ``"local"``: L2-normalize each row (last dimension) of each tensor.
-    :param generator: optional ``torch.Generator`` for the noise (on the device where the noise
-        is drawn); its state is not part of ``state_dict`` — save ``generator.get_state()`` with
-        the other RNG states. ``None`` uses the global RNG.
+    Parameters
+    ----------
+    params : Iterable[Tensor] | Iterable[dict[str, Any]]
+        iterable of parameters or of parameter-group dicts.
+    lr : float
+        learning rate.
+    weight_decay : float
+        decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
+    beta_utility : float
+        EMA decay of the utility trace, in ``[0, 1)``.
+    sigma : float
+        standard deviation of the Gaussian perturbation.
+    protect : bool
+        gate gradient and noise by ``1 - s`` (True) or only the noise (False).
+    scope : str
+        ``"global"``: normalize by the maximum utility over all parameters; ``"local"``:
+        L2-normalize each row (last dimension) of each tensor.
+    generator : torch.Generator | None
+        optional ``torch.Generator`` for the noise (on the device where the noise is drawn); its
+        state is not part of ``state_dict`` — save ``generator.get_state()`` with the other RNG
+        states. ``None`` uses the global RNG.
     """
 
     def __init__(
@@ -223,10 +251,18 @@ class UPGD(_UtilityGatedOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimization step.
+        """
+        Perform one optimization step.
 
-        :param closure: optional closure that re-evaluates the model and returns the loss.
-        :return: the closure's loss, if a closure was given.
+        Parameters
+        ----------
+        closure : Callable[[], float] | None
+            optional closure that re-evaluates the model and returns the loss.
+
+        Returns
+        -------
+        float | None
+            the closure's loss, if a closure was given.
         """
         loss = None
         if closure is not None:
@@ -261,7 +297,8 @@ class UPGD(_UtilityGatedOptimizer):
 
 
 class AdaptiveUPGD(_UtilityGatedOptimizer):
-    """UPGD on Adam's bias-corrected moments.
+    """
+    UPGD on Adam's bias-corrected moments.
 
     Per step, Adam's moments ``m <- beta1 m + (1 - beta1) g``, ``v <- beta2 v + (1 - beta2) g^2``
     give the direction ``d = m_hat / (sqrt(v_hat) + eps)`` (computed exactly like
@@ -288,21 +325,35 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
     ``lr`` and the ``max <= 0 -> s = 0.5`` rule are as in :class:`UPGD`. After each step
     ``last_stats`` holds ``mean_utility``, ``max_utility`` and ``noise_std``.
 
-    :param params: iterable of parameters or of parameter-group dicts.
-    :param lr: learning rate.
-    :param betas: Adam's decay rates of the first and second moments.
-    :param eps: added to ``sqrt(v_hat)`` as in Adam.
-    :param weight_decay: decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
-    :param beta_utility: EMA decay of the utility trace, in ``[0, 1)``.
-    :param sigma: noise standard deviation (relative to the RMS of Adam's direction if
+    Parameters
+    ----------
+    params : Iterable[Tensor] | Iterable[dict[str, Any]]
+        iterable of parameters or of parameter-group dicts.
+    lr : float
+        learning rate.
+    betas : tuple[float, float]
+        Adam's decay rates of the first and second moments.
+    eps : float
+        added to ``sqrt(v_hat)`` as in Adam.
+    weight_decay : float
+        decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
+    beta_utility : float
+        EMA decay of the utility trace, in ``[0, 1)``.
+    sigma : float
+        noise standard deviation (relative to the RMS of Adam's direction if
         ``adaptive_noise``).
-    :param protect: gate Adam's direction and the noise by ``1 - s`` (True) or only the noise.
-    :param scope: ``"global"`` or ``"local"`` normalization of the utility (see :class:`UPGD`).
-    :param adaptive_noise: scale ``sigma`` by the bias-corrected EMA of the RMS of Adam's
-        direction.
-    :param beta_noise: EMA decay of that RMS, in ``[0, 1)``.
-    :param min_noise_std: floor of the adaptive noise's standard deviation ``sigma_eff``.
-    :param generator: optional ``torch.Generator`` for the noise (see :class:`UPGD`).
+    protect : bool
+        gate Adam's direction and the noise by ``1 - s`` (True) or only the noise.
+    scope : str
+        ``"global"`` or ``"local"`` normalization of the utility (see :class:`UPGD`).
+    adaptive_noise : bool
+        scale ``sigma`` by the bias-corrected EMA of the RMS of Adam's direction.
+    beta_noise : float
+        EMA decay of that RMS, in ``[0, 1)``.
+    min_noise_std : float
+        floor of the adaptive noise's standard deviation ``sigma_eff``.
+    generator : torch.Generator | None
+        optional ``torch.Generator`` for the noise (see :class:`UPGD`).
     """
 
     def __init__(
@@ -373,10 +424,18 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimization step.
+        """
+        Perform one optimization step.
 
-        :param closure: optional closure that re-evaluates the model and returns the loss.
-        :return: the closure's loss, if a closure was given.
+        Parameters
+        ----------
+        closure : Callable[[], float] | None
+            optional closure that re-evaluates the model and returns the loss.
+
+        Returns
+        -------
+        float | None
+            the closure's loss, if a closure was given.
         """
         loss = None
         if closure is not None:

@@ -112,17 +112,6 @@ def with_hyperparameters(algo: PPOConfig, values: dict[str, float]) -> PPOConfig
     return PPOConfig.model_validate(raw)
 
 
-def current_hyperparameters(algo: PPOConfig, paths: list[str]) -> dict[str, float]:
-    """The values of dotted ``algo.*`` paths in ``algo``."""
-    values: dict[str, float] = {}
-    for path in paths:
-        node: Any = algo
-        for part in path.removeprefix(ALGO_PREFIX).split("."):
-            node = getattr(node, part)
-        values[path] = float(node)
-    return values
-
-
 # --------------------------------------------------------------------------------------------
 # Applying hyperparameters and exploiting
 

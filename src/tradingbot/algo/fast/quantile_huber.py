@@ -70,11 +70,17 @@ def quantile_huber_loss_per_sample(
     ``pred_quantiles`` and ``target`` (the indicator is a step function: no gradient flows
     through it).
 
-    :param pred_quantiles: Predicted quantiles, shape (B, N) (or (..., N), e.g. (B, K, N)).
-    :param target: Target samples, shape (B,) (one sample, e.g. a lambda-return) or (B, M)
-        (or (..., M) matching the leading dims of ``pred_quantiles``).
-    :param taus: Quantile levels of the predictions, shape (N,).
-    :param kappa: Huber threshold.
+    Parameters
+    ----------
+    pred_quantiles : th.Tensor
+        Predicted quantiles, shape (B, N) (or (..., N), e.g. (B, K, N)).
+    target : th.Tensor
+        Target samples, shape (B,) (one sample, e.g. a lambda-return) or (B, M) (or (..., M)
+        matching the leading dims of ``pred_quantiles``).
+    taus : th.Tensor
+        Quantile levels of the predictions, shape (N,).
+    kappa : float
+        Huber threshold.
     """
     if target.ndim == 1:
         target = target.unsqueeze(-1)

@@ -1,0 +1,117 @@
+"""Interleaved A/B timing of DistributionalPPO's training at two source trees (e.g. a base
+commit checked out with ``git worktree add /tmp/ab_base <commit>`` and this checkout).
+
+    python benchmarks/ab_commits.py /tmp/ab_base/src src [--rounds 5] [--timesteps 8192]
+
+Each measurement is a fresh child process (``PYTHONPATH`` = the tree's ``src``, one torch
+thread, glibc malloc retaining freed memory as training runs do) that builds the model with
+``benchmarks/throughput.py``'s settings (8 envs, n_steps 256, batch 512, 4 epochs, LSTM 64, 32
+quantiles, twin critics), trains one rollout to warm up, then times ``--timesteps`` more steps.
+The cases are the default and the all-options config (throughput.py's ``FULL_FEATURES``), on
+Pendulum-v1 and the trading env. In every round each case runs at both trees, in alternating
+order, so both see the same drift of a shared machine; the ratio B / A of steps per second is
+taken per round and summarized by its median and range over the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time
+import gymnasium as gym
+import torch as th
+sys.path.insert(0, {bench!r})
+import tradingbot
+from throughput import FULL_FEATURES, N_ENVS, N_STEPS, BATCH_SIZE, N_EPOCHS, LSTM_HIDDEN
+from throughput import make_trading_vec_env
+from stable_baselines3.common.env_util import make_vec_env
+from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.runtime import retain_freed_memory
+
+th.set_num_threads(1)
+retain_freed_memory()
+gym.logger.min_level = gym.logger.ERROR
+env_name, options_name, timesteps = {env!r}, {options!r}, {timesteps}
+if env_name == "pendulum":
+    env = make_vec_env("Pendulum-v1", n_envs=N_ENVS, seed=0)
+else:
+    env = make_trading_vec_env()
+options = FULL_FEATURES if options_name == "all_options" else {{}}
+model = DistributionalPPO(
+    "MlpLstmPolicy", env, n_steps=N_STEPS, batch_size=BATCH_SIZE, n_epochs=N_EPOCHS,
+    lstm_hidden_size=LSTM_HIDDEN, n_quantiles=32, twin_critics=True, seed=0, **options,
+)
+model.learn(N_STEPS * N_ENVS)
+start = time.perf_counter()
+model.learn(timesteps, reset_num_timesteps=False)
+seconds = time.perf_counter() - start
+print(json.dumps({{"sps": timesteps / seconds, "module": tradingbot.__file__}}))
+"""
+
+CASES = [
+    ("pendulum", "default"),
+    ("pendulum", "all_options"),
+    ("trading", "default"),
+    ("trading", "all_options"),
+]
+
+
+def measure(src: Path, env: str, options: str, timesteps: int) -> float:
+    """Steps per second of one child run on the tree ``src``."""
+    code = CHILD.format(
+        bench=str(ROOT / "benchmarks"), env=env, options=options, timesteps=timesteps
+    )
+    child_env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=child_env, capture_output=True, text=True, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["module"].startswith(str(src)):
+        raise RuntimeError(f"the child imported {result['module']}, not the tree {src}")
+    return float(result["sps"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("a", type=Path, help="the base tree's src directory")
+    parser.add_argument("b", type=Path, help="the changed tree's src directory")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--timesteps", type=int, default=8192)
+    args = parser.parse_args()
+    a, b = args.a.resolve(), args.b.resolve()
+    ratios: dict[str, list[float]] = {f"{e}/{o}": [] for e, o in CASES}
+    speeds: dict[str, list[tuple[float, float]]] = {key: [] for key in ratios}
+    for round_index in range(args.rounds):
+        for env, options in CASES:
+            key = f"{env}/{options}"
+            order = (a, b) if round_index % 2 == 0 else (b, a)
+            sps = {src: measure(src, env, options, args.timesteps) for src in order}
+            speeds[key].append((sps[a], sps[b]))
+            ratios[key].append(sps[b] / sps[a])
+            print(
+                f"round {round_index} {key}: A {sps[a]:.0f} B {sps[b]:.0f} steps/s, "
+                f"B/A {sps[b] / sps[a]:.3f}",
+                flush=True,
+            )
+    print(f"\nA = {a}\nB = {b}\n{args.rounds} rounds of {args.timesteps} timesteps")
+    print(f"{'case':<24} {'A steps/s':>10} {'B steps/s':>10} {'B/A median':>11} {'range':>15}")
+    for key, values in ratios.items():
+        med_a = statistics.median(s[0] for s in speeds[key])
+        med_b = statistics.median(s[1] for s in speeds[key])
+        print(
+            f"{key:<24} {med_a:>10.0f} {med_b:>10.0f} {statistics.median(values):>11.3f} "
+            f"[{min(values):.3f}, {max(values):.3f}]"
+        )
+
+
+if __name__ == "__main__":
+    main()

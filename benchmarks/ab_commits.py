@@ -23,16 +23,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from throughput import BATCH_SIZE, FULL_FEATURES, LSTM_HIDDEN, N_ENVS, N_EPOCHS, N_STEPS
+
+# The child runs against either tree, so it gets the settings and options as literals (it
+# cannot import this checkout's benchmarks against an older src).
+SETTINGS = (N_ENVS, N_STEPS, BATCH_SIZE, N_EPOCHS, LSTM_HIDDEN)
+OPTIONS = {"default": {}, "all_options": FULL_FEATURES}
 
 CHILD = r"""
 import json, sys, time
 import gymnasium as gym
 import torch as th
-sys.path.insert(0, {bench!r})
 import tradingbot
-from throughput import FULL_FEATURES, N_ENVS, N_STEPS, BATCH_SIZE, N_EPOCHS, LSTM_HIDDEN
-from throughput import make_trading_vec_env
 from stable_baselines3.common.env_util import make_vec_env
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.runtime import retain_freed_memory
@@ -40,12 +42,17 @@ from tradingbot.runtime import retain_freed_memory
 th.set_num_threads(1)
 retain_freed_memory()
 gym.logger.min_level = gym.logger.ERROR
-env_name, options_name, timesteps = {env!r}, {options!r}, {timesteps}
+N_ENVS, N_STEPS, BATCH_SIZE, N_EPOCHS, LSTM_HIDDEN = {settings}
+env_name, options, timesteps = {env!r}, json.loads({options!r}), {timesteps}
 if env_name == "pendulum":
     env = make_vec_env("Pendulum-v1", n_envs=N_ENVS, seed=0)
 else:
-    env = make_trading_vec_env()
-options = FULL_FEATURES if options_name == "all_options" else {{}}
+    from tradingbot.config import DataConfig, EnvConfig
+    from tradingbot.data.market import load_prepared
+    from tradingbot.env import MarketVecEnv
+
+    market = load_prepared(DataConfig(source="sp500"))
+    env = MarketVecEnv(market, "train", EnvConfig(n_envs=N_ENVS), seed=0)
 model = DistributionalPPO(
     "MlpLstmPolicy", env, n_steps=N_STEPS, batch_size=BATCH_SIZE, n_epochs=N_EPOCHS,
     lstm_hidden_size=LSTM_HIDDEN, n_quantiles=32, twin_critics=True, seed=0, **options,
@@ -68,7 +75,7 @@ CASES = [
 def measure(src: Path, env: str, options: str, timesteps: int) -> float:
     """Steps per second of one child run on the tree ``src``."""
     code = CHILD.format(
-        bench=str(ROOT / "benchmarks"), env=env, options=options, timesteps=timesteps
+        settings=SETTINGS, env=env, options=json.dumps(OPTIONS[options]), timesteps=timesteps
     )
     child_env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(

@@ -136,12 +136,7 @@ def restore_model(
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: invalid environment state: {err}") from None
     try:
-        model.load_state_tensors(
-            tensors,
-            saved.state.num_timesteps,
-            saved.state.n_updates,
-            saved.state.optimizer_param_groups,
-        )
+        model.load_state_tensors(tensors, saved.state.model_dump())
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return manifest

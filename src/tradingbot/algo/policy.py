@@ -413,14 +413,8 @@ class RecurrentActorCritic(nn.Module):
             actor_out, critic_raw, raw_action, weights, noise
         )
         return PolicyStep(
-            action=action,
-            raw_action=raw_action,
-            log_prob=log_prob,
-            value=value,
-            quantiles=quantiles,
-            dist_params=dist_params,
-            states=new_states,
-        )
+            action, raw_action, log_prob, value, quantiles, dist_params, new_states
+        )  # fields in PolicyStep's order
 
     @th.inference_mode()
     def predict_values(

@@ -47,6 +47,9 @@ from tradingbot.algo.train_steps import (
 from tradingbot.algo.update import run_epochs
 
 SelfDistributionalPPO = TypeVar("SelfDistributionalPPO", bound="DistributionalPPO")
+# SB3's OnPolicyAlgorithm keeps copies of these config fields as attributes (it reads n_steps);
+# set_hyperparameters keeps them in step with the config.
+SB3_MIRRORS = ("n_steps", "gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm")
 
 
 class DistributionalPPO(OnPolicyAlgorithm):
@@ -109,12 +112,7 @@ class DistributionalPPO(OnPolicyAlgorithm):
             policy=policy,  # type: ignore[arg-type]
             env=env,  # type: ignore[arg-type]
             learning_rate=config.learning_rate,
-            n_steps=config.n_steps,
-            gamma=config.gamma,
-            gae_lambda=config.gae_lambda,
-            ent_coef=config.ent_coef,
-            vf_coef=config.vf_coef,
-            max_grad_norm=config.max_grad_norm,
+            **{name: getattr(config, name) for name in SB3_MIRRORS},
             use_sde=False,
             sde_sample_freq=-1,
             tensorboard_log=tensorboard_log,
@@ -197,9 +195,8 @@ class DistributionalPPO(OnPolicyAlgorithm):
             The new hyperparameters.
         """
         self.config = config
-        self.n_steps, self.gamma, self.gae_lambda = config.n_steps, config.gamma, config.gae_lambda
-        self.ent_coef, self.vf_coef = config.ent_coef, config.vf_coef
-        self.max_grad_norm = config.max_grad_norm
+        for name in SB3_MIRRORS:
+            setattr(self, name, getattr(config, name))
         self._setup_lr_schedule()
         for group in self.optimizer.param_groups:
             group["lr"] = config.learning_rate
@@ -473,13 +470,7 @@ class DistributionalPPO(OnPolicyAlgorithm):
         }
         return tensors, state
 
-    def load_state_tensors(
-        self,
-        tensors: dict[str, th.Tensor],
-        num_timesteps: int,
-        n_updates: int,
-        param_groups: list[dict[str, Any]],
-    ) -> None:
+    def load_state_tensors(self, tensors: dict[str, th.Tensor], state: dict[str, Any]) -> None:
         """
         Restore :meth:`state_tensors`' output (names, shapes and dtypes already checked, as
         :func:`~tradingbot.algo.persistence.restore_model` does) and re-derive the inference
@@ -489,19 +480,19 @@ class DistributionalPPO(OnPolicyAlgorithm):
         ----------
         tensors : dict of str to Tensor
             As :meth:`state_tensors` wrote them (``rollout.*`` optional).
-        num_timesteps, n_updates : int
-            The counters.
-        param_groups : list of dict
-            The saved optimizer's param groups.
+        state : dict
+            Its JSON-able part: ``num_timesteps``, ``n_updates``, ``optimizer_param_groups``.
 
         Raises
         ------
         ValueError
             A part does not load (the message names it).
         """
-        load_learner_tensors(self.learner, self.return_rms, tensors, param_groups)
-        self.num_timesteps = num_timesteps
-        self._n_updates = n_updates
+        load_learner_tensors(
+            self.learner, self.return_rms, tensors, state["optimizer_param_groups"]
+        )
+        self.num_timesteps = int(state["num_timesteps"])
+        self._n_updates = int(state["n_updates"])
         if "rollout.last_obs" in tensors:
             self._last_obs = tensors["rollout.last_obs"].numpy().copy()
             self._last_episode_starts = tensors["rollout.episode_starts"].numpy().copy()

@@ -50,13 +50,7 @@ class CheckpointedModel(Protocol):
     def state_tensors(self) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
         """The model's training state (``DistributionalPPO.state_tensors``)."""
 
-    def load_state_tensors(
-        self,
-        tensors: dict[str, th.Tensor],
-        num_timesteps: int,
-        n_updates: int,
-        param_groups: list[dict[str, Any]],
-    ) -> None:
+    def load_state_tensors(self, tensors: dict[str, th.Tensor], state: dict[str, Any]) -> None:
         """Restore :meth:`state_tensors`' output (``DistributionalPPO.load_state_tensors``)."""
 
 

@@ -91,9 +91,10 @@ def local_scaled_utility(utility: Tensor) -> Tensor:
     return torch.sigmoid(torch.nn.functional.normalize(rows, dim=-1)).view_as(utility)
 
 
-def _check_common(
-    lr: float, weight_decay: float, beta_utility: float, sigma: float, scope: str
-) -> None:
+def _common_defaults(
+    lr: float, weight_decay: float, beta_utility: float, sigma: float, protect: bool, scope: str
+) -> dict[str, Any]:
+    """The options both optimizers share, checked, as param-group defaults."""
     if lr < 0.0:
         raise ValueError(f"Invalid learning rate: {lr}")
     if weight_decay < 0.0:
@@ -104,6 +105,14 @@ def _check_common(
         raise ValueError(f"Invalid sigma: {sigma}")
     if scope not in _SCOPES:
         raise ValueError(f"Invalid scope {scope!r}, expected one of {_SCOPES}")
+    return {
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "beta_utility": beta_utility,
+        "sigma": sigma,
+        "protect": protect,
+        "scope": scope,
+    }
 
 
 def _gaussian_like(p: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -117,12 +126,73 @@ def _gaussian_like(p: Tensor, generator: torch.Generator | None) -> Tensor:
 class _UtilityGatedOptimizer(Optimizer):
     """Shared machinery: utility traces, the global/local scaling, and the per-step statistics."""
 
+    # Per-parameter moments besides ``step`` and ``avg_utility`` (AdaptiveUPGD: Adam's).
+    _moments: tuple[str, ...] = ()
+
     def __init__(
         self, params: Any, defaults: dict[str, Any], generator: torch.Generator | None
     ) -> None:
         super().__init__(params, defaults)
         self.generator = generator
         self._stats: dict[str, Tensor | float] = {}
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """
+        Perform one optimization step.
+
+        Parameters
+        ----------
+        closure : Callable[[], float] | None
+            optional closure that re-evaluates the model and returns the loss.
+
+        Returns
+        -------
+        float | None
+            the closure's loss, if a closure was given.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._step()
+        return loss
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    def _init_state(self, p: Tensor) -> None:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = torch.tensor(0.0)
+            state["avg_utility"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for key in self._moments:
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _params_with_grad(self, group: dict[str, Any]) -> list[Tensor]:
+        """The group's parameters that have a (dense) gradient, their state initialized."""
+        params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            self._init_state(p)
+        return params
+
+    def _gated_update(
+        self, p: Tensor, direction: Tensor, gate: Tensor, noise_std: float, group: dict[str, Any]
+    ) -> None:
+        """``p <- p (1 - lr wd) - lr u`` with ``u = (direction + noise) * gate`` (``protect``)
+        or ``direction + noise * gate``; no noise is drawn when ``noise_std`` is 0."""
+        if noise_std > 0.0:
+            noise = _gaussian_like(p, self.generator).mul_(noise_std)
+            if group["protect"]:
+                update = (direction + noise) * gate
+            else:
+                update = direction + noise * gate
+        else:
+            update = direction * gate if group["protect"] else direction
+        lr = group["lr"]
+        p.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
 
     @property
     def last_stats(self) -> dict[str, float]:
@@ -232,68 +302,23 @@ class UPGD(_UtilityGatedOptimizer):
         scope: str = "global",
         generator: torch.Generator | None = None,
     ) -> None:
-        _check_common(lr, weight_decay, beta_utility, sigma, scope)
-        defaults = dict(
-            lr=lr,
-            weight_decay=weight_decay,
-            beta_utility=beta_utility,
-            sigma=sigma,
-            protect=protect,
-            scope=scope,
-        )
+        defaults = _common_defaults(lr, weight_decay, beta_utility, sigma, protect, scope)
         super().__init__(params, defaults, generator)
 
-    def _init_state(self, p: Tensor) -> None:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0)
-            state["avg_utility"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """
-        Perform one optimization step.
-
-        Parameters
-        ----------
-        closure : Callable[[], float] | None
-            optional closure that re-evaluates the model and returns the loss.
-
-        Returns
-        -------
-        float | None
-            the closure's loss, if a closure was given.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _step(self) -> None:
 
         groups = []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("UPGD does not support sparse gradients")
-                self._init_state(p)
+            params = self._params_with_grad(group)
             groups.append((group, params, self._update_utilities(group, params)))
 
         gates = self._gates(groups)
         for (group, params, _), group_gates in zip(groups, gates, strict=True):
-            lr, sigma = group["lr"], group["sigma"]
             for p, s in zip(params, group_gates, strict=True):
-                gate = 1.0 - s
-                update = p.grad.clone()
-                if sigma > 0.0:
-                    noise = _gaussian_like(p, self.generator).mul_(sigma)
-                    update = (update + noise) * gate if group["protect"] else update + noise * gate
-                elif group["protect"]:
-                    update = update * gate
-                p.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
+                self._gated_update(p, p.grad, 1.0 - s, group["sigma"], group)
 
         sigma0 = float(self.param_groups[0]["sigma"])
         self._record_stats(gates, [us for _, _, us in groups], sigma0)
-        return loss
 
 
 class AdaptiveUPGD(_UtilityGatedOptimizer):
@@ -356,6 +381,8 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
         optional ``torch.Generator`` for the noise (see :class:`UPGD`).
     """
 
+    _moments = ("exp_avg", "exp_avg_sq")
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -372,7 +399,7 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
         min_noise_std: float = 1e-6,
         generator: torch.Generator | None = None,
     ) -> None:
-        _check_common(lr, weight_decay, beta_utility, sigma, scope)
+        common = _common_defaults(lr, weight_decay, beta_utility, sigma, protect, scope)
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"Invalid betas: {betas}")
         if eps < 0.0:
@@ -381,32 +408,19 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
             raise ValueError(f"Invalid beta_noise: {beta_noise}")
         if min_noise_std < 0.0:
             raise ValueError(f"Invalid min_noise_std: {min_noise_std}")
-        defaults = dict(
-            lr=lr,
-            betas=tuple(betas),
-            eps=eps,
-            weight_decay=weight_decay,
-            beta_utility=beta_utility,
-            sigma=sigma,
-            protect=protect,
-            scope=scope,
-            adaptive_noise=adaptive_noise,
-            beta_noise=beta_noise,
-            min_noise_std=min_noise_std,
-        )
+        defaults = {
+            **common,
+            "betas": tuple(betas),
+            "eps": eps,
+            "adaptive_noise": adaptive_noise,
+            "beta_noise": beta_noise,
+            "min_noise_std": min_noise_std,
+        }
         super().__init__(params, defaults, generator)
         # Global (cross-group) counters live in the first group: the standard state_dict keeps
         # every non-"params" key of each group, and load_state_dict restores them.
         self.param_groups[0].setdefault(_NORM_EMA_KEY, 0.0)
         self.param_groups[0].setdefault(_NORM_STEPS_KEY, 0)
-
-    def _init_state(self, p: Tensor) -> None:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0)
-            state["avg_utility"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _direction_rms(self, directions: list[Tensor]) -> float:
         """Advance the EMA of the directions' RMS; return its bias-corrected value ``r_hat``."""
@@ -422,34 +436,13 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
         head[_NORM_EMA_KEY], head[_NORM_STEPS_KEY] = ema, steps
         return ema / (1.0 - beta**steps)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """
-        Perform one optimization step.
-
-        Parameters
-        ----------
-        closure : Callable[[], float] | None
-            optional closure that re-evaluates the model and returns the loss.
-
-        Returns
-        -------
-        float | None
-            the closure's loss, if a closure was given.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _step(self) -> None:
 
         groups = []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
+            params = self._params_with_grad(group)
             beta1, beta2 = group["betas"]
             for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdaptiveUPGD does not support sparse gradients")
-                self._init_state(p)
                 state = self.state[p]
                 state["exp_avg"].lerp_(p.grad, 1.0 - beta1)
                 state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
@@ -480,23 +473,12 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
         for index, ((group, params, _), group_gates, group_directions) in enumerate(
             zip(groups, gates, directions, strict=True)
         ):
-            lr = group["lr"]
             sigma = group["sigma"]
             if r_hat is not None and sigma > 0.0:  # sigma = 0 keeps a group noise-free
                 sigma = max(sigma * r_hat, self.param_groups[0]["min_noise_std"])
             if index == 0:
                 noise_std0 = sigma
             for p, s, direction in zip(params, group_gates, group_directions, strict=True):
-                gate = 1.0 - s
-                if sigma > 0.0:
-                    noise = _gaussian_like(p, self.generator).mul_(sigma)
-                    if group["protect"]:
-                        update = (direction + noise) * gate
-                    else:
-                        update = direction + noise * gate
-                else:
-                    update = direction * gate if group["protect"] else direction
-                p.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
+                self._gated_update(p, direction, 1.0 - s, sigma, group)
 
         self._record_stats(gates, [us for _, _, us in groups], noise_std0)
-        return loss

@@ -14,11 +14,11 @@ import numpy as np
 from tradingbot.config import TradingConfig
 from tradingbot.data.market import PreparedMarket
 from tradingbot.env.vec_env import MarketVecEnv
-from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
+from tradingbot.evaluate.backtest import MemorylessPolicy, backtest_metrics, run_backtest
 from tradingbot.train import build_model
 
 
-class SignalPolicy:
+class SignalPolicy(MemorylessPolicy):
     """The oracle: ``sign(s_t)`` of the raw signal at the decision bar, optionally with a
     no-trade band (keep the previous position while ``|s_t| <= threshold``); or, with
     ``scale``, the linear position ``clip(s_t / scale, -1, 1)``.
@@ -43,37 +43,27 @@ class SignalPolicy:
         self.calls = 0
         self.position = 0.0
 
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, Any]:
+    def actions(self, observation: np.ndarray) -> np.ndarray:
+        """The position for the decision bar (one call per bar, a batch of one)."""
         s = self.signal[self.first_row + self.calls]
         self.calls += 1
         if self.scale is not None:
             self.position = float(np.clip(s / self.scale, -1.0, 1.0))
         elif abs(s) > self.threshold or self.threshold == 0.0:
             self.position = float(np.sign(s))
-        return np.array([[self.position]], dtype=np.float32), state
+        return np.array([[self.position]], dtype=np.float32)
 
 
-class RandomPolicy:
+class RandomPolicy(MemorylessPolicy):
     """Uniform random target positions in [-1, 1] from a seeded generator."""
 
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, Any]:
+    def actions(self, observation: np.ndarray) -> np.ndarray:
+        """Uniform random positions, one per observation."""
         n = len(np.atleast_2d(observation))
-        return self.rng.uniform(-1.0, 1.0, size=(n, 1)).astype(np.float32), state
+        return self.rng.uniform(-1.0, 1.0, size=(n, 1)).astype(np.float32)
 
 
 def instrument_names(market: PreparedMarket) -> list[str]:

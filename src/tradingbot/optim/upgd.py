@@ -91,20 +91,24 @@ def local_scaled_utility(utility: Tensor) -> Tensor:
     return torch.sigmoid(torch.nn.functional.normalize(rows, dim=-1)).view_as(utility)
 
 
+def _require(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok`` (an optimizer argument's check)."""
+    if not ok:
+        raise ValueError(message)
+
+
 def _common_defaults(
     lr: float, weight_decay: float, beta_utility: float, sigma: float, protect: bool, scope: str
 ) -> dict[str, Any]:
     """The options both optimizers share, checked, as param-group defaults."""
-    if lr < 0.0:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if weight_decay < 0.0:
-        raise ValueError(f"Invalid weight_decay: {weight_decay}")
-    if not 0.0 <= beta_utility < 1.0:
-        raise ValueError(f"Invalid beta_utility (need 0 <= beta < 1): {beta_utility}")
-    if sigma < 0.0:
-        raise ValueError(f"Invalid sigma: {sigma}")
-    if scope not in _SCOPES:
-        raise ValueError(f"Invalid scope {scope!r}, expected one of {_SCOPES}")
+    # "not x < 0" rather than "x >= 0": a NaN passes, as it always has.
+    _require(not (lr < 0.0), f"Invalid learning rate: {lr}")
+    _require(not (weight_decay < 0.0), f"Invalid weight_decay: {weight_decay}")
+    _require(
+        0.0 <= beta_utility < 1.0, f"Invalid beta_utility (need 0 <= beta < 1): {beta_utility}"
+    )
+    _require(not (sigma < 0.0), f"Invalid sigma: {sigma}")
+    _require(scope in _SCOPES, f"Invalid scope {scope!r}, expected one of {_SCOPES}")
     return {
         "lr": lr,
         "weight_decay": weight_decay,
@@ -352,33 +356,23 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
 
     Parameters
     ----------
-    params : Iterable[Tensor] | Iterable[dict[str, Any]]
-        iterable of parameters or of parameter-group dicts.
-    lr : float
-        learning rate.
+    params, lr, weight_decay, beta_utility, scope, generator
+        As in :class:`UPGD`.
     betas : tuple[float, float]
         Adam's decay rates of the first and second moments.
     eps : float
         added to ``sqrt(v_hat)`` as in Adam.
-    weight_decay : float
-        decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
-    beta_utility : float
-        EMA decay of the utility trace, in ``[0, 1)``.
     sigma : float
         noise standard deviation (relative to the RMS of Adam's direction if
         ``adaptive_noise``).
     protect : bool
         gate Adam's direction and the noise by ``1 - s`` (True) or only the noise.
-    scope : str
-        ``"global"`` or ``"local"`` normalization of the utility (see :class:`UPGD`).
     adaptive_noise : bool
         scale ``sigma`` by the bias-corrected EMA of the RMS of Adam's direction.
     beta_noise : float
         EMA decay of that RMS, in ``[0, 1)``.
     min_noise_std : float
         floor of the adaptive noise's standard deviation ``sigma_eff``.
-    generator : torch.Generator | None
-        optional ``torch.Generator`` for the noise (see :class:`UPGD`).
     """
 
     _moments = ("exp_avg", "exp_avg_sq")
@@ -400,14 +394,10 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
         generator: torch.Generator | None = None,
     ) -> None:
         common = _common_defaults(lr, weight_decay, beta_utility, sigma, protect, scope)
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"Invalid betas: {betas}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid eps: {eps}")
-        if not 0.0 <= beta_noise < 1.0:
-            raise ValueError(f"Invalid beta_noise: {beta_noise}")
-        if min_noise_std < 0.0:
-            raise ValueError(f"Invalid min_noise_std: {min_noise_std}")
+        _require(0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0, f"Invalid betas: {betas}")
+        _require(not (eps < 0.0), f"Invalid eps: {eps}")
+        _require(0.0 <= beta_noise < 1.0, f"Invalid beta_noise: {beta_noise}")
+        _require(not (min_noise_std < 0.0), f"Invalid min_noise_std: {min_noise_std}")
         defaults = {
             **common,
             "betas": tuple(betas),

@@ -58,10 +58,12 @@ model = DistributionalPPO(
     lstm_hidden_size=LSTM_HIDDEN, n_quantiles=32, twin_critics=True, seed=0, **options,
 )
 model.learn(N_STEPS * N_ENVS)
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 model.learn(timesteps, reset_num_timesteps=False)
-seconds = time.perf_counter() - start
-print(json.dumps({{"sps": timesteps / seconds, "module": tradingbot.__file__}}))
+seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+print(json.dumps({{
+    "sps": timesteps / seconds, "cpu_sps": timesteps / cpu_seconds, "module": tradingbot.__file__
+}}))
 """
 
 CASES = [
@@ -72,8 +74,10 @@ CASES = [
 ]
 
 
-def measure(src: Path, env: str, options: str, timesteps: int) -> float:
-    """Steps per second of one child run on the tree ``src``."""
+def measure(src: Path, env: str, options: str, timesteps: int) -> tuple[float, float]:
+    """Steps per second of one child run on the tree ``src``: per second of CPU time (the
+    child's one thread; what the code costs, little affected by other processes) and of wall
+    time."""
     code = CHILD.format(
         settings=SETTINGS, env=env, options=json.dumps(OPTIONS[options]), timesteps=timesteps
     )
@@ -84,7 +88,7 @@ def measure(src: Path, env: str, options: str, timesteps: int) -> float:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if not result["module"].startswith(str(src)):
         raise RuntimeError(f"the child imported {result['module']}, not the tree {src}")
-    return float(result["sps"])
+    return float(result["cpu_sps"]), float(result["sps"])
 
 
 def main() -> None:
@@ -95,29 +99,34 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=8192)
     args = parser.parse_args()
     a, b = args.a.resolve(), args.b.resolve()
-    ratios: dict[str, list[float]] = {f"{e}/{o}": [] for e, o in CASES}
-    speeds: dict[str, list[tuple[float, float]]] = {key: [] for key in ratios}
+    # key -> clock ("cpu", "wall") -> per-round (A, B) steps per second
+    speeds: dict[str, dict[str, list[tuple[float, float]]]] = {
+        f"{e}/{o}": {"cpu": [], "wall": []} for e, o in CASES
+    }
     for round_index in range(args.rounds):
         for env, options in CASES:
             key = f"{env}/{options}"
             order = (a, b) if round_index % 2 == 0 else (b, a)
             sps = {src: measure(src, env, options, args.timesteps) for src in order}
-            speeds[key].append((sps[a], sps[b]))
-            ratios[key].append(sps[b] / sps[a])
+            for clock, index in (("cpu", 0), ("wall", 1)):
+                speeds[key][clock].append((sps[a][index], sps[b][index]))
             print(
-                f"round {round_index} {key}: A {sps[a]:.0f} B {sps[b]:.0f} steps/s, "
-                f"B/A {sps[b] / sps[a]:.3f}",
+                f"round {round_index} {key}: CPU-time steps/s A {sps[a][0]:.0f} B {sps[b][0]:.0f} "
+                f"(B/A {sps[b][0] / sps[a][0]:.3f}); wall B/A {sps[b][1] / sps[a][1]:.3f}",
                 flush=True,
             )
     print(f"\nA = {a}\nB = {b}\n{args.rounds} rounds of {args.timesteps} timesteps")
-    print(f"{'case':<24} {'A steps/s':>10} {'B steps/s':>10} {'B/A median':>11} {'range':>15}")
-    for key, values in ratios.items():
-        med_a = statistics.median(s[0] for s in speeds[key])
-        med_b = statistics.median(s[1] for s in speeds[key])
-        print(
-            f"{key:<24} {med_a:>10.0f} {med_b:>10.0f} {statistics.median(values):>11.3f} "
-            f"[{min(values):.3f}, {max(values):.3f}]"
-        )
+    for clock in ("cpu", "wall"):
+        print(f"\nsteps per second of {clock} time")
+        print(f"{'case':<24} {'A':>8} {'B':>8} {'B/A median':>11} {'range':>16}")
+        for key, clocks in speeds.items():
+            pairs = clocks[clock]
+            ratios = [pb / pa for pa, pb in pairs]
+            print(
+                f"{key:<24} {statistics.median(p[0] for p in pairs):>8.0f} "
+                f"{statistics.median(p[1] for p in pairs):>8.0f} "
+                f"{statistics.median(ratios):>11.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"
+            )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import NamedTuple
 
@@ -13,6 +12,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.distributions import (
+    categorical_log_prob,
+    gaussian_entropy,
+    squashed_gaussian_log_prob,
+)
 from tradingbot.algo.fast.inference import (
     LSTMStates,
     RolloutWeights,
@@ -20,19 +24,8 @@ from tradingbot.algo.fast.inference import (
     fused_step,
 )
 from tradingbot.algo.fast.sequence import lstms_over_chunks
+from tradingbot.algo.heads import TwinQuantileHead, mlp
 from tradingbot.algo.losses import midpoint_taus
-
-__all__ = [
-    "LSTMStates",
-    "PolicyStep",
-    "RecurrentActorCritic",
-    "RolloutWeights",
-    "SequenceEvaluation",
-    "TwinQuantileHead",
-]
-
-_LOG_2PI = math.log(2.0 * math.pi)
-_LOG_2 = math.log(2.0)
 
 
 class PolicyStep(NamedTuple):
@@ -61,67 +54,6 @@ class SequenceEvaluation(NamedTuple):
     entropy: th.Tensor
     quantiles: th.Tensor
     dist_params: th.Tensor
-
-
-class TwinQuantileHead(nn.Module):
-    """``n_critics`` independent MLP heads evaluated in one batched matmul per layer, each
-    outputting monotone quantiles: first quantile plus a cumulative sum of softplus gaps."""
-
-    def __init__(self, in_dim: int, net_arch: list[int], n_critics: int, n_quantiles: int) -> None:
-        super().__init__()
-        self.n_critics = n_critics
-        sizes = [*net_arch, n_quantiles]
-        # The first layer sees the same features for every critic: one wide Linear.
-        self.first = nn.Linear(in_dim, n_critics * sizes[0])
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        n_layers = len(sizes) - 1
-        for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
-            weight = th.empty(n_critics, fan_in, fan_out)
-            gain = 1.0 if layer == n_layers - 1 else math.sqrt(2)
-            for k in range(n_critics):
-                nn.init.orthogonal_(weight[k], gain=gain)
-            self.weights.append(nn.Parameter(weight))
-            self.biases.append(nn.Parameter(th.zeros(n_critics, 1, fan_out)))
-        nn.init.orthogonal_(self.first.weight, gain=math.sqrt(2) if net_arch else 1.0)
-        nn.init.zeros_(self.first.bias)
-        # Initial quantile gaps spread the quantiles over about 4 normalized units.
-        gap = 4.0 / max(n_quantiles - 1, 1)
-        with th.no_grad():
-            last_bias = self.biases[-1] if len(self.biases) else None
-            inverse_softplus_gap = math.log(math.expm1(gap))
-            if last_bias is not None:
-                last_bias[..., 1:] = inverse_softplus_gap
-            else:
-                self.first.bias.view(n_critics, -1)[:, 1:] = inverse_softplus_gap
-
-    def forward(self, features: th.Tensor) -> th.Tensor:
-        """Quantiles of every critic, shape (batch, n_critics, n_quantiles)."""
-        x = self.first(features).view(-1, self.n_critics, self.first.out_features // self.n_critics)
-        x = x.transpose(0, 1)
-        for weight, bias in zip(self.weights, self.biases, strict=True):
-            x = th.baddbmm(bias, th.tanh(x), weight)
-        return self.monotone(x).transpose(0, 1).contiguous()
-
-    @staticmethod
-    def monotone(x: th.Tensor) -> th.Tensor:
-        """Quantiles from the last layer's output: first value plus cumulative softplus gaps.
-
-        One cumsum over the full, contiguous last dim: on CPU, softplus and cumsum over the
-        strided ``x[..., 1:]`` slice are several times slower."""
-        steps = th.cat([x[..., :1], F.softplus(x)[..., 1:]], dim=-1)
-        return th.cumsum(steps, dim=-1)
-
-
-def _mlp(in_dim: int, net_arch: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for size in net_arch:
-        linear = nn.Linear(in_dim, size)
-        nn.init.orthogonal_(linear.weight, gain=math.sqrt(2))
-        nn.init.zeros_(linear.bias)
-        layers += [linear, nn.Tanh()]
-        in_dim = size
-    return nn.Sequential(*layers)
 
 
 class RecurrentActorCritic(nn.Module):
@@ -175,7 +107,7 @@ class RecurrentActorCritic(nn.Module):
         for lstm in lstms:
             for weight in lstm.parameters():
                 nn.init.uniform_(weight, -bound, bound)
-        self.actor_mlp = _mlp(self.hidden_size, config.net_arch)
+        self.actor_mlp = mlp(self.hidden_size, config.net_arch)
         actor_out = config.net_arch[-1] if config.net_arch else self.hidden_size
         if self.discrete:
             self.action_dim = 1
@@ -258,28 +190,6 @@ class RecurrentActorCritic(nn.Module):
         return th.addcmul(self.action_center, self.action_half_range, th.tanh(raw_action))
 
     # ----------------------------------------------------------------------------------------
-    def _action_log_prob(
-        self,
-        actor_out: th.Tensor,
-        raw_action: th.Tensor,
-        log_std: th.Tensor | None,
-        noise: th.Tensor | None = None,
-    ) -> th.Tensor:
-        """Log-probability of ``raw_action`` (pre-squash sample, or index) in the env's action
-        space, computed from the actor head's output without Distribution objects. ``noise``:
-        the standardized sample ``(raw_action - mean) / std`` when known."""
-        if self.discrete:
-            log_probs = F.log_softmax(actor_out, dim=-1)
-            return log_probs.gather(-1, raw_action.long()).squeeze(-1)
-        assert log_std is not None
-        z = (raw_action - actor_out) * th.exp(-log_std) if noise is None else noise
-        gaussian = -0.5 * z.square() - log_std - 0.5 * _LOG_2PI
-        # log |d action / d u| of action = center + half_range * tanh(u), stable form of
-        # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
-        log_det = 2.0 * (_LOG_2 - raw_action - F.softplus(-2.0 * raw_action))
-        log_det = log_det + th.log(self.action_half_range)
-        return (gaussian - log_det).sum(dim=-1)
-
     def rollout_weights(self) -> RolloutWeights:
         """The inference weights of :meth:`rollout_step` last derived by
         :meth:`refresh_rollout_weights` (derived now if they never were). The algorithm
@@ -365,11 +275,13 @@ class RecurrentActorCritic(nn.Module):
         """
         quantiles = TwinQuantileHead.monotone(critic_raw)
         if self.discrete:
-            log_prob = self._action_log_prob(actor_out, raw_action, None)
+            log_prob = categorical_log_prob(F.log_softmax(actor_out, dim=-1), raw_action)
             dist_params = actor_out
         else:
             assert weights.log_std is not None and weights.std is not None
-            log_prob = self._action_log_prob(actor_out, raw_action, weights.log_std, noise)
+            log_prob = squashed_gaussian_log_prob(
+                actor_out, raw_action, weights.log_std, self.action_half_range, noise
+            )
             dist_params = th.cat([actor_out, weights.std.expand_as(actor_out)], dim=-1)
         return log_prob, self.value_from_quantiles(quantiles), quantiles, dist_params
 
@@ -469,13 +381,13 @@ class RecurrentActorCritic(nn.Module):
         if self.discrete:
             log_probs = F.log_softmax(actor_out, dim=-1)
             entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
-            log_prob = log_probs.gather(-1, raw_actions.long()).squeeze(-1)
+            log_prob = categorical_log_prob(log_probs, raw_actions)
             dist_params = actor_out
         else:
             log_std = self.log_std().expand_as(actor_out)
-            # Entropy of the pre-squash Gaussian: the squashed distribution's entropy has no
-            # closed form, and the Gaussian's is a standard, monotone proxy for exploration.
-            entropy = (0.5 + 0.5 * _LOG_2PI + log_std).sum(dim=-1)
-            log_prob = self._action_log_prob(actor_out, raw_actions, log_std)
+            entropy = gaussian_entropy(log_std)  # of the pre-squash Gaussian (see there)
+            log_prob = squashed_gaussian_log_prob(
+                actor_out, raw_actions, log_std, self.action_half_range
+            )
             dist_params = th.cat([actor_out, th.exp(log_std)], dim=-1)
         return SequenceEvaluation(log_prob, entropy, quantiles, dist_params)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -20,14 +18,8 @@ from tradingbot.algo.buffer import RecurrentRolloutBuffer
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.learner import Learner, build_learner
 from tradingbot.algo.losses import explained_variance
-from tradingbot.algo.model_state import (
-    carry_tensors,
-    learner_tensors,
-    load_learner_tensors,
-    param_groups_state,
-)
-from tradingbot.algo.persistence import checkpoint_path, load_model, save_model
-from tradingbot.algo.policy import LSTMStates, PolicyStep, RecurrentActorCritic
+from tradingbot.algo.model_io import ModelIO
+from tradingbot.algo.policy import RecurrentActorCritic
 from tradingbot.algo.rollout import (
     RolloutSteps,
     env_actions,
@@ -38,13 +30,13 @@ from tradingbot.algo.schedules import linear_schedule
 from tradingbot.algo.train_steps import (
     begin_update,
     end_update,
-    lstm_norms,
     return_scale,
     shape_rollout_advantages,
     update_context,
     update_return_statistics,
 )
 from tradingbot.algo.update import run_epochs
+from tradingbot.algo.update_log import update_metrics
 
 SelfDistributionalPPO = TypeVar("SelfDistributionalPPO", bound="DistributionalPPO")
 # SB3's OnPolicyAlgorithm keeps copies of these config fields as attributes (it reads n_steps);
@@ -52,7 +44,7 @@ SelfDistributionalPPO = TypeVar("SelfDistributionalPPO", bound="DistributionalPP
 SB3_MIRRORS = ("n_steps", "gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm")
 
 
-class DistributionalPPO(OnPolicyAlgorithm):
+class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
     """
     Recurrent (LSTM) PPO whose twin critics learn quantiles of the normalized return.
 
@@ -326,32 +318,17 @@ class DistributionalPPO(OnPolicyAlgorithm):
         adapted = end_update(self.learner, chunks, result.stats)
         self.policy.refresh_rollout_weights()
 
-        metrics = {
-            **shaping.metrics,
-            **lstm_norms(buffer.lstm_states, self.policy.hidden_size, self.policy.shared_lstm),
-            **adapted,
-        }
-        means = {name: float(np.mean(values)) for name, values in result.stats.items()}
-        metrics.update({name: mean for name, mean in means.items() if name != "loss"})
-        if ctx.sigma_bar is not None:
-            metrics["sigma_bar"] = state.sigma_bar
-        if ctx.robust is not None:
-            metrics["robust_epsilon"] = ctx.robust.epsilon
-        metrics.update(ent_coef=ctx.ent_coef, clip_range=ctx.clip_range)
-        if cfg.vf_coef_warmup > 0:
-            metrics["vf_coef"] = ctx.vf_coef  # type: ignore[assignment]
-        if cfg.entropy.boost_factor > 1.0:
-            metrics["ent_boost"] = state.entropy_boost
-        metrics.update(
-            skipped_steps=state.skipped_steps,
-            skipped_steps_update=state.skipped_steps - skipped_before,
-            early_stopped=int(result.early_stopped),
-            explained_variance=rollout_ev,
+        metrics = update_metrics(
+            cfg,
+            state,
+            ctx,
+            result,
+            {**shaping.metrics, **adapted},
+            skipped_before,
+            rollout_ev,
+            self.policy,
+            buffer.lstm_states,
         )
-        if not self.policy.discrete:
-            with th.no_grad():
-                metrics["std"] = float(th.exp(self.policy.log_std()).mean())
-        metrics.update(return_mean=return_stats[0], return_std=return_stats[1])
         for name, value in metrics.items():
             self.logger.record(f"train/{name}", value)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -375,156 +352,3 @@ class DistributionalPPO(OnPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-    # ---------------------------------------------------------------------------------------
-    def predict(
-        self,
-        observation: np.ndarray | dict[str, np.ndarray],
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """
-        Action for an observation (or a batch) given the LSTM state, like RecurrentPPO.
-
-        Parameters
-        ----------
-        observation : ndarray
-            One observation or a batch (n_envs, *obs_shape).
-        state : tuple of ndarray, optional
-            The state returned by the previous call (``None``: zeros).
-        episode_start : ndarray, optional
-            1 where an observation starts an episode (``None``: no reset).
-        deterministic : bool
-            Use the mode of the action distribution.
-
-        Returns
-        -------
-        tuple
-            (actions, state) where state is the LSTM (h, c), each (n_envs, 2 * hidden).
-        """
-        actions, new_state, _ = self.predict_details(
-            observation, state, episode_start, deterministic
-        )
-        return actions, new_state
-
-    def predict_details(
-        self,
-        observation: np.ndarray,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], PolicyStep]:
-        """:meth:`predict`, plus the policy's full step output (quantiles and value in return
-        units, de-normalized; action distribution parameters) for backtests and signals."""
-        obs = np.asarray(observation, dtype=np.float32)
-        vectorized = obs.shape != self.observation_space.shape
-        obs_t = obs_tensor(obs, self.policy.obs_dim, self.device)
-        n_envs = obs_t.shape[0]
-        if state is None:
-            states = self.policy.initial_state(n_envs)
-        else:
-            states = LSTMStates(
-                *(th.as_tensor(s, dtype=th.float32, device=self.device) for s in state)
-            )
-        if episode_start is None:
-            starts = th.zeros(n_envs, device=self.device)
-        else:
-            starts = th.as_tensor(np.asarray(episode_start, dtype=np.float32), device=self.device)
-        step = self.policy.step(obs_t, states, starts.reshape(n_envs), deterministic=deterministic)
-        ret_mean, ret_std = self.return_scale()
-        step = step._replace(
-            quantiles=step.quantiles * ret_std + ret_mean, value=step.value * ret_std + ret_mean
-        )
-        actions = env_actions(step.action, self.action_space)
-        new_state = tuple(s.cpu().numpy() for s in step.states)
-        return (actions if vectorized else actions[0]), new_state, step
-
-    # ---------------------------------------------------------------------------------------
-    def state_tensors(self) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
-        """
-        Every tensor of the model's training state (not the environments'), and the JSON-able
-        rest: what a checkpoint needs to continue the run bit for bit on CPU.
-
-        Returns
-        -------
-        tuple of (dict of str to Tensor, dict)
-            Tensors ``policy.*``, ``optimizer.*``, ``return_rms.*``, ``rng.torch``,
-            ``train_state.*`` and, once a run has started, ``rollout.*`` (the carried
-            observation, episode starts and LSTM states); and ``num_timesteps``,
-            ``n_updates`` and the optimizer's ``optimizer_param_groups``.
-        """
-        tensors = learner_tensors(self.learner, self.return_rms)
-        if self._last_obs is not None:
-            tensors.update(
-                carry_tensors(
-                    self._last_obs,  # type: ignore[arg-type]
-                    self._last_episode_starts,  # type: ignore[arg-type]
-                    self._last_lstm_states,
-                )
-            )
-        state: dict[str, Any] = {
-            "num_timesteps": self.num_timesteps,
-            "n_updates": self._n_updates,
-            "optimizer_param_groups": param_groups_state(self.optimizer),
-        }
-        return tensors, state
-
-    def load_state_tensors(self, tensors: dict[str, th.Tensor], state: dict[str, Any]) -> None:
-        """
-        Restore :meth:`state_tensors`' output (names, shapes and dtypes already checked, as
-        :func:`~tradingbot.algo.persistence.restore_model` does) and re-derive the inference
-        weights.
-
-        Parameters
-        ----------
-        tensors : dict of str to Tensor
-            As :meth:`state_tensors` wrote them (``rollout.*`` optional).
-        state : dict
-            Its JSON-able part: ``num_timesteps``, ``n_updates``, ``optimizer_param_groups``.
-
-        Raises
-        ------
-        ValueError
-            A part does not load (the message names it).
-        """
-        load_learner_tensors(
-            self.learner, self.return_rms, tensors, state["optimizer_param_groups"]
-        )
-        self.num_timesteps = int(state["num_timesteps"])
-        self._n_updates = int(state["n_updates"])
-        if "rollout.last_obs" in tensors:
-            self._last_obs = tensors["rollout.last_obs"].numpy().copy()
-            self._last_episode_starts = tensors["rollout.episode_starts"].numpy().copy()
-            n_states = len(self._last_lstm_states)
-            self._last_lstm_states = LSTMStates(
-                *(tensors[f"rollout.lstm.{i}"].clone() for i in range(n_states))
-            )
-        self.policy.refresh_rollout_weights()
-
-    def save(  # type: ignore[override]
-        self,
-        path: str | os.PathLike[str],
-        config: dict[str, Any] | None = None,
-        metrics: dict[str, float] | None = None,
-    ) -> Path:
-        """Write the full training state to one safetensors checkpoint (see
-        :mod:`tradingbot.algo.persistence`); no pickle. A ``.zip`` suffix (SB3's
-        CheckpointCallback adds one) becomes ``.safetensors``. Returns the file written."""
-        save_model(self, path, config=config, metrics=metrics)
-        return checkpoint_path(path)
-
-    @classmethod
-    def load(  # type: ignore[override]
-        cls: type[SelfDistributionalPPO],
-        path: str | os.PathLike[str],
-        env: GymEnv | None = None,
-        **kwargs: Any,
-    ) -> SelfDistributionalPPO:
-        """Rebuild a model from :meth:`save`'s checkpoint (never unpickles). ``env``
-        (optional) must have the saved observation and action spaces; with it, training
-        continues exactly where the checkpoint left off (``learn(...,
-        reset_num_timesteps=False)``)."""
-        if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        return load_model(cls, path, env)

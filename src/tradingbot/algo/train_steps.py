@@ -165,30 +165,6 @@ def shape_rollout_advantages(
     return RiskShaping(shaped, risk_multiplier, metrics)
 
 
-def lstm_norms(lstm_states: th.Tensor, hidden_size: int, shared_lstm: bool) -> dict[str, float]:
-    """
-    Mean L2 norm of the stored actor and critic LSTM hidden states of a rollout.
-
-    Parameters
-    ----------
-    lstm_states : Tensor
-        The buffer's stored states, (n_steps, 2, n_envs, state_size) with h first.
-    hidden_size : int
-        Units of each LSTM (the actor's are the first ``hidden_size`` columns).
-    shared_lstm : bool
-        One LSTM only (no critic norm).
-
-    Returns
-    -------
-    dict of str to float
-    """
-    h = lstm_states[:, 0]
-    norms = {"lstm_h_norm_actor": float(h[..., :hidden_size].norm(dim=-1).mean())}
-    if not shared_lstm:
-        norms["lstm_h_norm_critic"] = float(h[..., hidden_size:].norm(dim=-1).mean())
-    return norms
-
-
 def begin_update(
     state: TrainState, cfg: PPOConfig, rollout_ev: float, quantiles: th.Tensor, ret_std: float
 ) -> None:

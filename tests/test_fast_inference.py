@@ -3,11 +3,12 @@ sequence evaluation, and the explicit refresh of its weights."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
 
-from conftest import BOX_ACTIONS, OBS_SPACE, make_policy
+from conftest import BOX_ACTIONS, OBS_SPACE, make_policy, small_model
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.policy import LSTMStates, RecurrentActorCritic
 
@@ -151,3 +152,17 @@ def test_rollout_weights_change_only_when_refreshed() -> None:
     step = policy.step(obs, policy.initial_state(4), starts, deterministic=True)
     assert th.allclose(other_step.quantiles, step.quantiles)
     assert th.allclose(other_step.action, step.action)
+
+
+def test_set_parameters_re_derives_the_inference_weights() -> None:
+    """SB3's set_parameters loads the policy: predict() must then act with the loaded
+    parameters, not with the weights derived from the old ones."""
+    trained, other = small_model(), small_model(seed=1)
+    trained.learn(64)
+    obs = np.linspace(-1.0, 1.0, 3, dtype=np.float32)[None]
+    before = other.predict(obs, deterministic=True)[0]
+    other.set_parameters(trained.get_parameters())
+    after = other.predict(obs, deterministic=True)[0]
+    expected = trained.predict(obs, deterministic=True)[0]
+    assert not np.allclose(before, expected)
+    np.testing.assert_array_equal(after, expected)

@@ -153,6 +153,17 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         self.return_rms = RunningMeanStd(shape=())
         self._last_lstm_states = self.policy.initial_state(self.n_envs)
 
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        # SB3's get_parameters/set_parameters: the policy (OnPolicyAlgorithm would also name
+        # "policy.optimizer", which this policy does not have; the optimizer is the model's).
+        return ["policy"], []
+
+    def set_parameters(self, *args: Any, **kwargs: Any) -> None:
+        """SB3's ``set_parameters``, then the inference weights re-derived from the loaded
+        parameters."""
+        super().set_parameters(*args, **kwargs)
+        self.policy.refresh_rollout_weights()
+
     # ---------------------------------------------------------------------------------------
     @property
     def learner(self) -> Learner:

@@ -97,15 +97,18 @@ def main() -> None:
     parser.add_argument("b", type=Path, help="the changed tree's src directory")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--timesteps", type=int, default=8192)
+    parser.add_argument(
+        "--cases", nargs="+", default=[f"{e}/{o}" for e, o in CASES], help="env/options pairs"
+    )
     args = parser.parse_args()
     a, b = args.a.resolve(), args.b.resolve()
     # key -> clock ("cpu", "wall") -> per-round (A, B) steps per second
     speeds: dict[str, dict[str, list[tuple[float, float]]]] = {
-        f"{e}/{o}": {"cpu": [], "wall": []} for e, o in CASES
+        key: {"cpu": [], "wall": []} for key in args.cases
     }
     for round_index in range(args.rounds):
-        for env, options in CASES:
-            key = f"{env}/{options}"
+        for key in args.cases:
+            env, options = key.split("/")
             order = (a, b) if round_index % 2 == 0 else (b, a)
             sps = {src: measure(src, env, options, args.timesteps) for src in order}
             for clock, index in (("cpu", 0), ("wall", 1)):

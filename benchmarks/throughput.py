@@ -29,6 +29,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
 from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.algo.presets import ALL_RISK_AND_STABILITY, GRAD_SCALER_ON
 from tradingbot.runtime import retain_freed_memory
 
 N_ENVS = 8
@@ -43,26 +44,10 @@ OURS_FULL = "DistributionalPPO, all options"
 OURS_FULL_SCALER = "DistributionalPPO, all options + gradient scaler"
 OURS_FULL_MICRO = "DistributionalPPO, all options + 2 microbatches"
 
-# Every risk and stability option of the algorithm config on: the CVaR objective, DSAC-T
-# weights with target clipping, value clipping, exact-KL early stop, the adaptive KL penalty,
-# dual clip, the entropy schedule with its boost and AWR. Measured alone on top of it: the
-# variance gradient scaler (an optimizer option, with its own overhead benchmark) and gradient
-# accumulation (a memory-for-speed trade by design). The robust regularizer is a separate,
-# deliberately costly training mode and is not part of this set.
-# tests/test_ppo.py's memory test runs with this set plus the scaler and 2 microbatches.
-FULL_FEATURES: dict[str, object] = {
-    "risk": {"mode": "mean_cvar", "alpha": 0.05, "weight": 0.1},
-    "critic_adjust": {"mode": "dsac_t", "target_clip": True},
-    "value_clip": {"mode": "mean_shift"},
-    "clip_range_vf": 0.5,
-    "target_kl": 0.05,
-    "kl_early_stop": "exact",
-    "kl_penalty": True,
-    "dual_clip": 3.0,
-    "entropy": {"final": 0.0, "boost_factor": 1.05, "minimum": 0.0},
-    "awr": {"enabled": True},
-}
-GRAD_SCALER: dict[str, object] = {"grad_scaler": {"enabled": True}}
+# The all-options set and the gradient scaler measured on top of it (tradingbot.algo.presets,
+# shared with tests/test_ppo.py's memory test).
+FULL_FEATURES = ALL_RISK_AND_STABILITY
+GRAD_SCALER = GRAD_SCALER_ON
 
 
 def _round_robin(

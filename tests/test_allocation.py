@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tradingbot.config import AllocationBaselineConfig, DataConfig, EnvConfig, PortfolioConfig
+from tradingbot.config import DataConfig, EnvConfig, PortfolioConfig
+from tradingbot.config_portfolio import AllocationBaselineConfig
 from tradingbot.data.portfolio import load_portfolio
 from tradingbot.evaluate.allocation import (
     baseline_rules,

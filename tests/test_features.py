@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from tradingbot.config import DataConfig, EnvConfig, FeatureConfig
+from tradingbot.data.bundled import load_vix_close
 from tradingbot.data.features import (
     compute_features,
     feature_lookback,
@@ -13,7 +14,7 @@ from tradingbot.data.features import (
     long_horizon_features,
 )
 from tradingbot.data.market import prepare_market
-from tradingbot.data.sources import MarketData, load_market, load_vix_close
+from tradingbot.data.sources import MarketData, load_market
 from tradingbot.data.validate import validate_bars
 from tradingbot.env.simulator import MarketSimulator, build_observations
 

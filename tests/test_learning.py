@@ -8,7 +8,6 @@ out-of-sample test split, after costs, by a margin.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,9 @@ import torch
 
 from tradingbot.config import load_config
 from tradingbot.data.market import load_prepared
+from tradingbot.evaluate import oracle
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import oracle  # noqa: E402  (benchmarks/oracle.py)
 
 # The margin, in annualized Sharpe, by which the agent must beat flat (Sharpe 0) and the random
 # policy. The test split is ~3.4 years per instrument; the standard error of an annualized

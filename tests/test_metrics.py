@@ -58,5 +58,3 @@ def test_psr_symmetric_series_known_value():
     expected = norm.cdf(sr * math.sqrt(7) / math.sqrt(1 + (kurt - 1) / 4 * sr**2))
     assert probabilistic_sharpe_ratio(r) == pytest.approx(expected, rel=1e-12)
     assert probabilistic_sharpe_ratio(r, benchmark_sharpe=sr) == pytest.approx(0.5)
-
-

@@ -5,21 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.env_util import make_vec_env
 
+from conftest import small_model
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.optim import UPGD, AdaptiveUPGD, VarianceGradientScaler
 
-SMALL = dict(
-    n_steps=32, batch_size=32, n_epochs=2, seq_len=16, lstm_hidden_size=8, net_arch=[8],
-    n_quantiles=8, seed=0,
-)  # fmt: skip
 
-
-def pendulum(**kwargs) -> DistributionalPPO:
-    th.set_num_threads(1)
-    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
-    return DistributionalPPO("MlpLstmPolicy", env, **{**SMALL, **kwargs})
+def pendulum(**overrides) -> DistributionalPPO:
+    """The small model with one 32-step minibatch per epoch."""
+    return small_model(**{"batch_size": 32, **overrides})
 
 
 @pytest.mark.parametrize(
@@ -38,7 +32,7 @@ def test_optimizer_choice_constructs_it_and_trains(name: str, cls: type) -> None
         assert model.optimizer.param_groups[0]["adaptive_noise"] is True
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(64 * 3)
-    assert model._n_updates == 3 * 2 * 2
+    assert model.n_updates == 3 * 2 * 2
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
     assert any(not th.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
     logged = model.logger.name_to_value
@@ -52,12 +46,12 @@ def test_optimizer_choice_constructs_it_and_trains(name: str, cls: type) -> None
 def test_scaler_then_per_network_clip_reach_the_optimizer(monkeypatch) -> None:
     """The gradient the optimizer steps on is the accumulated one times the scaler's factor,
     then clipped per network as torch's clip_grad_norm_ clips each network's part alone."""
-    import tradingbot.algo.ppo as ppo_module
+    import tradingbot.algo.update as update_module
 
     model = pendulum(grad_scaler={"enabled": True, "warmup": 0, "alpha": 100.0, "min_factor": 0.2})
     scaler = model.train_state.scaler
     assert isinstance(scaler, VarianceGradientScaler)
-    real_apply_step = ppo_module.apply_step
+    real_apply_step = update_module.apply_step
     steps: list[tuple[th.Tensor, th.Tensor, float]] = []
 
     def recording_apply_step(algo, square_norms):
@@ -76,9 +70,9 @@ def test_scaler_then_per_network_clip_reach_the_optimizer(monkeypatch) -> None:
         finally:
             algo.optimizer.step = original_step
 
-    monkeypatch.setattr(ppo_module, "apply_step", recording_apply_step)
+    monkeypatch.setattr(update_module, "apply_step", recording_apply_step)
     model.learn(64 * 2)
-    assert len(steps) == model._n_updates > 0
+    assert len(steps) == model.n_updates > 0
     sizes = model.policy.network_sizes()
     max_norm = model.config.max_grad_norm
     for raw, stepped, factor in steps:
@@ -94,7 +88,7 @@ def test_scaler_then_per_network_clip_reach_the_optimizer(monkeypatch) -> None:
     assert factors[0] == pytest.approx(1.0, abs=1e-4) and min(factors) < 0.9
     logged = model.logger.name_to_value
     assert logged["train/scaler_factor"] < 1.0 and np.isfinite(logged["train/scaler_ratio"])
-    assert model.train_state.state_dict()["scaler.step_count"] == model._n_updates
+    assert model.train_state.state_dict()["scaler.step_count"] == model.n_updates
 
 
 def test_scaler_disabled_leaves_gradients_alone() -> None:
@@ -114,7 +108,7 @@ def test_train_state_round_trips() -> None:
     for key, value in other.train_state.state_dict().items():
         assert th.equal(value, state[key]) or (value.isnan().all() and state[key].isnan().all())
     assert other.train_state.kl_beta == 4.0
-    assert other.train_state.scaler.step_count == model._n_updates == 4
+    assert other.train_state.scaler.step_count == model.n_updates == 4
 
 
 def test_train_state_is_saved_and_restored(tmp_path) -> None:

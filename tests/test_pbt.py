@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import two_node_cluster
 from tradingbot.algo.persistence import model_state
 from tradingbot.checkpoint import load_checkpoint
 from tradingbot.cli import app
@@ -193,19 +194,7 @@ def test_killed_member_resumes_from_its_checkpoint(tmp_path: Path, ray_teardown:
 
 @pytest.mark.slow
 def test_pbt_on_a_two_node_cluster(tmp_path: Path, ray_teardown: None) -> None:
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "object_store_memory": 100 * 1024**2,
-            "include_dashboard": False,
-        },
-    )
-    try:
-        cluster.add_node(num_cpus=1, object_store_memory=100 * 1024**2)
-        cluster.wait_for_nodes()
+    with two_node_cluster() as cluster:
         result = CliRunner().invoke(
             app,
             [
@@ -215,15 +204,10 @@ def test_pbt_on_a_two_node_cluster(tmp_path: Path, ray_teardown: None) -> None:
                 "--set",
                 f"run.out_dir={tmp_path}",
                 "--address",
-                cluster.address,
+                cluster.address,  # type: ignore[attr-defined]
             ],
         )
         assert result.exit_code == 0, result.output
-    finally:
-        import ray
-
-        ray.shutdown()
-        cluster.shutdown()
     run_dir = tmp_path / "pbt-ci"
     members = pd.read_csv(run_dir / "pbt" / "members.csv", keep_default_na=False)
     assert len(set(members["trial_id"])) == 4 and members["iteration"].max() == 4

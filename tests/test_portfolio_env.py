@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from tradingbot.config import DataConfig, EnvConfig, PortfolioConfig
+from tradingbot.data.bundled import close_only_bars
 from tradingbot.data.features import FeatureNormalizer
 from tradingbot.data.portfolio import PortfolioMarket, load_portfolio, prepare_portfolio
-from tradingbot.data.sources import MarketData, close_only_bars, load_market
+from tradingbot.data.sources import MarketData, load_market
 from tradingbot.data.splits import DateRange
 from tradingbot.data.validate import DataError
 from tradingbot.env.portfolio import PortfolioVecEnv, actions_to_weights

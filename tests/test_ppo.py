@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pickle
-import sys
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -24,10 +22,8 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.algo.presets import ALL_RISK_AND_STABILITY, GRAD_SCALER_ON
 from tradingbot.checkpoint import read_manifest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import throughput  # benchmarks/throughput.py
 
 SMALL = {"n_steps": 32, "batch_size": 64, "n_epochs": 2, "seq_len": 16, "lstm_hidden_size": 16}
 
@@ -108,7 +104,7 @@ def test_critic_quantiles_in_return_units_through_the_algorithm() -> None:
     model.learn(64 * 8 * 30)
     obs = th.zeros(1, 2)
     step = model.policy.step(obs, model.policy.initial_state(1), th.ones(1))
-    mean, std = model._return_scale()
+    mean, std = model.return_scale()
     quantiles = (step.quantiles[0] * std + mean).numpy()
     expected = norm.ppf(model.policy.taus.numpy().astype(np.float64), loc=1.0, scale=2.0)
     # 0.3: sampling noise of 512-sample rollouts and of the return statistics.
@@ -200,12 +196,12 @@ def test_tensorboard_log(tmp_path) -> None:
     assert list((tmp_path / "run_1").glob("events.out.tfevents.*"))
 
 
-# Every risk and stability option of the algorithm config at once (benchmarks/throughput.py's
-# set, whose speed it measures) plus the variance gradient scaler and gradient accumulation:
-# none of them may break learning.
+# Every risk and stability option of the algorithm config at once (tradingbot.algo.presets, the
+# set whose speed benchmarks/throughput.py measures) plus the variance gradient scaler and
+# gradient accumulation: none of them may break learning.
 ALL_OPTIONS: dict[str, object] = {
-    **throughput.FULL_FEATURES,
-    **throughput.GRAD_SCALER,
+    **ALL_RISK_AND_STABILITY,
+    **GRAD_SCALER_ON,
     "n_microbatches": 2,
 }
 

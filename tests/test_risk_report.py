@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import TINY_MODEL
 from tradingbot.config import load_config
 from tradingbot.evaluate.calibration import christoffersen_independence, kupiec_pof
 from tradingbot.evaluate.runs import backtest_run
@@ -15,13 +16,7 @@ from tradingbot.train import train
 
 TINY = [
     "data.source=synthetic",
-    "env.n_envs=2",
-    "algo.n_steps=64",
-    "algo.batch_size=64",
-    "algo.seq_len=16",
-    "algo.n_quantiles=8",
-    "algo.lstm_hidden_size=16",
-    "algo.net_arch=[16]",
+    *TINY_MODEL,
     "run.total_timesteps=128",
     "run.name=tiny",
 ]

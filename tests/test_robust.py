@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch as th
 from pydantic import ValidationError
-from stable_baselines3.common.env_util import make_vec_env
 from typer.testing import CliRunner
 
-from tradingbot.algo import ppo as ppo_module
+from conftest import TINY_MODEL, small_model, training_snapshot
 from tradingbot.algo import robust
+from tradingbot.algo import train_steps as train_steps_module
 from tradingbot.algo import update as update_module
 from tradingbot.algo.config import PPOConfig, RobustConfig
 from tradingbot.algo.ppo import DistributionalPPO
@@ -33,17 +33,7 @@ from tradingbot.evaluate.attack import AttackedPredictor, ObservationAttack
 from tradingbot.pbt.member import apply_hyperparameters, resolve_mutations
 from tradingbot.train import train
 
-SMALL = dict(
-    n_steps=32, batch_size=64, n_epochs=2, seq_len=16, lstm_hidden_size=8, net_arch=[8],
-    n_quantiles=8, seed=0,
-)  # fmt: skip
 ROBUST = {"enabled": True, "epsilon": 0.3, "kappa": 1.0, "perturb_last": True}
-
-
-def make_model(env_id: str = "Pendulum-v1", **kwargs) -> DistributionalPPO:
-    th.set_num_threads(1)
-    env = make_vec_env(env_id, n_envs=2, seed=0)
-    return DistributionalPPO("MlpLstmPolicy", env, **{**SMALL, **kwargs})
 
 
 def sharpen(model: DistributionalPPO) -> None:
@@ -65,22 +55,12 @@ def chunks_with_resets(model: DistributionalPPO):
     return chunks, starts
 
 
-def snapshot(model: DistributionalPPO) -> dict[str, th.Tensor]:
-    state = {f"policy.{k}": v.clone() for k, v in model.policy.state_dict().items()}
-    for index, param_state in model.optimizer.state_dict()["state"].items():
-        for name, value in param_state.items():
-            state[f"opt.{index}.{name}"] = th.as_tensor(value).clone()
-    state["rms.mean"] = th.tensor(np.asarray(model.return_rms.mean))
-    state["rms.var"] = th.tensor(np.asarray(model.return_rms.var))
-    return state
-
-
 # --------------------------------------------------------------------------------------------
 # The ball
 
 
 def test_pgd_perturbations_stay_within_epsilon_mask_and_box() -> None:
-    model = make_model()
+    model = small_model()
     sharpen(model)
     chunks, starts = chunks_with_resets(model)
     policy = model.policy
@@ -118,7 +98,7 @@ def test_every_observation_perturbed_in_training_is_within_epsilon(monkeypatch) 
         return out
 
     monkeypatch.setattr(robust, "pgd_perturb", recording)
-    model = make_model(robust={**ROBUST, "epsilon": 0.2, "perturb_last": False, "fraction": 0.5})
+    model = small_model(robust={**ROBUST, "epsilon": 0.2, "perturb_last": False, "fraction": 0.5})
     model.learn(128)
     assert len(seen) == 2 * 2  # 2 updates x 2 epochs x 1 minibatch (of 4 chunks)
     for clean, perturbed in seen:
@@ -137,7 +117,7 @@ def test_every_observation_perturbed_in_training_is_within_epsilon(monkeypatch) 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
 def test_pgd_increases_the_kl_over_random_noise_of_the_same_size(env_id: str) -> None:
-    model = make_model(env_id)
+    model = small_model(env_id)
     sharpen(model)
     chunks, starts = chunks_with_resets(model)
     policy = model.policy
@@ -161,7 +141,7 @@ def test_pgd_increases_the_kl_over_random_noise_of_the_same_size(env_id: str) ->
 
 
 def test_backtest_attack_stays_in_the_ball_and_beats_random() -> None:
-    model = make_model()
+    model = small_model()
     sharpen(model)
     rng = np.random.default_rng(0)
     pgd = ObservationAttack(model, 0.1, kind="pgd", steps=10)
@@ -193,7 +173,7 @@ def test_backtest_attack_stays_in_the_ball_and_beats_random() -> None:
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
 def test_regularizer_has_a_nonzero_gradient_for_the_actor_only(env_id: str) -> None:
-    model = make_model(env_id, robust={**ROBUST, "fraction": 0.5})
+    model = small_model(env_id, robust={**ROBUST, "fraction": 0.5})
     sharpen(model)
     chunks, _ = chunks_with_resets(model)
     policy = model.policy
@@ -223,7 +203,7 @@ def test_clean_target_matches_training_evaluation_and_resets_cut_the_memory() ->
     """The attack replays each chunk from its stored LSTM state, with inner episode starts: a
     zero perturbation reproduces training's distribution exactly, a perturbation at step 0
     reaches later steps through the memory, and stops at the next episode start."""
-    model = make_model()
+    model = small_model()
     sharpen(model)
     chunks, starts = chunks_with_resets(model)
     policy = model.policy
@@ -245,8 +225,8 @@ def test_clean_target_matches_training_evaluation_and_resets_cut_the_memory() ->
 
 
 def test_robust_training_changes_the_update_and_logs_the_attack() -> None:
-    plain = make_model()
-    robust_model = make_model(robust=ROBUST)
+    plain = small_model()
+    robust_model = small_model(robust=ROBUST)
     plain.learn(64)
     robust_model.learn(64)
     assert any(
@@ -268,18 +248,18 @@ def test_disabled_robust_is_bit_identical_to_the_plain_update(monkeypatch) -> No
     def fail(*args, **kwargs):
         raise AssertionError("robust code ran with robust disabled")
 
-    plain = make_model()
+    plain = small_model()
     plain.learn(128)
     plain_rng = th.get_rng_state()
 
     monkeypatch.setattr(update_module, "robust_regularizer", fail)
-    monkeypatch.setattr(ppo_module, "robust_step", fail)
-    off = make_model(
+    monkeypatch.setattr(train_steps_module, "robust_step", fail)
+    off = small_model(
         robust={"enabled": False, "epsilon": 0.5, "kappa": 3.0, "fraction": 1.0, "pgd_steps": 2}
     )
     off.learn(128)
     assert th.equal(th.get_rng_state(), plain_rng)
-    a, b = snapshot(plain), snapshot(off)
+    a, b = training_snapshot(plain), training_snapshot(off)
     assert a.keys() == b.keys()
     for key in a:
         assert th.equal(a[key], b[key]), key
@@ -292,7 +272,7 @@ def test_zero_epsilon_skips_the_attack(monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("attack ran at epsilon 0")
 
-    model = make_model(robust={**ROBUST, "warmup_fraction": 0.5})
+    model = small_model(robust={**ROBUST, "warmup_fraction": 0.5})
     chunks, _ = chunks_with_resets(model)
     step = robust_step(model.config.robust, 1.0, model.observation_space)
     assert step.epsilon == 0.0
@@ -300,7 +280,7 @@ def test_zero_epsilon_skips_the_attack(monkeypatch) -> None:
     ctx = update_module.UpdateContext(
         ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2, robust=step
     )
-    metrics = update_module.accumulate_gradients(model, chunks.select(th.arange(4)), ctx)
+    metrics = update_module.accumulate_gradients(model.learner, chunks.select(th.arange(4)), ctx)
     assert "robust_kl_pgd" not in metrics
 
 
@@ -315,7 +295,7 @@ def test_epsilon_warmup_schedule_and_defaults() -> None:
     assert scheduled_epsilon(0.2, 0.5, 0.5) == pytest.approx(0.2)
     assert scheduled_epsilon(0.2, 0.5, 0.0) == pytest.approx(0.2)
     cfg = RobustConfig(enabled=True, epsilon=0.2, pgd_steps=4)
-    step = robust_step(cfg, 1.0, make_model().observation_space)
+    step = robust_step(cfg, 1.0, small_model().observation_space)
     assert step.step_size == pytest.approx(2.5 * 0.2 / 4)
     assert step.mask.tolist() == [1.0, 1.0, 0.0]  # the last entry is excluded by default
     assert attacked_chunks(8, 0.25) == 2 and attacked_chunks(3, 0.1) == 1
@@ -329,22 +309,22 @@ def test_epsilon_warmup_schedule_and_defaults() -> None:
 
 def test_warmup_reaches_training(monkeypatch) -> None:
     epsilons: list[float] = []
-    original = ppo_module.robust_step
+    original = train_steps_module.robust_step
 
     def recording(*args, **kwargs):
         step = original(*args, **kwargs)
         epsilons.append(step.epsilon)
         return step
 
-    monkeypatch.setattr(ppo_module, "robust_step", recording)
-    model = make_model(robust={**ROBUST, "epsilon": 0.2, "warmup_fraction": 1.0})
+    monkeypatch.setattr(train_steps_module, "robust_step", recording)
+    model = small_model(robust={**ROBUST, "epsilon": 0.2, "warmup_fraction": 1.0})
     model.learn(256)  # four updates, at progress 1/4, 2/4, 3/4 and 1
     assert epsilons == pytest.approx([0.05, 0.1, 0.15, 0.2])
     assert model.logger.name_to_value["train/robust_epsilon"] == pytest.approx(0.2)
 
 
 def test_epsilon_and_kappa_are_pbt_mutable() -> None:
-    model = make_model(robust=ROBUST)
+    model = small_model(robust=ROBUST)
     defaults = load_config().pbt.mutations
     resolved = resolve_mutations(defaults, model.config)
     assert {"algo.robust.epsilon", "algo.robust.kappa"} <= set(resolved)
@@ -355,7 +335,7 @@ def test_epsilon_and_kappa_are_pbt_mutable() -> None:
 
 
 def test_robust_config_survives_save_and_load(tmp_path) -> None:
-    model = make_model(robust=ROBUST)
+    model = small_model(robust=ROBUST)
     model.learn(64)
     loaded = DistributionalPPO.load(model.save(tmp_path / "model"))
     assert loaded.config.robust == model.config.robust
@@ -366,13 +346,7 @@ def test_robust_config_survives_save_and_load(tmp_path) -> None:
 
 TINY = [
     "data.source=synthetic",
-    "env.n_envs=2",
-    "algo.n_steps=64",
-    "algo.batch_size=64",
-    "algo.seq_len=16",
-    "algo.n_quantiles=8",
-    "algo.lstm_hidden_size=16",
-    "algo.net_arch=[16]",
+    *TINY_MODEL,
     "algo.robust.enabled=true",
     "algo.robust.pgd_steps=2",
     "run.total_timesteps=256",

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import small_model
 from tradingbot import cli
 from tradingbot.checkpoint import save_checkpoint
 from tradingbot.cli import app
 from tradingbot.config import dump_config, load_config
+from tradingbot.evaluate.runs import RecordingAgent
 from tradingbot.run_index import list_runs, sort_rows
 
 METRICS_HEADER = "policy,instrument,total_return,sharpe,max_drawdown,cvar_5\n"
@@ -106,3 +109,15 @@ def test_runs_command_refuses_an_unknown_column(runs: Path) -> None:
     result = CliRunner().invoke(app, ["runs", str(runs), "--sort", "profit"], terminal_width=300)
     assert result.exit_code == 1
     assert "--sort must be one of" in result.output and "sharpe" in result.output
+
+
+def test_recording_agent_passes_deterministic_through() -> None:
+    """RecordingAgent.predict honours ``deterministic``: sampled actions (std 1 at the
+    initial log-std) differ from the mode, which ``deterministic=True`` returns every time."""
+    agent = RecordingAgent(small_model())
+    obs = np.zeros((1, 3), dtype=np.float32)
+    mode = agent.predict(obs, deterministic=True)[0]
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0], mode)
+    sampled = [agent.predict(obs, deterministic=False)[0] for _ in range(3)]
+    assert all(not np.array_equal(action, mode) for action in sampled)
+    assert len(agent.values) == 5

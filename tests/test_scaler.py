@@ -7,11 +7,10 @@ import math
 import pytest
 import torch
 
-from tradingbot.algo.gradients import FlatGradients, clip_scales
+from tradingbot.algo.fast.flat import FlatGradients, clip_scales
 from tradingbot.optim import VarianceGradientScaler
-from tradingbot.optim.scaler import all_finite
 
-PATHS = ["scale_", "training"]
+PATHS = ["per_tensor", "training"]
 
 
 def _param(values: list[float]) -> torch.nn.Parameter:
@@ -23,10 +22,21 @@ def _set_grads(params: list[torch.nn.Parameter], grads: list[list[float]]) -> No
         p.grad = torch.tensor(g, dtype=torch.float64)
 
 
+def _scale(scaler: VarianceGradientScaler) -> float:
+    """One scaler step on the parameters' own ``.grad`` tensors: ``update`` with their
+    concatenation, then each gradient multiplied by the factor."""
+    grads = [p.grad for p in scaler.params]
+    factor = scaler.update(torch.cat([g.reshape(-1) for g in grads]))
+    for g in grads:
+        g.mul_(factor)
+    return factor
+
+
 class _Stepper:
-    """One scaler step by ``scale_`` or by the path training takes (``algo.update.apply_step``):
-    gradients in FlatGradients' flat buffer, ``update(flat)``, then the factor applied through
-    ``clip_scales`` (no norm clip here) and ``FlatGradients.scale_``."""
+    """One scaler step on per-tensor gradients (:func:`_scale`) or by the path training takes
+    (``algo.update.apply_step``): gradients in FlatGradients' flat buffer, ``update(flat)``,
+    then the factor applied through ``clip_scales`` (no norm clip here) and
+    ``FlatGradients.scale_``."""
 
     def __init__(self, path: str, scaler: VarianceGradientScaler, params: list) -> None:
         self.path, self.scaler, self.params = path, scaler, params
@@ -34,9 +44,9 @@ class _Stepper:
             self.gradients = FlatGradients(params, [sum(p.numel() for p in params)])
 
     def __call__(self, grads: list[list[float]]) -> float:
-        if self.path == "scale_":
+        if self.path == "per_tensor":
             _set_grads(self.params, grads)
-            return self.scaler.scale_()
+            return _scale(self.scaler)
         self.gradients.zero_()
         for p, g in zip(self.params, grads, strict=True):
             p.grad.copy_(torch.tensor(g, dtype=torch.float64))
@@ -117,9 +127,9 @@ def test_percentile_aggregate_and_min_factor() -> None:
         percentile=30.0,
     )
     _set_grads([a, b], [[1.0], [1.0]])
-    assert scaler.scale_() == 1.0  # both variances are 0 after one step
+    assert _scale(scaler) == 1.0  # both variances are 0 after one step
     _set_grads([a, b], [[3.0], [-1.0]])
-    factor = scaler.scale_()
+    factor = _scale(scaler)
     ratio_a, ratio_b = (8 / 9) / (49 / 9 + eps), (8 / 9) / (1 / 9 + eps)
     # Linear interpolation between the two sorted values at 30 %: ~ 0.163 + 0.3 * 7.84 = 2.514.
     expected_ratio = ratio_a + 0.3 * (ratio_b - ratio_a)
@@ -178,10 +188,6 @@ def test_gradient_norm_ema(path: str) -> None:
     assert scaler.grad_norm_ema == pytest.approx(5.0, rel=1e-12)
     step([[5.0, 12.0]])
     assert scaler.grad_norm_ema == pytest.approx(7.75 / 0.75, rel=1e-12)
-    if path == "scale_":
-        _set_grads([p], [[float("nan"), 1.0]])
-        scaler.scale_()
-        assert scaler.grad_norm_ema == pytest.approx(7.75 / 0.75, rel=1e-12)
     restored = VarianceGradientScaler([p], beta=0.9, warmup=0, grad_norm_beta=0.5)
     restored.load_state_dict(scaler.state_dict())
     assert restored.grad_norm_ema == scaler.grad_norm_ema
@@ -190,34 +196,8 @@ def test_gradient_norm_ema(path: str) -> None:
     restored.load_state_dict(plain.state_dict())
     assert math.isnan(restored.grad_norm_ema)
     _set_grads([p], [[6.0, 8.0]])
-    restored.scale_()
+    _scale(restored)
     assert restored.grad_norm_ema == pytest.approx(10.0, rel=1e-12)
-
-
-def test_a_tensor_without_gradient_keeps_its_statistics_and_bias_correction() -> None:
-    # beta = 0.5. Step 1: a = 1, b = 2 (m_b = 1, q_b = 2). Step 2: only a (3); b keeps its
-    # statistics, the ratio is a's alone: m_a = 1.75, q_a = 4.75, correction 0.75 -> variance
-    # 8/9, signal 49/9. Step 3: a = -1, b = 4. a (3 updates, correction 0.875): m_hat 3/7,
-    # q_hat 23/7 -> variance 152/49, signal 9/49. b (2 updates, correction 0.75): m = 2.5,
-    # q = 9 -> m_hat 10/3, q_hat 12 -> variance 8/9, signal 100/9. The factor uses the mean.
-    eps, alpha = 1e-8, 0.5
-    a, b = _param([0.0]), _param([0.0])
-    scaler = VarianceGradientScaler([a, b], beta=0.5, alpha=alpha, eps=eps, warmup=0)
-    _set_grads([a, b], [[1.0], [2.0]])
-    scaler.scale_()
-    b.grad = None
-    a.grad = torch.tensor([3.0], dtype=torch.float64)
-    factor = scaler.scale_()
-    ratio_a = (8 / 9) / (49 / 9 + eps)
-    assert scaler.last_ratio == pytest.approx(ratio_a, rel=1e-9)
-    assert factor == pytest.approx(1.0 / (1.0 + alpha * ratio_a), rel=1e-9)
-    assert b.grad is None
-    assert float(scaler.exp_avg[1]) == 1.0 and float(scaler.exp_avg_sq[1]) == 2.0
-    assert scaler.tensor_steps.tolist() == [2, 1]
-    _set_grads([a, b], [[-1.0], [4.0]])
-    scaler.scale_()
-    ratio = ((152 / 49) / (9 / 49 + eps) + (8 / 9) / (100 / 9 + eps)) / 2
-    assert scaler.last_ratio == pytest.approx(ratio, rel=1e-9)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -252,16 +232,10 @@ def test_constant_gradients_give_factor_one() -> None:
     scaler = VarianceGradientScaler([p], beta=0.9, alpha=10.0, warmup=0)
     for _ in range(25):
         _set_grads([p], [[0.1, 0.3, -0.7, 1.1, 2.9]])
-        factor = scaler.scale_()
+        factor = _scale(scaler)
         assert 0.0 <= scaler.last_ratio < 1e-12
         assert factor == pytest.approx(1.0, abs=1e-11)
         assert factor <= 1.0
-
-
-def _snapshot(scaler: VarianceGradientScaler) -> dict[str, object]:
-    return {
-        k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in scaler.state_dict().items()
-    }
 
 
 def _assert_state_equal(a: dict[str, object], b: dict[str, object]) -> None:
@@ -273,26 +247,6 @@ def _assert_state_equal(a: dict[str, object], b: dict[str, object]) -> None:
             assert math.isnan(b[key]), key
         else:
             assert a[key] == b[key], key
-
-
-def test_non_finite_gradient_changes_nothing() -> None:
-    a, b = _param([0.0, 0.0]), _param([0.0])
-    scaler = VarianceGradientScaler([a, b], beta=0.9, alpha=1.0, warmup=0)
-    for grads in ([[1.0, -1.0], [2.0]], [[-1.0, 3.0], [1.0]], [[0.5, 0.5], [-2.0]]):
-        _set_grads([a, b], grads)
-        scaler.scale_()
-    before = _snapshot(scaler)
-    for bad in (float("nan"), float("inf")):
-        _set_grads([a, b], [[1.0, bad], [4.0]])
-        b_grad = b.grad
-        assert scaler.scale_() == 1.0
-        assert scaler.last_factor == 1.0
-        # The finite gradient of the other tensor is left alone.
-        assert b.grad is b_grad and float(b.grad) == 4.0
-        after = _snapshot(scaler)
-        assert after["step_count"] == 3
-        after["last_factor"] = before["last_factor"]
-        _assert_state_equal(before, after)
 
 
 def test_state_round_trip_continues_identically() -> None:
@@ -311,7 +265,7 @@ def test_state_round_trip_continues_identically() -> None:
     for g in grads[:4]:
         for p, gi in zip(params_a, g, strict=True):
             p.grad = gi.clone()
-        scaler_a.scale_()
+        _scale(scaler_a)
 
     state = scaler_a.state_dict()
     assert all(isinstance(v, (torch.Tensor, int, float)) for v in state.values())
@@ -326,8 +280,8 @@ def test_state_round_trip_continues_identically() -> None:
     for g in grads[4:]:
         for pa, pb, gi in zip(params_a, params_b, g, strict=True):
             pa.grad, pb.grad = gi.clone(), gi.clone()
-        factor = scaler_a.scale_()
-        assert scaler_b.scale_() == factor
+        factor = _scale(scaler_a)
+        assert _scale(scaler_b) == factor
         continued.append(factor)
         for pa, pb in zip(params_a, params_b, strict=True):
             assert torch.equal(pa.grad, pb.grad)
@@ -339,7 +293,7 @@ def test_state_round_trip_continues_identically() -> None:
     for g in grads[4:]:
         for p, gi in zip(params_b, g, strict=True):
             p.grad = gi.clone()
-        fresh.append(scaler_c.scale_())
+        fresh.append(_scale(scaler_c))
     assert fresh != continued
 
 
@@ -351,15 +305,3 @@ def test_load_rejects_mismatched_state() -> None:
         scaler.load_state_dict(state)
     with pytest.raises(ValueError):
         scaler.load_state_dict({"step_count": 0})
-
-
-def test_all_finite_sees_inf_and_nan_and_not_overflow() -> None:
-    tensors = [torch.randn(3, 4), torch.randn(5)]
-    assert all_finite(tensors)
-    # Finite values whose squares (and norm) overflow float32 are still finite.
-    tensors[0].fill_(3e38)
-    assert all_finite(tensors)
-    for bad in (float("inf"), float("-inf"), float("nan")):
-        tensors[1][2] = bad
-        assert not all_finite(tensors)
-    assert all_finite([])

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import TINY_MODEL
 from tradingbot.cli import app
 from tradingbot.config import load_config
 from tradingbot.data.validate import DataError
@@ -15,14 +16,8 @@ from tradingbot.train import train
 
 TINY = [
     "data.source=synthetic",
-    "env.n_envs=2",
+    *TINY_MODEL,
     "env.window=3",
-    "algo.n_steps=64",
-    "algo.batch_size=64",
-    "algo.seq_len=16",
-    "algo.n_quantiles=8",
-    "algo.lstm_hidden_size=16",
-    "algo.net_arch=[16]",
     "run.total_timesteps=256",
     "run.name=tiny",
 ]

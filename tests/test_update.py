@@ -12,8 +12,9 @@ import torch as th
 from pydantic import ValidationError
 from stable_baselines3.common.env_util import make_vec_env
 
+from conftest import SMALL_PPO, assert_same_state, small_model, training_snapshot
 from tradingbot.algo.config import PPOConfig
-from tradingbot.algo.gradients import clip_scales
+from tradingbot.algo.fast.flat import clip_scales
 from tradingbot.algo.losses import dsac_t_weights, quantile_spread
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.algo.robust import robust_step
@@ -28,41 +29,11 @@ from tradingbot.algo.schedules import (
 )
 from tradingbot.algo.update import UpdateContext, accumulate_gradients, minibatch_loss
 
-SMALL = dict(
-    n_steps=32, batch_size=64, n_epochs=2, seq_len=16, lstm_hidden_size=8, net_arch=[8],
-    n_quantiles=8, seed=0,
-)  # fmt: skip
-
-
-def pendulum(**kwargs) -> DistributionalPPO:
-    th.set_num_threads(1)
-    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
-    return DistributionalPPO("MlpLstmPolicy", env, **{**SMALL, **kwargs})
-
-
-def snapshot(model: DistributionalPPO) -> dict[str, th.Tensor]:
-    state = {f"policy.{k}": v.clone() for k, v in model.policy.state_dict().items()}
-    for index, param_state in model.optimizer.state_dict()["state"].items():
-        for name, value in param_state.items():
-            state[f"opt.{index}.{name}"] = th.as_tensor(value).clone()
-    for name in ("mean", "var", "count"):
-        state[f"rms.{name}"] = th.tensor(np.asarray(getattr(model.return_rms, name)))
-    for k, v in model.train_state.state_dict().items():
-        if k != "skipped_steps":
-            state[f"train_state.{k}"] = v
-    return state
-
-
-def assert_same(a: dict[str, th.Tensor], b: dict[str, th.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert th.equal(a[key], b[key]) or (a[key].isnan().all() and b[key].isnan().all()), key
-
 
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("normalization", ["minibatch", "rollout", "none"])
 def test_microbatches_give_the_whole_minibatch_gradient(normalization: str) -> None:
-    model = pendulum(
+    model = small_model(
         batch_size=64, n_microbatches=4, seq_len=8, advantage_normalization=normalization,
         value_clip={"mode": "per_quantile"}, clip_range_vf=0.1, critic_adjust={"mode": "dsac_t"},
         awr={"enabled": True}, kl_penalty=True, target_kl=0.01, ent_coef=0.01,
@@ -79,7 +50,7 @@ def test_microbatches_give_the_whole_minibatch_gradient(normalization: str) -> N
     indices = th.arange(8)
 
     def gradients(n_micro: int) -> list[th.Tensor]:
-        accumulate_gradients(model, chunks.select(indices), ctx, n_micro)
+        accumulate_gradients(model.learner, chunks.select(indices), ctx, n_micro)
         return [p.grad.clone() for p in model.policy.parameters() if p.grad is not None]
 
     whole, split = gradients(1), gradients(4)
@@ -99,9 +70,9 @@ def test_microbatches_give_the_whole_minibatch_gradient(normalization: str) -> N
         return evaluate(*args, **kwargs)
 
     model.policy.evaluate_sequences = counting  # type: ignore[method-assign]
-    n_before = model._n_updates
+    n_before = model.n_updates
     model.train()
-    assert calls["n"] - 1 == 4 * (model._n_updates - n_before) > 0
+    assert calls["n"] - 1 == 4 * (model.n_updates - n_before) > 0
 
 
 def test_microbatches_give_the_whole_minibatch_gradient_with_robust_training() -> None:
@@ -110,7 +81,7 @@ def test_microbatches_give_the_whole_minibatch_gradient_with_robust_training() -
     attacked ceil(0.25 * 2) = 1 chunk of its own, 4 in all, gradients 7e-4 apart). The random
     starts come from the same global generator in the same order."""
     robust = {"enabled": True, "kappa": 10.0, "epsilon": 0.5}
-    model = pendulum(batch_size=64, n_microbatches=4, seq_len=8, robust=robust)
+    model = small_model(batch_size=64, n_microbatches=4, seq_len=8, robust=robust)
     model.learn(64)
     chunks = model.rollout_buffer.to_chunks(8)
     step = robust_step(model.config.robust, 1.0, model.observation_space)
@@ -118,7 +89,7 @@ def test_microbatches_give_the_whole_minibatch_gradient_with_robust_training() -
 
     def gradients(n_micro: int) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         th.manual_seed(123)
-        metrics = accumulate_gradients(model, chunks.select(th.arange(8)), ctx, n_micro)
+        metrics = accumulate_gradients(model.learner, chunks.select(th.arange(8)), ctx, n_micro)
         return model.gradients.flat.clone(), metrics
 
     (whole, whole_metrics), (split, split_metrics) = gradients(1), gradients(4)
@@ -130,7 +101,7 @@ def test_microbatches_give_the_whole_minibatch_gradient_with_robust_training() -
     # The robust term matters here: without it the gradient differs.
     th.manual_seed(123)
     plain = dataclasses.replace(ctx, robust=None)
-    accumulate_gradients(model, chunks.select(th.arange(8)), plain, 1)
+    accumulate_gradients(model.learner, chunks.select(th.arange(8)), plain, 1)
     assert (model.gradients.flat - whole).abs().max() > 1e-4
 
 
@@ -163,7 +134,7 @@ def test_nan_reward_skips_the_step_and_keeps_all_state() -> None:
     )
     # One minibatch per update, one epoch, DSAC-T, KL penalty and the scaler all active.
     model = DistributionalPPO(
-        "MlpLstmPolicy", env, **{**SMALL, "batch_size": 32, "n_epochs": 1},
+        "MlpLstmPolicy", env, **{**SMALL_PPO, "batch_size": 32, "n_epochs": 1},
         critic_adjust={"mode": "dsac_t"}, kl_penalty=True, target_kl=0.05,
         grad_scaler={"enabled": True, "warmup": 0},
     )  # fmt: skip
@@ -173,16 +144,16 @@ def test_nan_reward_skips_the_step_and_keeps_all_state() -> None:
     original_train = model.train
 
     def recording_train() -> None:
-        before.append(snapshot(model))
+        before.append(training_snapshot(model))
         original_train()
-        after.append(snapshot(model))
+        after.append(training_snapshot(model))
         skipped.append(model.train_state.skipped_steps)
 
     model.train = recording_train  # type: ignore[method-assign]
     model.learn(32 * 4)
     # Update 1 (steps 32..63) holds the NaN reward: skipped, nothing changed.
     assert skipped == [0, 1, 1, 1]
-    assert_same(before[1], after[1])
+    assert_same_state(before[1], after[1])
     assert model.logger.name_to_value["train/skipped_steps"] == 1
     # The other updates moved the parameters and stayed finite.
     for i in (0, 2, 3):
@@ -195,7 +166,7 @@ def test_nan_reward_skips_the_step_and_keeps_all_state() -> None:
 
 
 def test_nan_gradient_skips_the_step() -> None:
-    model = pendulum(n_epochs=1, batch_size=64, grad_scaler={"enabled": True, "warmup": 0})
+    model = small_model(n_epochs=1, batch_size=64, grad_scaler={"enabled": True, "warmup": 0})
     model.learn(64)
     param = model.policy.critic_head.first.weight
     calls = {"n": 0}
@@ -207,9 +178,11 @@ def test_nan_gradient_skips_the_step() -> None:
     handle = param.register_hook(poison)
     # Training on the same rollout again updates the return statistics (once per rollout)
     # before the step; everything else must stay as it was.
-    state = {k: v for k, v in snapshot(model).items() if not k.startswith("rms.")}
+    state = {k: v for k, v in training_snapshot(model).items() if not k.startswith("rms.")}
     model.train()  # one minibatch: its gradient is NaN
-    assert_same(state, {k: v for k, v in snapshot(model).items() if not k.startswith("rms.")})
+    assert_same_state(
+        state, {k: v for k, v in training_snapshot(model).items() if not k.startswith("rms.")}
+    )
     assert model.train_state.skipped_steps == 1
     assert model.logger.name_to_value["train/skipped_steps"] == 1
     model.train()
@@ -220,15 +193,17 @@ def test_nan_gradient_skips_the_step() -> None:
 
 
 def test_predictions_after_training_use_the_trained_weights() -> None:
-    """The fused optimizer step bumps no parameter version: the cached inference weights must
-    still be re-derived after training, or predict() acts with the last rollout's policy."""
-    model = pendulum(n_epochs=2, batch_size=32)
+    """The algorithm re-derives the inference weights after each update: without it predict()
+    would act with the policy of the last rollout's start."""
+    model = small_model(n_epochs=2, batch_size=32)
     model.learn(64 * 2)
     assert model.config.optimizer == "adam"
-    cached = model.policy.rollout_weights()
-    fresh = model.policy.rollout_weights(fresh=True)
-    pairs = [(cached.lstm_weight_ih, fresh.lstm_weight_ih), (cached.lstm_bias, fresh.lstm_bias)]
-    pairs += zip(cached.lstm_weight_hh, fresh.lstm_weight_hh, strict=True)
+    kept = model.policy.rollout_weights()
+    fresh = model.policy.refresh_rollout_weights()
+    pairs = [(kept.lstm_weight_ih, fresh.lstm_weight_ih), (kept.lstm_bias, fresh.lstm_bias)]
+    pairs += zip(kept.lstm_weight_hh, fresh.lstm_weight_hh, strict=True)
+    pairs += [(a, b) for layer_a, layer_b in zip(kept.layers, fresh.layers, strict=True)
+              for a, b in zip(layer_a, layer_b, strict=True)]  # fmt: skip
     for a, b in pairs:
         assert th.equal(a, b)
 
@@ -236,15 +211,15 @@ def test_predictions_after_training_use_the_trained_weights() -> None:
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("estimator", ["k3", "exact"])
 def test_kl_early_stop_stops_the_epoch_loop(estimator: str) -> None:
-    model = pendulum(n_epochs=5, batch_size=32)
+    model = small_model(n_epochs=5, batch_size=32)
     model.learn(64)
-    n_before = model._n_updates
+    n_before = model.n_updates
     model.train()
-    assert model._n_updates - n_before == 2 * 5  # 2 minibatches x 5 epochs, no stop
-    model = pendulum(n_epochs=5, batch_size=32, target_kl=1e-9, kl_early_stop=estimator)
+    assert model.n_updates - n_before == 2 * 5  # 2 minibatches x 5 epochs, no stop
+    model = small_model(n_epochs=5, batch_size=32, target_kl=1e-9, kl_early_stop=estimator)
     model.learn(64)
     # First minibatch: policy unchanged, KL 0 -> step; second: KL > 1.5e-9 -> stop.
-    assert model._n_updates == 1
+    assert model.n_updates == 1
     assert model.logger.name_to_value["train/early_stopped"] == 1
     assert model.logger.name_to_value["train/kl_exact"] >= 0
     assert model.logger.name_to_value["train/approx_kl"] >= 0
@@ -255,11 +230,11 @@ def test_adaptive_kl_beta_rule_and_through_train() -> None:
     assert adapt_kl_beta(1.0, kl=0.001, target=0.01) == 0.5
     assert adapt_kl_beta(1.0, kl=0.01, target=0.01) == 1.0
     assert adapt_kl_beta(1.0, kl=float("nan"), target=0.01) == 1.0
-    model = pendulum(kl_penalty=True, target_kl=1e-9, kl_beta_init=1.0, learning_rate=1e-2)
+    model = small_model(kl_penalty=True, target_kl=1e-9, kl_beta_init=1.0, learning_rate=1e-2)
     model.learn(64)
     assert model.train_state.kl_beta == 2.0
     assert model.logger.name_to_value["train/kl_beta"] == 2.0
-    model = pendulum(kl_penalty=True, target_kl=10.0, kl_beta_init=1.0)
+    model = small_model(kl_penalty=True, target_kl=10.0, kl_beta_init=1.0)
     model.learn(64)
     assert model.train_state.kl_beta == 0.5
 
@@ -280,7 +255,7 @@ def test_entropy_schedule_known_values() -> None:
 def test_entropy_schedule_through_train() -> None:
     # 2 updates of 64 steps over 128: progress_remaining 0.5 then 0.0 at the updates.
     ent = {"final": 0.0, "boost_factor": 2.0, "boost_max": 3.0, "ev_threshold": 2.0}
-    model = pendulum(ent_coef=0.1, entropy=ent)
+    model = small_model(ent_coef=0.1, entropy=ent)
     logged = []
     original_train = model.train
 
@@ -300,7 +275,7 @@ def test_entropy_schedule_through_train() -> None:
 def test_learning_rate_and_clip_range_decay_linearly_through_train() -> None:
     assert linear_schedule(1e-3, 1e-4, progress_remaining=0.5) == pytest.approx(5.5e-4)
     assert linear_schedule(1e-3, None, progress_remaining=0.0) == 1e-3
-    model = pendulum(learning_rate=1e-3, learning_rate_final=1e-4, clip_range=0.3,
+    model = small_model(learning_rate=1e-3, learning_rate_final=1e-4, clip_range=0.3,
                      clip_range_final=0.1)  # fmt: skip
     logged = []
     original_train = model.train
@@ -316,9 +291,9 @@ def test_learning_rate_and_clip_range_decay_linearly_through_train() -> None:
     assert logged[0] == (pytest.approx(5.5e-4), pytest.approx(0.2))
     assert logged[1] == (pytest.approx(1e-4), pytest.approx(0.1))
     # The clip range in the loss is the scheduled one: a tiny final clip range clips more.
-    tight = pendulum(clip_range=0.3, clip_range_final=1e-4)
+    tight = small_model(clip_range=0.3, clip_range_final=1e-4)
     tight.learn(128)
-    loose = pendulum(clip_range=0.3)
+    loose = small_model(clip_range=0.3)
     loose.learn(128)
     tight_fraction = tight.logger.name_to_value["train/clip_fraction"]
     assert tight_fraction > loose.logger.name_to_value["train/clip_fraction"]
@@ -327,14 +302,14 @@ def test_learning_rate_and_clip_range_decay_linearly_through_train() -> None:
 def test_awr_term_is_logged_and_its_coefficient_decays() -> None:
     assert decay_awr_coef(0.1, ratio=2.0, max_ratio=1.0, decay=0.5) == 0.05
     assert decay_awr_coef(0.1, ratio=0.5, max_ratio=1.0, decay=0.5) == 0.1
-    model = pendulum(awr={"enabled": True, "coef": 100.0, "max_ratio": 0.01, "decay": 0.5})
+    model = small_model(awr={"enabled": True, "coef": 100.0, "max_ratio": 0.01, "decay": 0.5})
     model.learn(64)
     assert model.logger.name_to_value["train/bc_ppo_ratio"] > 0.01
     assert model.train_state.awr_coef == 50.0
-    kept = pendulum(awr={"enabled": True, "coef": 100.0, "max_ratio": 1e3, "decay": 0.5})
+    kept = small_model(awr={"enabled": True, "coef": 100.0, "max_ratio": 1e3, "decay": 0.5})
     kept.learn(64)
     assert kept.train_state.awr_coef == 100.0
-    plain = pendulum()
+    plain = small_model()
     plain.learn(64)
     assert "train/bc_ppo_ratio" not in plain.logger.name_to_value
 
@@ -344,12 +319,14 @@ def test_awr_ratio_is_the_minibatch_ratio_whatever_the_microbatches() -> None:
     minibatch, written out here from the policy's log-probabilities; the same with 1 and 4
     microbatches (before: 1.50 with one, 0.0002 with four, from |policy loss| ~ 2e-4 and the
     mean of per-microbatch ratios)."""
-    model = pendulum(batch_size=64, seq_len=8, awr={"enabled": True})
+    model = small_model(batch_size=64, seq_len=8, awr={"enabled": True})
     model.learn(64)
     batch = model.rollout_buffer.to_chunks(8).select(th.arange(8))
     coef, beta, clip = 0.1, model.config.awr.beta, 0.2
     ctx = UpdateContext(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=clip, awr_coef=coef)
-    ratios = [float(accumulate_gradients(model, batch, ctx, n)["bc_ppo_ratio"]) for n in (1, 4)]
+    ratios = [
+        float(accumulate_gradients(model.learner, batch, ctx, n)["bc_ppo_ratio"]) for n in (1, 4)
+    ]
     with th.no_grad():
         log_prob = model.policy.evaluate_sequences(
             batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
@@ -376,7 +353,7 @@ def test_awr_ratio_is_the_minibatch_ratio_whatever_the_microbatches() -> None:
 )
 def test_options_change_the_update(options: dict) -> None:
     """Each option changes the parameters after one update compared with the plain run."""
-    plain, other = pendulum(), pendulum(**options)
+    plain, other = small_model(), small_model(**options)
     plain.learn(64)
     other.learn(64)
     differ = [
@@ -392,14 +369,14 @@ def test_options_change_the_update(options: dict) -> None:
 def test_logged_critic_weight_is_the_dsac_t_weights_mean_with_awr_on() -> None:
     """critic_weight is the mean of DSAC-T's weights of the minibatch's quantiles, also when
     AWR (whose per-sample weights are another tensor of the same loss) is on."""
-    model = pendulum(critic_adjust={"mode": "dsac_t"}, awr={"enabled": True})
+    model = small_model(critic_adjust={"mode": "dsac_t"}, awr={"enabled": True})
     model.learn(64)
     batch = model.rollout_buffer.to_chunks(16).select(th.arange(2))
     sigma_bar, eps = 0.5, model.config.critic_adjust.eps
     ctx = UpdateContext(
         ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2, sigma_bar=sigma_bar, awr_coef=0.1
     )
-    _, metrics = minibatch_loss(model, batch, ctx, 0.0, 1.0)
+    _, metrics = minibatch_loss(model.learner, batch, ctx, 0.0, 1.0)
     with th.no_grad():
         quantiles = model.policy.evaluate_sequences(
             batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
@@ -417,7 +394,7 @@ def test_value_clip_config_requires_its_range() -> None:
 
 
 def test_lstm_hidden_state_norms_are_logged() -> None:
-    model = pendulum()
+    model = small_model()
     model.learn(64)
     h = model.rollout_buffer.lstm_states[:, 0]
     values = model.logger.name_to_value
@@ -451,14 +428,14 @@ def _rollout_kl_by_torch(model: DistributionalPPO) -> float:
 @pytest.mark.parametrize(("target", "beta"), [(1e-9, 2.0), (10.0, 0.5)])
 def test_kl_beta_adapts_to_the_kl_measured_after_the_update(target: float, beta: float) -> None:
     # kl_penalty_target without target_kl: the penalty without early stopping.
-    model = pendulum(kl_penalty=True, kl_penalty_target=target, kl_beta_init=1.0)
+    model = small_model(kl_penalty=True, kl_penalty_target=target, kl_beta_init=1.0)
     model.learn(64)
     logged = model.logger.name_to_value
     assert logged["train/kl_after_update"] == pytest.approx(_rollout_kl_by_torch(model), rel=1e-4)
     assert logged["train/kl_after_update"] > 1e-6
     assert model.train_state.kl_beta == beta
     assert logged["train/early_stopped"] == 0
-    assert model._n_updates == 2  # 1 minibatch x 2 epochs: no early stop at KL > 1.5e-9
+    assert model.n_updates == 2  # 1 minibatch x 2 epochs: no early stop at KL > 1.5e-9
 
 
 def test_kl_penalty_needs_a_target() -> None:
@@ -471,11 +448,11 @@ def test_global_clip_matches_torch_clip_grad_norm() -> None:
     assert clip_scales([9.0, 16.0], 1.0, mode="global")[0] == pytest.approx([1 / (5 + 1e-6)] * 2)
     assert clip_scales([9.0, 16.0], 1.0)[0] == pytest.approx([1 / (3 + 1e-6), 1 / (4 + 1e-6)])
     assert clip_scales([9.0, 16.0], 10.0, factor=0.5, mode="global")[0] == [0.5, 0.5]
-    model = pendulum(grad_clip="global", max_grad_norm=0.05)
+    model = small_model(grad_clip="global", max_grad_norm=0.05)
     model.learn(64)
     chunks = model.rollout_buffer.to_chunks(16)
     ctx = UpdateContext(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2)
-    accumulate_gradients(model, chunks, ctx)
+    accumulate_gradients(model.learner, chunks, ctx)
     reference = [th.nn.Parameter(th.zeros_like(p)) for p in model.policy.parameters()]
     for ref, p in zip(reference, model.policy.parameters(), strict=True):
         ref.grad = p.grad.clone()
@@ -498,7 +475,7 @@ def test_adaptive_clip_range_rule_and_through_train() -> None:
     assert adapt_clip_range(0.4, kl=0.0, target=0.01, factor=2.0, low=0.02, high=0.5) == 0.5
     assert adapt_clip_range(0.2, kl=float("nan"), target=0.01, factor=2, low=0, high=1) == 0.2
     # A tiny target: every update's KL exceeds it, the clip range shrinks by 1.5 per update.
-    model = pendulum(clip_range=0.3, clip_adapt={"enabled": True, "target_kl": 1e-9})
+    model = small_model(clip_range=0.3, clip_adapt={"enabled": True, "target_kl": 1e-9})
     logged = []
     original_train = model.train
 
@@ -520,7 +497,7 @@ def test_value_coefficient_warmup() -> None:
     assert warmup_coef(0.5, 0.1, warmup=0.5, progress_remaining=0.2) == pytest.approx(0.5)
     assert warmup_coef(0.5, 0.1, warmup=0.0, progress_remaining=1.0) == 0.5
     # Updates at progress_remaining 0.5 and 0: coef 0 + 0.5 * 0.5 / 1, then 0.5.
-    model = pendulum(vf_coef=0.5, vf_coef_initial=0.0, vf_coef_warmup=1.0)
+    model = small_model(vf_coef=0.5, vf_coef_initial=0.0, vf_coef_warmup=1.0)
     logged = []
     original_train = model.train
 
@@ -534,12 +511,12 @@ def test_value_coefficient_warmup() -> None:
 
 
 def test_value_coefficient_reaches_the_loss() -> None:
-    model = pendulum()
+    model = small_model()
     model.learn(64)
     batch = model.rollout_buffer.to_chunks(16)
     base = dict(ret_mean=0.0, ret_std=1.0, ent_coef=0.0, clip_range=0.2)
-    _, m1 = minibatch_loss(model, batch, UpdateContext(**base, vf_coef=1.0), 0.0, 1.0)
-    _, m0 = minibatch_loss(model, batch, UpdateContext(**base, vf_coef=0.0), 0.0, 1.0)
+    _, m1 = minibatch_loss(model.learner, batch, UpdateContext(**base, vf_coef=1.0), 0.0, 1.0)
+    _, m0 = minibatch_loss(model.learner, batch, UpdateContext(**base, vf_coef=0.0), 0.0, 1.0)
     assert float(m0["loss"]) == pytest.approx(float(m0["policy_loss"]), rel=1e-6)
     expected = float(m1["policy_loss"] + m1["value_loss"])
     assert float(m1["loss"]) == pytest.approx(expected, rel=1e-6)
@@ -548,7 +525,7 @@ def test_value_coefficient_reaches_the_loss() -> None:
 def test_seed_options_reach_training() -> None:
     """The DSAC-T weight clamp bounds the logged weights; the scaler's ratio bound and norm
     EMA are built from the config and logged."""
-    model = pendulum(
+    model = small_model(
         critic_adjust={"mode": "dsac_t", "weight_clamp": [0.9, 1.1]},
         grad_scaler={"enabled": True, "max_ratio": 5.0, "grad_norm_beta": 0.9, "warmup": 0},
     )
@@ -559,4 +536,4 @@ def test_seed_options_reach_training() -> None:
     assert scaler is not None and scaler.max_ratio == 5.0
     assert logged["train/scaler_ratio"] <= 5.0
     assert logged["train/scaler_grad_norm_ema"] > 0
-    assert "train/scaler_grad_norm_ema" not in pendulum().learn(64).logger.name_to_value
+    assert "train/scaler_grad_norm_ema" not in small_model().learn(64).logger.name_to_value

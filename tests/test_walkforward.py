@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import TINY_MODEL, TINY_WALK_FORWARD
 from tradingbot.cli import app
 from tradingbot.evaluate.baselines import BASELINE_NAMES
 from tradingbot.evaluate.walkforward import label_regimes, mean_confidence_interval, summarize
@@ -61,18 +62,8 @@ def test_walkforward_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
     args = ["walkforward", "--data", "synthetic"]
     for s in [
-        "data.walk_forward.first_test_start=2007-01-01",
-        "data.walk_forward.test_length=365D",
-        "data.walk_forward.n_folds=2",
-        "data.walk_forward.embargo_bars=5",
-        "evaluation.seeds=[0, 1]",
-        "env.n_envs=2",
-        "algo.n_steps=64",
-        "algo.batch_size=64",
-        "algo.seq_len=16",
-        "algo.n_quantiles=8",
-        "algo.lstm_hidden_size=16",
-        "algo.net_arch=[16]",
+        *TINY_WALK_FORWARD,
+        *TINY_MODEL,
         "run.total_timesteps=128",
         f"run.out_dir={tmp_path}",
         "run.name=wf",

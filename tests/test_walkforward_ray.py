@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import TINY_MODEL, TINY_WALK_FORWARD, two_node_cluster
 from tradingbot.cli import app
 from tradingbot.config import ConfigError, TradingConfig, load_config
 from tradingbot.data.splits import union_index, walk_forward_folds
@@ -31,19 +32,9 @@ pytestmark = pytest.mark.slow
 
 TINY = [
     "data.source=synthetic",
-    "data.walk_forward.first_test_start=2007-01-01",
-    "data.walk_forward.test_length=365D",
-    "data.walk_forward.n_folds=2",
-    "data.walk_forward.embargo_bars=5",
-    "evaluation.seeds=[0, 1]",
+    *TINY_WALK_FORWARD,
     "evaluation.statistics.bootstrap_reps=200",
-    "env.n_envs=2",
-    "algo.n_steps=64",
-    "algo.batch_size=64",
-    "algo.seq_len=16",
-    "algo.n_quantiles=8",
-    "algo.lstm_hidden_size=16",
-    "algo.net_arch=[16]",
+    *TINY_MODEL,
     "run.total_timesteps=256",
 ]
 JOBS = {(0, 0), (0, 1), (1, 0), (1, 1)}
@@ -81,25 +72,8 @@ def job_nodes(run_dir: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[object]:
     """A head and a worker node, one CPU each, in this process's machine."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "object_store_memory": 100 * 1024**2,
-            "include_dashboard": False,
-        },
-    )
-    try:
-        cluster.add_node(num_cpus=1, object_store_memory=100 * 1024**2)
-        cluster.wait_for_nodes()
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    with two_node_cluster() as nodes:
+        yield nodes
 
 
 @pytest.fixture

@@ -1,100 +1,35 @@
 """The ``tradingbot`` command line.
 
-One error boundary (:class:`ErrorBoundary`) serves every command: an expected error (any
-:class:`~tradingbot.errors.UserError`: bad data, config, checkpoint or output path, or an
-operating-system error about a path the user gave) is printed as one ``error: ...`` line with
-exit status 1; anything else as one line with exit status 70 and a hint to rerun with
-``--debug``, which prints the traceback. Nothing heavy (torch, Ray, pandas, plotly) is imported
-until a command needs it, so ``--help`` and ``--version`` start at once.
+One error boundary (:class:`~tradingbot.cli_errors.ErrorBoundary`) serves every command: an
+expected error (any :class:`~tradingbot.errors.UserError`: bad data, config, checkpoint or
+output path, or an operating-system error about a path the user gave) is printed as one
+``error: ...`` line with exit status 1; anything else as one line with exit status 70 and a
+hint to rerun with ``--debug``, which prints the traceback. Nothing heavy (torch, Ray,
+pandas, plotly) is imported until a command needs it, so ``--help`` and ``--version`` start at
+once.
 """
 
 from __future__ import annotations
 
-import signal
-import sys
-import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
 
 from tradingbot import __version__
+from tradingbot.cli_errors import (  # noqa: F401  (EXIT_*, describe_error: re-exported)
+    EXIT_INTERNAL_ERROR,
+    EXIT_TERMINATED,
+    EXIT_USER_ERROR,
+    ErrorBoundary,
+    describe_error,
+)
 from tradingbot.errors import UserError, short_text
 
-EXIT_USER_ERROR = 1
-EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE of sysexits.h
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process killed by it
-
 console = Console()
-error_console = Console(stderr=True)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that ``finally`` blocks (Ray's shutdown) run."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> NoReturn:
-    raise Terminated()
-
-
-def _print_error(message: str) -> None:
-    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-
-
-def describe_error(err: BaseException) -> tuple[str, int]:
-    """The one line shown for ``err`` and the exit status.
-
-    Expected errors: :class:`UserError` and operating-system errors that name a file (a path
-    that does not exist, is a directory, is not writable, ...). Everything else is unexpected.
-    """
-    if isinstance(err, UserError):
-        return str(err), EXIT_USER_ERROR
-    if isinstance(err, OSError) and err.filename is not None:
-        return f"{err.filename}: {err.strerror or err}", EXIT_USER_ERROR
-    if isinstance(err, (FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError)):
-        return str(err), EXIT_USER_ERROR
-    detail = short_text(str(err), 300)
-    return (
-        f"unexpected {type(err).__name__}: {detail} (run with --debug for the traceback)",
-        EXIT_INTERNAL_ERROR,
-    )
-
-
-class ErrorBoundary(TyperGroup):
-    """The command group whose ``invoke`` turns every exception into one line and an exit code."""
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        debug = bool(ctx.params.get("debug"))
-        previous = None
-        if sys.platform != "win32":
-            try:
-                previous = signal.signal(signal.SIGTERM, _raise_terminated)
-            except ValueError:  # not the main thread (e.g. a test runner's worker)
-                previous = None
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):  # --help, usage errors
-            raise
-        except Terminated:
-            _print_error("terminated (SIGTERM)")
-            raise typer.Exit(EXIT_TERMINATED) from None
-        except KeyboardInterrupt:
-            _print_error("interrupted")
-            raise typer.Exit(130) from None
-        except Exception as err:
-            if debug:
-                traceback.print_exc(file=sys.stderr)
-            message, code = describe_error(err)
-            _print_error(message)
-            raise typer.Exit(code) from None
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-
 
 app = typer.Typer(
     cls=ErrorBoundary,
@@ -150,16 +85,20 @@ def train_command(
 ) -> None:
     """Train DistributionalPPO on the training split and write a run directory."""
     from tradingbot.config import ConfigError, load_config
+    from tradingbot.runtime import configure_process
     from tradingbot.train import resume, train
 
     if resume_dir is not None:
         if config is not None or data is not None or overrides:
             raise ConfigError("--resume continues a run with its own config; drop other options")
+        if (resume_dir / "config.yaml").is_file():  # else resume() says it is no run directory
+            configure_process(load_config(resume_dir / "config.yaml").run)
         result = resume(resume_dir, progress_bar=progress)
     else:
         cfg = load_config(config, overrides)
         if data is not None:
             cfg.data.source = data
+        configure_process(cfg.run)
         result = train(cfg, progress_bar=progress)
     console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 
@@ -186,12 +125,14 @@ def walkforward_command(
     from tradingbot.config import load_config
     from tradingbot.evaluate.walkforward import walk_forward
     from tradingbot.report import build_report
+    from tradingbot.runtime import configure_process
 
     if config is None and resume is not None:
         config = resume / "config.yaml"  # checked against the run by walk_forward
     cfg = load_config(config, overrides)
     if data is not None:
         cfg.data.source = data
+    configure_process(cfg.run)
     if cfg.portfolio is not None:  # sequential, in this process (no Ray, no --resume yet)
         from tradingbot.evaluate.portfolio_walkforward import portfolio_walk_forward
 

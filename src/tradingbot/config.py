@@ -13,26 +13,20 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from tradingbot.algo.config import PPOConfig
-from tradingbot.errors import ConfigError, short_repr, short_text
-from tradingbot.safe_yaml import MAX_CONFIG_BYTES, load_yaml
-
-
-class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are errors, assignments are validated."""
-
-    # defer_build: a schema is built when first used, not at import (start-up of every command)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
+from tradingbot.config_base import StrictModel
+from tradingbot.config_pbt import PBTConfig
+from tradingbot.config_portfolio import PortfolioConfig
+from tradingbot.errors import (
+    ConfigError,  # noqa: F401  (re-exported: callers import it from here)
+    short_repr,
+)
 
 
 class SyntheticConfig(StrictModel):
@@ -150,7 +144,7 @@ class SizingConfig(StrictModel):
 
 
 class EnvConfig(StrictModel):
-    """The market simulator (see :mod:`tradingbot.env.market`)."""
+    """The market simulator (see :mod:`tradingbot.env.simulator`)."""
 
     n_envs: int = Field(8, ge=1)
     episode_length: int | None = Field(256, ge=1)  # None: run until the split's data ends
@@ -175,6 +169,8 @@ class RunConfig(StrictModel):
     out_dir: Path = Path("runs")
     name: str | None = None
     total_timesteps: int = Field(200_000, ge=1)
+    # Process settings, applied by the entry points (CLI, Ray tasks and trainables,
+    # benchmarks) through tradingbot.runtime.configure_process, never by library functions.
     torch_threads: int = Field(1, ge=1)  # small LSTMs run fastest on one thread
     # glibc keeps freed memory for reuse instead of page-faulting it in again every update
     # (tradingbot.runtime); the process then does not shrink after its peak.
@@ -281,110 +277,6 @@ class EvaluationConfig(StrictModel):
     max_retries: int = Field(2, ge=0)
 
 
-class MutationSpec(StrictModel):
-    """How PBT samples and perturbs one hyperparameter: uniform (or log-uniform) in
-    [low, high]; a perturbed value is clipped back into the range."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> MutationSpec:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got {self.low}")
-        return self
-
-
-def _default_mutations() -> dict[str, MutationSpec]:
-    return {
-        "algo.learning_rate": MutationSpec(low=1e-5, high=1e-3, log=True),
-        "algo.ent_coef": MutationSpec(low=0.0, high=0.02),
-        "algo.clip_range": MutationSpec(low=0.1, high=0.3),
-        "algo.vf_coef": MutationSpec(low=0.25, high=1.0),
-        "algo.risk.weight": MutationSpec(low=0.0, high=1.0),
-        "algo.grad_scaler.alpha": MutationSpec(low=0.0, high=2.0),
-        "algo.upgd.sigma": MutationSpec(low=1e-5, high=1e-2, log=True),
-        # Robust training (only acts with algo.robust.enabled): the attack radius in normalized
-        # feature units (z-scores) and the regularizer weight.
-        "algo.robust.epsilon": MutationSpec(low=0.01, high=0.3),
-        "algo.robust.kappa": MutationSpec(low=0.01, high=1.0, log=True),
-    }
-
-
-class PBTConfig(StrictModel):
-    """Population-based training on Ray Tune (``tradingbot pbt``; see :mod:`tradingbot.pbt`).
-
-    Each member trains ``perturbation_interval`` updates, is scored on ``split`` with
-    ``metric`` and reported to Tune; members in the bottom ``quantile_fraction`` copy the full
-    checkpoint of one in the top fraction and perturb its hyperparameters (each resampled with
-    ``resample_probability``, else multiplied by one of ``perturbation_factors``). A member's
-    budget is ``run.total_timesteps``. ``mutations`` maps dotted config paths (``algo.*``) to
-    ranges; paths the algorithm config lacks are skipped with a log line.
-    """
-
-    population: int = Field(8, ge=2)
-    perturbation_interval: int = Field(5, ge=1)  # updates between reports
-    quantile_fraction: float = Field(0.25, gt=0.0, le=0.5)
-    resample_probability: float = Field(0.25, ge=0.0, le=1.0)
-    perturbation_factors: tuple[float, float] = (1.2, 0.8)
-    synch: bool = False
-    metric: str = "sharpe"  # a key of tradingbot.evaluate.backtest.backtest_metrics
-    mode: Literal["max", "min"] = "max"
-    split: str = "validation"
-    max_failures: int = Field(3, ge=0)  # retries of a crashed member from its last checkpoint
-    cpus_per_trial: float = Field(1.0, gt=0.0)
-    mutations: dict[str, MutationSpec] = Field(default_factory=_default_mutations)
-
-
-class AllocationBaselineConfig(StrictModel):
-    """Parameters of the allocation baselines (:mod:`tradingbot.evaluate.allocation`), fixed
-    in advance: covariance-based models (inverse volatility, HRP, minimum variance) are fitted
-    on the ``estimation_window`` daily returns ending at the decision bar; cross-sectional
-    momentum holds the top ``momentum_fraction`` of assets by their return over
-    ``momentum_lookback`` bars skipping the latest ``momentum_skip`` (12-1 months), equally."""
-
-    estimation_window: int = Field(252, ge=20)
-    momentum_lookback: int = Field(252, ge=2)
-    momentum_skip: int = Field(21, ge=0)
-    momentum_fraction: float = Field(1.0 / 3.0, gt=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _check(self) -> AllocationBaselineConfig:
-        if self.momentum_skip >= self.momentum_lookback:
-            raise ValueError(
-                f"momentum_skip ({self.momentum_skip}) must be smaller than "
-                f"momentum_lookback ({self.momentum_lookback})"
-            )
-        return self
-
-
-class PortfolioConfig(StrictModel):
-    """The portfolio environment (:mod:`tradingbot.env.portfolio`): K assets and cash.
-
-    One step is ``rebalance_every`` bars: the decision at bar t is filled at the close of bar
-    t+1 (``fill``; close-only data have no open) and held, drifting, until the next decision.
-    Costs (``env.commission_bps + env.slippage_bps``), ``env.n_envs``, ``env.episode_length``
-    (in steps), ``env.initial_equity``, ``env.ruin_floor`` and ``env.cash_rate`` come from the
-    env section. Long-only: weights = softmax(``logit_scale`` x action) over the assets and
-    cash. Long-short: asset weights = the action's asset part, scaled down to a gross leverage
-    of at most ``gross_leverage``; the rest is cash. ``assets_per_episode``: each training
-    episode trades a random subset of that many assets (None: all).
-    """
-
-    rebalance_every: int = Field(5, ge=1)
-    fill: Literal["next_close"] = "next_close"
-    long_only: bool = True
-    gross_leverage: float = Field(1.0, gt=0.0)
-    logit_scale: float = Field(4.0, gt=0.0)
-    assets_per_episode: int | None = Field(None, ge=2)
-    # Hidden width of the per-asset encoder of the permutation-equivariant policy.
-    asset_embedding: int = Field(32, ge=1)
-    baselines: AllocationBaselineConfig = Field(default_factory=AllocationBaselineConfig)
-
-
 class TradingConfig(StrictModel):
     """The whole configuration of a run."""
 
@@ -444,110 +336,23 @@ class TradingConfig(StrictModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the sub-model reached by following ``loc`` from ``model``."""
-    current: Any = model
-    for part in loc:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            break
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nested:
-            break
-        current = nested[0]
-    return sorted(getattr(current, "model_fields", {}))
+# The loading functions live in tradingbot.config_loading, which imports TradingConfig from
+# here; they are re-exported lazily (PEP 562), so ``from tradingbot.config import load_config``
+# keeps working without an import cycle.
+_LOADING = (
+    "apply_overrides",
+    "dump_config",
+    "load_config",
+    "load_yaml",
+    "parse_override",
+    "read_config_file",
+    "validate_config",
+)
 
 
-def _format_validation_error(err: ValidationError, model: type[BaseModel], origin: str) -> str:
-    lines = []
-    for item in err.errors():
-        loc = tuple(item["loc"])
-        key = ".".join(str(p) for p in loc) or "<root>"
-        if item["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed_keys(model, loc[:-1]))
-            lines.append(f"{key}: unknown key; allowed keys here: {allowed}")
-        else:
-            lines.append(f"{key}: {item['msg']} (got {short_repr(item.get('input'))})")
-    return f"invalid configuration ({origin}):\n  " + "\n  ".join(lines)
+def __getattr__(name: str) -> Any:
+    if name in _LOADING:
+        from tradingbot import config_loading
 
-
-def validate_config(raw: dict[str, Any], origin: str = "config") -> TradingConfig:
-    """Validate a nested dict into a :class:`TradingConfig`, raising :class:`ConfigError`."""
-    try:
-        return TradingConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, TradingConfig, origin)) from None
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML config file (size-checked before it is read)."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "not found"
-        raise ConfigError(f"config file {what}: {path}")
-    if path.suffix.lower() in (".csv", ".parquet", ".pq"):
-        raise ConfigError(f"{path}: a data file, not a YAML config; give data with --data")
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {size} bytes is too large for a config (a YAML file)")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start})") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    loaded = load_yaml(text, str(path))
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
-    return loaded or {}
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``a.b.c=value``; the value is read as YAML (``3``, ``1e-4``, ``true``, ``[1, 2]``)."""
-    if "=" not in text:
-        raise ConfigError(f"override {short_repr(text)} must look like key.path=value")
-    key, value = text.split("=", 1)
-    path = [p for p in key.strip().split(".") if p]
-    if not path:
-        raise ConfigError(f"override {short_repr(text)} has an empty key")
-    origin = f"--set {short_text(key.strip())}"
-    return path, load_yaml(value, origin) if value.strip() else None
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each ``a.b=value`` in a copy of ``raw``; unknown keys are caught by validation."""
-    result = json.loads(json.dumps(raw, default=str))
-    for text in overrides:
-        path, value = parse_override(text)
-        node = result
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(
-                    f"override {short_repr(text)}: {short_repr(part)} is a value, not a section"
-                )
-            node = child
-        node[path[-1]] = value
-    return result
-
-
-def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
-) -> TradingConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
-    raw: dict[str, Any] = {}
-    origin = "defaults"
-    if path is not None:
-        raw = read_config_file(path)
-        origin = str(path)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-        origin += " with --set " + short_text(" ".join(overrides), 300)
-    return validate_config(raw, origin)
-
-
-def dump_config(config: TradingConfig) -> str:
-    """The resolved config as YAML."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+        return getattr(config_loading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

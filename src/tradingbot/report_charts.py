@@ -8,7 +8,6 @@ a :class:`plotly.graph_objects.Figure`; :mod:`tradingbot.report` lays them out i
 from __future__ import annotations
 
 import math
-import re
 
 import empyrical
 import numpy as np
@@ -17,36 +16,20 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tradingbot.evaluate.metrics import periods_per_year
-
-POLICY_COLORS = {"agent": "#1f77b4", "buy_and_hold": "#ff7f0e", "flat": "#7f7f7f"}
-FALLBACK_COLORS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-TEMPLATE = "plotly_white"
-HEIGHT = 380
-QUANTILE_COLUMN = re.compile(r"^q_(\d+)$")
-
-
-def policy_color(policy: str, order: int = 0) -> str:
-    """The colour a policy gets in every chart (agent blue, buy-and-hold orange, flat grey).
-
-    Parameters
-    ----------
-    policy: the policy's name.
-    order: its position among the plotted policies, to pick a colour for unknown policies.
-    """
-    return POLICY_COLORS.get(policy, FALLBACK_COLORS[order % len(FALLBACK_COLORS)])
-
-
-def _layout(fig: go.Figure, title: str, yaxis_title: str, height: int = HEIGHT) -> go.Figure:
-    fig.update_layout(
-        title={"text": title, "x": 0.01},
-        template=TEMPLATE,
-        height=height,
-        margin={"l": 60, "r": 20, "t": 50, "b": 40},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
-        hovermode="x unified",
-        yaxis_title=yaxis_title,
-    )
-    return fig
+from tradingbot.report_quantiles import (  # noqa: F401  (re-exported for report.py and tests)
+    QUANTILE_COLUMN,
+    quantile_bands,
+    quantile_columns,
+    quantile_fan_figure,
+)
+from tradingbot.report_style import (  # noqa: F401  (POLICY_COLORS: re-exported)
+    FALLBACK_COLORS,
+    HEIGHT,
+    POLICY_COLORS,
+    TEMPLATE,
+    chart_layout,
+    policy_color,
+)
 
 
 def equity_figure(bars: dict[str, pd.DataFrame], title: str = "Equity") -> go.Figure:
@@ -86,7 +69,7 @@ def equity_figure(bars: dict[str, pd.DataFrame], title: str = "Equity") -> go.Fi
             }
         ]
     )
-    _layout(fig, title, "equity")
+    chart_layout(fig, title, "equity")
     fig.update_layout(title={"y": 0.97, "yanchor": "top"}, margin={"t": 80})
     return fig
 
@@ -123,7 +106,7 @@ def drawdown_figure(bars: dict[str, pd.DataFrame], title: str = "Drawdown") -> g
             )
         )
     fig.update_yaxes(tickformat=".0%")
-    return _layout(fig, title, "drawdown")
+    return chart_layout(fig, title, "drawdown")
 
 
 def position_figure(agent: pd.DataFrame, title: str = "Agent position") -> go.Figure:
@@ -158,7 +141,7 @@ def position_figure(agent: pd.DataFrame, title: str = "Agent position") -> go.Fi
             secondary_y=True,
         )
         fig.update_yaxes(title_text="close", secondary_y=True, showgrid=False)
-    _layout(fig, title, "position")
+    chart_layout(fig, title, "position")
     # The full position range, without an empty short half when the agent never went short
     # (a long-only run).
     low = -1.05 if bool((agent["position"] < 0).any()) else -0.05
@@ -228,7 +211,7 @@ def rolling_sharpe_figure(bars: dict[str, pd.DataFrame], window: int = 63) -> go
             )
         )
     fig.add_hline(y=0.0, line={"color": "#999999", "width": 1})
-    return _layout(fig, f"Rolling Sharpe ({used}-bar window, annualized)", "Sharpe")
+    return chart_layout(fig, f"Rolling Sharpe ({used}-bar window, annualized)", "Sharpe")
 
 
 def return_histogram_figure(bars: dict[str, pd.DataFrame]) -> go.Figure:
@@ -258,104 +241,7 @@ def return_histogram_figure(bars: dict[str, pd.DataFrame]) -> go.Figure:
         )
     fig.update_layout(barmode="overlay", hovermode="closest")
     fig.update_xaxes(title_text="per-bar return", tickformat=".1%")
-    return _layout(fig, "Per-bar returns", "bars")
-
-
-def quantile_columns(frame: pd.DataFrame) -> list[str]:
-    """The critic's quantile columns ``q_0 ... q_{N-1}`` of a bars frame, in index order.
-
-    Parameters
-    ----------
-    frame: the agent's bars.
-    """
-    found = [(int(m.group(1)), c) for c in frame.columns if (m := QUANTILE_COLUMN.match(str(c)))]
-    return [c for _, c in sorted(found)]
-
-
-def quantile_bands(n_quantiles: int, targets: tuple[float, ...] = (0.05, 0.25)) -> list[tuple]:
-    """Symmetric quantile pairs to shade: for each target tau, the pair nearest to it.
-
-    Quantile ``i`` of ``N`` sits at tau ``(i + 0.5) / N``; the pair for target ``t`` is
-    ``(i, N - 1 - i)`` with ``tau_i`` nearest to ``t``. Duplicate pairs are dropped.
-
-    Parameters
-    ----------
-    n_quantiles: N, the number of quantiles the critic predicts.
-    targets: the lower taus wanted (0.05 for a 5-95 band, 0.25 for 25-75).
-
-    Returns
-    -------
-    ``(low_index, high_index, low_tau, high_tau)`` tuples, widest band first.
-    """
-    taus = (np.arange(n_quantiles) + 0.5) / n_quantiles
-    lower = np.flatnonzero(taus < 0.5)
-    pairs: list[tuple] = []
-    for target in sorted(targets):
-        if lower.size == 0:
-            break
-        i = int(lower[np.argmin(np.abs(taus[lower] - target))])
-        pair = (i, n_quantiles - 1 - i, float(taus[i]), float(taus[n_quantiles - 1 - i]))
-        if pair not in pairs:
-            pairs.append(pair)
-    return pairs
-
-
-def quantile_fan_figure(agent: pd.DataFrame) -> go.Figure:
-    """Fan chart of the critic's predicted return-to-go quantiles over time.
-
-    Shaded bands between symmetric quantile pairs (about 5-95% and 25-75%) and the median.
-
-    Parameters
-    ----------
-    agent: the agent's bars with quantile columns ``q_0 ... q_{N-1}`` sorted ascending at taus
-        ``(i + 0.5) / N``.
-    """
-    columns = quantile_columns(agent)
-    if not columns:
-        raise ValueError("the agent's bars have no quantile columns q_0 ... q_{N-1}")
-    values = agent[columns].to_numpy(dtype=float)
-    n = len(columns)
-    fig = go.Figure()
-    for k, (lo, hi, tau_lo, tau_hi) in enumerate(quantile_bands(n)):
-        name = f"{tau_lo:.0%}-{tau_hi:.0%}"
-        fill = f"rgba(31, 119, 180, {0.18 + 0.17 * k:.2f})"
-        fig.add_trace(
-            go.Scatter(
-                x=agent.index,
-                y=values[:, lo],
-                mode="lines",
-                line={"width": 0},
-                showlegend=False,
-                legendgroup=name,
-                name=f"q {tau_lo:.3f}",
-            )
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=agent.index,
-                y=values[:, hi],
-                mode="lines",
-                line={"width": 0},
-                fill="tonexty",
-                fillcolor=fill,
-                legendgroup=name,
-                name=name,
-            )
-        )
-    median = np.median(values, axis=1) if n % 2 else values[:, n // 2 - 1 : n // 2 + 1].mean(1)
-    fig.add_trace(
-        go.Scatter(
-            x=agent.index,
-            y=median,
-            mode="lines",
-            name="median",
-            line={"color": "#0b3d66", "width": 1.6},
-        )
-    )
-    # What the critic predicts: the discounted sum of future log returns (about 1/(1-gamma)
-    # bars ahead) under the training policy, not a next-bar return.
-    title = f"Critic's return-to-go quantiles (N={n})"
-    return _layout(fig, title, "discounted log return, ~1/(1-gamma) bars")
+    return chart_layout(fig, "Per-bar returns", "bars")
 
 
 def training_curves_figure(scalars: dict[str, pd.DataFrame]) -> go.Figure:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from tradingbot.report_charts import _layout
+from tradingbot.report_style import chart_layout
 
 WEIGHT_PREFIX = "w_"
 
@@ -32,4 +32,4 @@ def weights_figure(
                 line={"width": 0.5},
             )
         )
-    return _layout(fig, title, "weight (fraction of equity)")
+    return chart_layout(fig, title, "weight (fraction of equity)")

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from tradingbot.evaluate.var import CVAR, VAR
-from tradingbot.report_charts import _layout
+from tradingbot.report_style import chart_layout
 
 # Bundled sources that are price indices (no dividends reinvested).
 PRICE_INDICES = {"sp500": "the S&P 500 price index (arch.data.sp500)"}
@@ -55,7 +55,7 @@ def var_figure(agent: pd.DataFrame) -> go.Figure:
             marker={"color": "#d62728", "size": 6},
         )
     )
-    return _layout(fig, "Position's 5% VaR and CVaR (GARCH)", "% of equity")
+    return chart_layout(fig, "Position's 5% VaR and CVaR (GARCH)", "% of equity")
 
 
 def data_notes(config: dict[str, Any]) -> str:

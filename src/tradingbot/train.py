@@ -18,7 +18,6 @@ from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.var import VAR_MODEL_FILE, fit_market_var_model
 from tradingbot.run import create_run_dir
-from tradingbot.runtime import configure_process
 from tradingbot.safe_write import write_bytes
 
 MODEL_FILE = "model.safetensors"
@@ -176,7 +175,6 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
 
         return train_portfolio(config, progress_bar)
     check_device(config)
-    configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)
     run_dir = create_run_dir(config)
     write_normalization(market, run_dir)
@@ -228,7 +226,6 @@ def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
     if not found:
         raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from in {CHECKPOINT_DIR}/")
     check_device(config)
-    configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)
     model = _resume_from(run_dir, run_dir, config, market, found)
     _learn(model, config, run_dir, progress_bar, fresh=False)
@@ -258,7 +255,6 @@ def _resume_ensemble(run_dir: Path, config: TradingConfig, progress_bar: bool) -
     one with neither (not started, or killed before its first checkpoint) trains from scratch,
     which gives the same member (it depends on its seed alone)."""
     check_device(config)
-    configure_process(config.run)
     market = load_prepared(config.data, window=config.env.window)
     members = []
     for seed in config.run.seeds or []:

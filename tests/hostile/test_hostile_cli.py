@@ -149,9 +149,7 @@ def test_backtest_does_not_write_through_a_planted_link(run_copy: Path, tmp_path
     }
 
 
-def test_backtest_does_not_write_through_a_linked_directory(
-    run_copy: Path, tmp_path: Path
-) -> None:
+def test_backtest_does_not_write_through_a_linked_directory(run_copy: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (run_copy / "backtest").symlink_to(elsewhere, target_is_directory=True)

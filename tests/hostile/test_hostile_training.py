@@ -17,9 +17,9 @@ from hostile.conftest import assert_user_error, run_cli
 from hostile.tiny_run import TINY, train_tiny
 from tradingbot.algo import DistributionalPPO
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.fast.sequence import lstm_over_chunks, lstm_step_by_step
 from tradingbot.algo.guard import StepUndo
 from tradingbot.algo.policy import RecurrentActorCritic
-from tradingbot.algo.sequence import lstm_over_chunks, lstm_step_by_step
 from tradingbot.checkpoint import CheckpointError, load_checkpoint
 from tradingbot.config import ConfigError, DataConfig, EnvConfig, load_config, validate_config
 from tradingbot.data.market import load_prepared
@@ -88,7 +88,7 @@ def test_one_nan_observation_costs_one_episode_not_the_run(market) -> None:
     assert counts[0] >= 1 and counts[1] >= 1, counts  # the NaN did reach the loss
     assert counts[2:] == [0, 0, 0, 0], counts
     # 2 minibatches per update: 12 steps, of which only the skipped ones did not happen.
-    assert model._n_updates == 12 - sum(counts)
+    assert model.n_updates == 12 - sum(counts)
     assert all(torch.isfinite(p).all() for p in model.policy.parameters())
     assert all(torch.isfinite(s).all() for s in model._last_lstm_states)
 
@@ -145,7 +145,7 @@ def test_step_that_makes_parameters_non_finite_is_undone(market, tmp_path) -> No
     initial = {k: v.clone() for k, v in model.policy.state_dict().items()}
     model.learn(128)
     assert model.train_state.skipped_steps == 4  # 2 updates x 2 minibatches
-    assert model._n_updates == 0
+    assert model.n_updates == 0
     for key, value in model.policy.state_dict().items():
         assert torch.equal(value, initial[key]), key
     assert len(model.optimizer.state) == 0  # the optimizer state is undone too

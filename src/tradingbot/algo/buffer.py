@@ -67,15 +67,26 @@ class RecurrentRolloutBuffer:
     Preallocated rollout storage of shape (n_steps, n_envs, ...), including the LSTM states of
     actor and critic before every step, so any chunk can be replayed from its first step.
 
-    :param n_steps: Steps per environment in a rollout.
-    :param n_envs: Number of environments.
-    :param obs_dim: Flattened observation size.
-    :param action_dim: Width of a stored raw action (action dim for Box, 1 for Discrete).
-    :param dist_param_dim: Width of the stored action-distribution parameters.
-    :param n_critics: Number of critic heads.
-    :param n_quantiles: Quantiles per critic.
-    :param state_size: Width of the stored LSTM states (2 * lstm_hidden_size unless shared).
-    :param device: Torch device.
+    Parameters
+    ----------
+    n_steps : int
+        Steps per environment in a rollout.
+    n_envs : int
+        Number of environments.
+    obs_dim : int
+        Flattened observation size.
+    action_dim : int
+        Width of a stored raw action (action dim for Box, 1 for Discrete).
+    dist_param_dim : int
+        Width of the stored action-distribution parameters.
+    n_critics : int
+        Number of critic heads.
+    n_quantiles : int
+        Quantiles per critic.
+    state_size : int
+        Width of the stored LSTM states (2 * lstm_hidden_size unless shared).
+    device : th.device | str
+        Torch device.
     """
 
     def __init__(
@@ -111,44 +122,6 @@ class RecurrentRolloutBuffer:
         self.lstm_states = th.zeros(n_steps, 2, n_envs, state_size, device=device)
         self.advantages = zeros()
         self.returns = zeros()
-        self.pos = 0
-
-    def reset(self) -> None:
-        self.pos = 0
-
-    @property
-    def full(self) -> bool:
-        return self.pos == self.n_steps
-
-    def add(
-        self,
-        obs: th.Tensor,
-        episode_starts: th.Tensor,
-        lstm_states: LSTMStates,
-        raw_actions: th.Tensor,
-        log_probs: th.Tensor,
-        values: th.Tensor,
-        quantiles: th.Tensor,
-        dist_params: th.Tensor,
-        rewards: th.Tensor,
-        terminal_values: th.Tensor,
-    ) -> None:
-        """Store one step of all environments. ``values`` and ``quantiles`` in return units."""
-        if self.full:
-            raise RuntimeError(f"rollout buffer is full ({self.n_steps} steps)")
-        t = self.pos
-        self.observations[t] = obs
-        self.episode_starts[t] = episode_starts
-        for i, state in enumerate(lstm_states):
-            self.lstm_states[t, i] = state
-        self.raw_actions[t] = raw_actions
-        self.log_probs[t] = log_probs
-        self.values[t] = values
-        self.quantiles[t] = quantiles
-        self.dist_params[t] = dist_params
-        self.rewards[t] = rewards
-        self.terminal_values[t] = terminal_values
-        self.pos += 1
 
     def store_rollout(
         self,
@@ -163,9 +136,10 @@ class RecurrentRolloutBuffer:
         rewards: th.Tensor,
         terminal_values: th.Tensor,
     ) -> None:
-        """Store a whole rollout at once (each field (n_steps, n_envs, ...), as in :meth:`add`)
+        """Store a whole rollout at once (each field (n_steps, n_envs, ...); ``values`` and
+        ``quantiles`` in return units, ``lstm_h`` / ``lstm_c`` the states before each step)
         except the observations, which the caller writes to ``observations[t]`` as it steps
-        (an env may reuse its observation array). Marks the buffer full."""
+        (an env may reuse its observation array)."""
         self.episode_starts.copy_(episode_starts)
         self.lstm_states[:, 0].copy_(lstm_h)
         self.lstm_states[:, 1].copy_(lstm_c)
@@ -176,7 +150,6 @@ class RecurrentRolloutBuffer:
         self.dist_params.copy_(dist_params)
         self.rewards.copy_(rewards)
         self.terminal_values.copy_(terminal_values)
-        self.pos = self.n_steps
 
     def compute_returns_and_advantage(
         self, last_values: th.Tensor, last_dones: th.Tensor, gamma: float, gae_lambda: float

@@ -7,85 +7,14 @@ import math
 import numpy as np
 import torch as th
 
+from tradingbot.algo.fast.quantile_huber import quantile_huber_loss_per_sample
+
 
 def midpoint_taus(
     n_quantiles: int, device: th.device | str | None = None, dtype: th.dtype = th.float32
 ) -> th.Tensor:
     """Quantile levels ``tau_i = (i + 0.5) / n``, midpoints of ``n`` equal bins, shape (n,)."""
     return (th.arange(n_quantiles, device=device, dtype=dtype) + 0.5) / n_quantiles
-
-
-class _QuantileHuberPerSample(th.autograd.Function):
-    """The quantile Huber loss per sample with its gradient written out: the backward is one
-    multiply and a sum instead of autograd's trip back through a dozen elementwise ops (which
-    on CPU cost more than the arithmetic). With ``u = target - pred`` and
-    ``c = clamp(u, -kappa, kappa)``, ``huber_kappa(u) = c (u - c / 2)`` and its derivative is
-    ``c``; the indicator weight is piecewise constant."""
-
-    @staticmethod
-    def forward(
-        ctx: th.autograd.function.FunctionCtx,
-        pred: th.Tensor,
-        target: th.Tensor,
-        taus: th.Tensor,
-        kappa: float,
-    ) -> th.Tensor:
-        # One target sample (the critic's case): pairs (..., N) without a size-1 last dim,
-        # whose strided reductions cost more; the same values, bit for bit.
-        single = target.shape[-1] == 1
-        if single:
-            u = target - pred  # (..., N)
-            taus = taus / kappa
-        else:
-            u = target.unsqueeze(-2) - pred.unsqueeze(-1)  # (..., N, M): pred i, target j
-            taus = taus.view(-1, 1) / kappa
-        clipped = u.clamp(-kappa, kappa)
-        # d(pair loss)/du = |tau - 1{u < 0}| * c / kappa
-        slope = th.where(u < 0, 1.0 / kappa - taus, taus).mul_(clipped)
-        pair_loss = slope * (u - 0.5 * clipped)
-        loss = pair_loss.sum(dim=-1) if single else pair_loss.sum(dim=-2).mean(dim=-1)
-        ctx.save_for_backward(slope)
-        ctx.single = single
-        return loss
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: th.autograd.function.FunctionCtx, grad_loss: th.Tensor
-    ) -> tuple[th.Tensor | None, th.Tensor | None, None, None]:
-        (slope,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        needs_pred, needs_target = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
-        if ctx.single:  # type: ignore[attr-defined]
-            grad_u = slope * grad_loss.unsqueeze(-1)
-            grad_pred = -grad_u if needs_pred else None
-            grad_target = grad_u.sum(dim=-1, keepdim=True) if needs_target else None
-            return grad_pred, grad_target, None, None
-        grad_u = slope * (grad_loss / slope.shape[-1]).unsqueeze(-1).unsqueeze(-1)
-        grad_pred = -grad_u.sum(dim=-1) if needs_pred else None
-        grad_target = grad_u.sum(dim=-2) if needs_target else None
-        return grad_pred, grad_target, None, None
-
-
-def quantile_huber_loss_per_sample(
-    pred_quantiles: th.Tensor, target: th.Tensor, taus: th.Tensor, kappa: float = 1.0
-) -> th.Tensor:
-    """
-    Quantile Huber loss of QR-DQN per sample, shape (B,).
-
-    With ``u = target_j - pred_i``, each pair contributes
-    ``|tau_i - 1{u < 0}| * huber_kappa(u) / kappa``; pairs are summed over the predicted
-    quantiles ``i`` and averaged over the target samples ``j``. Differentiable in both
-    ``pred_quantiles`` and ``target`` (the indicator is a step function: no gradient flows
-    through it).
-
-    :param pred_quantiles: Predicted quantiles, shape (B, N) (or (..., N), e.g. (B, K, N)).
-    :param target: Target samples, shape (B,) (one sample, e.g. a lambda-return) or (B, M)
-        (or (..., M) matching the leading dims of ``pred_quantiles``).
-    :param taus: Quantile levels of the predictions, shape (N,).
-    :param kappa: Huber threshold.
-    """
-    if target.ndim == 1:
-        target = target.unsqueeze(-1)
-    return _QuantileHuberPerSample.apply(pred_quantiles, target, taus, kappa)
 
 
 def quantile_huber_loss(
@@ -99,11 +28,18 @@ def quantile_huber_loss(
     Quantile Huber loss of QR-DQN: summed over predicted quantiles, averaged over target samples
     and batch (the convention of ``sb3_contrib.common.utils.quantile_huber_loss``).
 
-    :param pred_quantiles: Predicted quantiles, shape (B, N).
-    :param target: Target samples, shape (B,) or (B, M).
-    :param taus: Quantile levels of the predictions, shape (N,).
-    :param kappa: Huber threshold.
-    :param reduce: Return the batch mean (scalar); otherwise the per-sample losses (B,).
+    Parameters
+    ----------
+    pred_quantiles : th.Tensor
+        Predicted quantiles, shape (B, N).
+    target : th.Tensor
+        Target samples, shape (B,) or (B, M).
+    taus : th.Tensor
+        Quantile levels of the predictions, shape (N,).
+    kappa : float
+        Huber threshold.
+    reduce : bool
+        Return the batch mean (scalar); otherwise the per-sample losses (B,).
     """
     per_sample = quantile_huber_loss_per_sample(pred_quantiles, target, taus, kappa)
     return per_sample.mean() if reduce else per_sample
@@ -126,17 +62,31 @@ def compute_gae(
     the first of an episode (so step ``t - 1`` ended one), ``last_dones`` is 1 for environments
     whose last step ended an episode.
 
-    :param rewards: Rewards, shape (T, E).
-    :param values: Value estimates of the observations, shape (T, E).
-    :param episode_starts: Episode-start flags of the observations, shape (T, E).
-    :param last_values: Values of the observations after the last step, shape (E,).
-    :param last_dones: Whether the last step ended an episode, shape (E,).
-    :param gamma: Discount factor.
-    :param gae_lambda: GAE lambda.
-    :param terminal_values: Time-limit bootstrap: value of the terminal observation for steps
-        truncated by a time limit and 0 elsewhere, shape (T, E); ``gamma * terminal_values`` is
-        added to the rewards (as SB3 does) so a truncated episode is not treated as terminated.
-    :return: (advantages, returns), each shape (T, E).
+    Parameters
+    ----------
+    rewards : th.Tensor
+        Rewards, shape (T, E).
+    values : th.Tensor
+        Value estimates of the observations, shape (T, E).
+    episode_starts : th.Tensor
+        Episode-start flags of the observations, shape (T, E).
+    last_values : th.Tensor
+        Values of the observations after the last step, shape (E,).
+    last_dones : th.Tensor
+        Whether the last step ended an episode, shape (E,).
+    gamma : float
+        Discount factor.
+    gae_lambda : float
+        GAE lambda.
+    terminal_values : th.Tensor | None
+        Time-limit bootstrap: value of the terminal observation for steps truncated by a time
+        limit and 0 elsewhere, shape (T, E); ``gamma * terminal_values`` is added to the rewards
+        (as SB3 does) so a truncated episode is not treated as terminated.
+
+    Returns
+    -------
+    tuple[th.Tensor, th.Tensor]
+        (advantages, returns), each shape (T, E).
     """
     if terminal_values is not None:
         rewards = rewards + gamma * terminal_values

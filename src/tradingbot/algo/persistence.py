@@ -8,9 +8,8 @@ environment can export it (``MarketVecEnv.state_dict``), the environments' state
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
@@ -18,6 +17,7 @@ from gymnasium import spaces
 
 from tradingbot.algo.saved_state import (
     NONFINITE_OK,
+    CheckpointedModel,
     SavedModel,
     check_param_groups,
     check_values,
@@ -26,8 +26,7 @@ from tradingbot.algo.saved_state import (
 )
 from tradingbot.checkpoint import CheckpointError, Manifest, load_checkpoint, save_checkpoint
 
-if TYPE_CHECKING:
-    from tradingbot.algo.ppo import DistributionalPPO
+ModelT = TypeVar("ModelT", bound=CheckpointedModel)
 
 CHECKPOINT_SUFFIX = ".safetensors"
 KIND = "DistributionalPPO"
@@ -70,36 +69,12 @@ def _json_float(x: float) -> float | str:
     return float(x) if np.isfinite(x) else str(float(x))
 
 
-def model_state(model: DistributionalPPO) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
-    """Every tensor of the model's training state, and the JSON-able rest."""
-    tensors = {f"policy.{k}": v for k, v in model.policy.state_dict().items()}
-    optimizer_state = model.optimizer.state_dict()
-    for index, param_state in optimizer_state["state"].items():
-        for name, value in param_state.items():
-            tensors[f"optimizer.{index}.{name}"] = th.as_tensor(value).clone()
-    rms = model.return_rms
-    tensors["return_rms.mean"] = th.tensor(float(rms.mean), dtype=th.float64)
-    tensors["return_rms.var"] = th.tensor(float(rms.var), dtype=th.float64)
-    tensors["return_rms.count"] = th.tensor(float(rms.count), dtype=th.float64)
-    tensors["rng.torch"] = th.get_rng_state()
-    # Update statistics: DSAC-T sigma_bar, KL beta, CVaR multiplier, entropy boost, AWR
-    # coefficient, skipped-step counter and the gradient scaler's state.
-    for key, value in model.train_state.state_dict().items():
-        tensors[f"train_state.{key}"] = value
-    if model._last_obs is not None:
-        tensors["rollout.last_obs"] = th.as_tensor(np.asarray(model._last_obs))
-        tensors["rollout.episode_starts"] = th.as_tensor(
-            np.asarray(model._last_episode_starts, dtype=bool)
-        )
-        for i, s in enumerate(model._last_lstm_states):
-            tensors[f"rollout.lstm.{i}"] = s
-    state: dict[str, Any] = {
-        "num_timesteps": model.num_timesteps,
-        "n_updates": model._n_updates,
-        "optimizer_param_groups": [
-            {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
-            for g in optimizer_state["param_groups"]
-        ],
+def model_state(model: CheckpointedModel) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
+    """Every tensor of a checkpoint of ``model`` (its :meth:`state_tensors` and, when the env
+    can export it, the environments' state under ``env.``), and the JSON-able rest."""
+    tensors, state = model.state_tensors()
+    state = {
+        **state,
         "observation_space": describe_space(model.observation_space),
         "action_space": describe_space(model.action_space),
     }
@@ -112,7 +87,7 @@ def model_state(model: DistributionalPPO) -> tuple[dict[str, th.Tensor], dict[st
 
 
 def save_model(
-    model: DistributionalPPO,
+    model: CheckpointedModel,
     path: str | Path,
     config: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
@@ -132,7 +107,7 @@ def save_model(
 
 
 def restore_model(
-    model: DistributionalPPO, path: str | Path, saved: SavedModel | None = None
+    model: CheckpointedModel, path: str | Path, saved: SavedModel | None = None
 ) -> Manifest:
     """Load a checkpoint into ``model`` (built with the checkpoint's hyperparameters).
 
@@ -160,53 +135,54 @@ def restore_model(
             env.load_state_dict(env_tensors, saved.state.env)
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: invalid environment state: {err}") from None
-    model.policy.load_state_dict(
-        {k.removeprefix("policy."): v for k, v in tensors.items() if k.startswith("policy.")}
-    )
-    optimizer_state: dict[str, Any] = {"state": defaultdict(dict), "param_groups": []}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            optimizer_state["state"][int(index)][name] = value
-    first = 0
-    for group, saved_group in zip(
-        model.optimizer.param_groups, saved.state.optimizer_param_groups, strict=True
-    ):
-        restored = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved_group.items()}
-        restored["params"] = list(range(first, first + len(group["params"])))
-        optimizer_state["param_groups"].append(restored)
-        first += len(group["params"])
-    optimizer_state["state"] = dict(optimizer_state["state"])
     try:
-        model.optimizer.load_state_dict(optimizer_state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: optimizer state does not load: {err!r}") from None
-    model.return_rms.mean = tensors["return_rms.mean"].numpy().copy()
-    model.return_rms.var = tensors["return_rms.var"].numpy().copy()
-    model.return_rms.count = float(tensors["return_rms.count"])
-    try:
-        th.set_rng_state(tensors["rng.torch"])
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{path}: tensor 'rng.torch' is not a torch RNG state ({err})"
-        ) from None
-    train_state = {
-        k.removeprefix("train_state."): v
-        for k, v in tensors.items()
-        if k.startswith("train_state.")
-    }
-    if train_state:  # checkpoints written before these statistics existed have none
-        try:
-            model.train_state.load_state_dict(train_state)
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{path}: invalid train_state tensors: {err!r}") from None
-    model.num_timesteps = saved.state.num_timesteps
-    model._n_updates = saved.state.n_updates
-    if "rollout.last_obs" in tensors:
-        model._last_obs = tensors["rollout.last_obs"].numpy().copy()
-        model._last_episode_starts = tensors["rollout.episode_starts"].numpy().copy()
-        n_states = len(model._last_lstm_states)
-        model._last_lstm_states = type(model._last_lstm_states)(
-            *(tensors[f"rollout.lstm.{i}"].clone() for i in range(n_states))
-        )
+        model.load_state_tensors(tensors, saved.state.model_dump())
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return manifest
+
+
+def load_model(
+    cls: type[ModelT], path: str | Path, env: Any | None = None, policy: Any = "MlpLstmPolicy"
+) -> ModelT:
+    """
+    Build a model of class ``cls`` from a checkpoint (never unpickles).
+
+    Everything the manifest claims is checked before the model is built (its policy shapes
+    against its hyperparameters too): a lying manifest allocates nothing.
+
+    Parameters
+    ----------
+    cls : type
+        The algorithm class (``DistributionalPPO``): called as
+        ``cls(policy, env, config=..., _init_setup_model=False)``.
+    path : str or Path
+        The checkpoint.
+    env : VecEnv, optional
+        Must have the saved observation and action spaces; with it, training continues
+        exactly where the checkpoint left off.
+    policy : str or type
+        The policy the model was trained with, as given to the constructor (an alias of
+        ``cls.policy_aliases`` or a class, e.g. the portfolio policy).
+
+    Returns
+    -------
+    The model.
+    """
+    policy_class = cls.policy_aliases.get(policy) if isinstance(policy, str) else policy  # type: ignore[attr-defined]
+    saved = read_saved_model(checkpoint_path(path), policy_class)
+    model = cls(policy, env, config=saved.config, _init_setup_model=False)  # type: ignore[call-arg]
+    if env is None:
+        model.observation_space, model.action_space = saved.observation_space, saved.action_space
+        model.n_envs = 1
+    elif (
+        model.observation_space != saved.observation_space
+        or model.action_space != saved.action_space
+    ):
+        raise CheckpointError(
+            f"{saved.path}: env spaces ({model.observation_space}, {model.action_space}) "
+            f"differ from the saved ones ({saved.observation_space}, {saved.action_space})"
+        )
+    model._setup_model()  # type: ignore[attr-defined]
+    restore_model(model, path, saved)
+    return model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import NamedTuple
 
@@ -13,19 +12,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.distributions import (
+    categorical_log_prob,
+    gaussian_entropy,
+    squashed_gaussian_log_prob,
+)
+from tradingbot.algo.fast.inference import (
+    LSTMStates,
+    RolloutWeights,
+    derive_rollout_weights,
+    fused_step,
+)
+from tradingbot.algo.fast.sequence import lstms_over_chunks
+from tradingbot.algo.heads import TwinQuantileHead, mlp
 from tradingbot.algo.losses import midpoint_taus
-from tradingbot.algo.sequence import lstms_over_chunks
-
-_LOG_2PI = math.log(2.0 * math.pi)
-_LOG_2 = math.log(2.0)
-
-
-class LSTMStates(NamedTuple):
-    """Hidden and cell states, each (batch, n_lstms * hidden): columns ``[0, H)`` belong to the
-    actor LSTM and ``[H, 2H)`` to the critic LSTM (absent with a shared LSTM)."""
-
-    h: th.Tensor
-    c: th.Tensor
 
 
 class PolicyStep(NamedTuple):
@@ -56,87 +56,6 @@ class SequenceEvaluation(NamedTuple):
     dist_params: th.Tensor
 
 
-class RolloutWeights(NamedTuple):
-    """Inference-time weights derived from the parameters (see
-    :meth:`RecurrentActorCritic.rollout_weights`); valid until the parameters change.
-
-    The LSTMs' gate rows are side by side, LSTM by LSTM, each reordered to (input, forget,
-    output, cell) so one sigmoid covers three gates of every LSTM; each LSTM keeps its own
-    recurrent weight (``lstm_weight_hh``, one per LSTM: a block-diagonal one would multiply
-    zeros); the weights are transposed for ``addmm``. ``layers`` are the actor MLP + head
-    and the critic MLPs fused layer by layer into one block-diagonal (or, on a shared LSTM's
-    features, concatenated) matmul each: the last layer's output is the actor's output followed
-    by every critic's pre-quantile output."""
-
-    lstm_weight_ih: th.Tensor
-    lstm_weight_hh: list[th.Tensor]
-    lstm_bias: th.Tensor
-    layers: list[tuple[th.Tensor, th.Tensor]]
-    log_std: th.Tensor | None
-    std: th.Tensor | None
-
-
-class TwinQuantileHead(nn.Module):
-    """``n_critics`` independent MLP heads evaluated in one batched matmul per layer, each
-    outputting monotone quantiles: first quantile plus a cumulative sum of softplus gaps."""
-
-    def __init__(self, in_dim: int, net_arch: list[int], n_critics: int, n_quantiles: int) -> None:
-        super().__init__()
-        self.n_critics = n_critics
-        sizes = [*net_arch, n_quantiles]
-        # The first layer sees the same features for every critic: one wide Linear.
-        self.first = nn.Linear(in_dim, n_critics * sizes[0])
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        n_layers = len(sizes) - 1
-        for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
-            weight = th.empty(n_critics, fan_in, fan_out)
-            gain = 1.0 if layer == n_layers - 1 else math.sqrt(2)
-            for k in range(n_critics):
-                nn.init.orthogonal_(weight[k], gain=gain)
-            self.weights.append(nn.Parameter(weight))
-            self.biases.append(nn.Parameter(th.zeros(n_critics, 1, fan_out)))
-        nn.init.orthogonal_(self.first.weight, gain=math.sqrt(2) if net_arch else 1.0)
-        nn.init.zeros_(self.first.bias)
-        # Initial quantile gaps spread the quantiles over about 4 normalized units.
-        gap = 4.0 / max(n_quantiles - 1, 1)
-        with th.no_grad():
-            last_bias = self.biases[-1] if len(self.biases) else None
-            inverse_softplus_gap = math.log(math.expm1(gap))
-            if last_bias is not None:
-                last_bias[..., 1:] = inverse_softplus_gap
-            else:
-                self.first.bias.view(n_critics, -1)[:, 1:] = inverse_softplus_gap
-
-    def forward(self, features: th.Tensor) -> th.Tensor:
-        """Quantiles of every critic, shape (batch, n_critics, n_quantiles)."""
-        x = self.first(features).view(-1, self.n_critics, self.first.out_features // self.n_critics)
-        x = x.transpose(0, 1)
-        for weight, bias in zip(self.weights, self.biases, strict=True):
-            x = th.baddbmm(bias, th.tanh(x), weight)
-        return self.monotone(x).transpose(0, 1).contiguous()
-
-    @staticmethod
-    def monotone(x: th.Tensor) -> th.Tensor:
-        """Quantiles from the last layer's output: first value plus cumulative softplus gaps.
-
-        One cumsum over the full, contiguous last dim: on CPU, softplus and cumsum over the
-        strided ``x[..., 1:]`` slice are several times slower."""
-        steps = th.cat([x[..., :1], F.softplus(x)[..., 1:]], dim=-1)
-        return th.cumsum(steps, dim=-1)
-
-
-def _mlp(in_dim: int, net_arch: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for size in net_arch:
-        linear = nn.Linear(in_dim, size)
-        nn.init.orthogonal_(linear.weight, gain=math.sqrt(2))
-        nn.init.zeros_(linear.bias)
-        layers += [linear, nn.Tanh()]
-        in_dim = size
-    return nn.Sequential(*layers)
-
-
 class RecurrentActorCritic(nn.Module):
     """
     Recurrent actor-critic for DistributionalPPO.
@@ -151,10 +70,15 @@ class RecurrentActorCritic(nn.Module):
     states are replaced by zeros where an episode starts, before a step, in rollouts and in
     training (replaced, not multiplied by ``1 - episode_start``: a NaN state times 0 stays NaN).
 
-    :param observation_space: Box observation space (flattened).
-    :param action_space: Box (finite bounds) or Discrete action space.
-    :param config: Hyperparameters; the policy reads ``lstm_hidden_size``, ``shared_lstm``,
-        ``net_arch``, ``n_quantiles``, ``twin_critics``, ``critic_value`` and the ``log_std_*``.
+    Parameters
+    ----------
+    observation_space : spaces.Space
+        Box observation space (flattened).
+    action_space : spaces.Space
+        Box (finite bounds) or Discrete action space.
+    config : PPOConfig
+        Hyperparameters; the policy reads ``lstm_hidden_size``, ``shared_lstm``, ``net_arch``,
+        ``n_quantiles``, ``twin_critics``, ``critic_value`` and the ``log_std_*``.
     """
 
     def __init__(
@@ -183,7 +107,7 @@ class RecurrentActorCritic(nn.Module):
         for lstm in lstms:
             for weight in lstm.parameters():
                 nn.init.uniform_(weight, -bound, bound)
-        self.actor_mlp = _mlp(self.hidden_size, config.net_arch)
+        self.actor_mlp = mlp(self.hidden_size, config.net_arch)
         actor_out = config.net_arch[-1] if config.net_arch else self.hidden_size
         if self.discrete:
             self.action_dim = 1
@@ -217,6 +141,8 @@ class RecurrentActorCritic(nn.Module):
             self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles
         )
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
+        # The fused inference weights (see rollout_weights), derived on demand.
+        self._rollout_weights: RolloutWeights | None = None
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -264,81 +190,34 @@ class RecurrentActorCritic(nn.Module):
         return th.addcmul(self.action_center, self.action_half_range, th.tanh(raw_action))
 
     # ----------------------------------------------------------------------------------------
-    def _action_log_prob(
-        self,
-        actor_out: th.Tensor,
-        raw_action: th.Tensor,
-        log_std: th.Tensor | None,
-        noise: th.Tensor | None = None,
-    ) -> th.Tensor:
-        """Log-probability of ``raw_action`` (pre-squash sample, or index) in the env's action
-        space, computed from the actor head's output without Distribution objects. ``noise``:
-        the standardized sample ``(raw_action - mean) / std`` when known."""
-        if self.discrete:
-            log_probs = F.log_softmax(actor_out, dim=-1)
-            return log_probs.gather(-1, raw_action.long()).squeeze(-1)
-        assert log_std is not None
-        z = (raw_action - actor_out) * th.exp(-log_std) if noise is None else noise
-        gaussian = -0.5 * z.square() - log_std - 0.5 * _LOG_2PI
-        # log |d action / d u| of action = center + half_range * tanh(u), stable form of
-        # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
-        log_det = 2.0 * (_LOG_2 - raw_action - F.softplus(-2.0 * raw_action))
-        log_det = log_det + th.log(self.action_half_range)
-        return (gaussian - log_det).sum(dim=-1)
-
-    def rollout_weights(self, fresh: bool = False) -> RolloutWeights:
-        """The inference weights of :meth:`rollout_step`, derived from the parameters (a few
-        dozen small ops) and cached until a parameter changes: in-place updates bump a
-        parameter's version counter, replacing it changes its storage. Writes through
-        ``param.data`` or a fused optimizer bump neither: after those call
-        :meth:`forget_rollout_weights`; ``fresh=True`` (as rollouts do) always derives anew."""
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        cached = self.__dict__.get("_rollout_weights_cache")
-        if not fresh and cached is not None and cached[0] == key:
-            return cached[1]
-        weights = self._derive_rollout_weights()
-        self.__dict__["_rollout_weights_cache"] = (key, weights)
-        return weights
-
-    def forget_rollout_weights(self) -> None:
-        """Drop the cached :meth:`rollout_weights`: call it after writing the parameters in a
-        way that bumps no version counter (a fused optimizer step, ``param.data``)."""
-        self.__dict__.pop("_rollout_weights_cache", None)
+    def rollout_weights(self) -> RolloutWeights:
+        """The inference weights of :meth:`rollout_step` last derived by
+        :meth:`refresh_rollout_weights` (derived now if they never were). The algorithm
+        refreshes them at the start of each rollout and after each update; code that changes
+        the parameters otherwise calls :meth:`refresh_rollout_weights` itself."""
+        if self._rollout_weights is None:
+            return self.refresh_rollout_weights()
+        return self._rollout_weights
 
     @th.no_grad()
-    def _derive_rollout_weights(self) -> RolloutWeights:
-        # Gates (i, f, g, o) reordered to (i, f, o, g), LSTM after LSTM.
-        n = self.hidden_size
-        order = th.tensor([0, 1, 3, 2], device=self.taus.device)
-
-        def reordered(tensor: th.Tensor) -> th.Tensor:  # (4H, ...) with the gates reordered
-            return tensor.view(4, n, *tensor.shape[1:]).index_select(0, order).flatten(0, 1)
-
-        weight_ih = th.cat([reordered(lstm.weight_ih_l0) for lstm in self.lstms]).t().contiguous()
-        weight_hh = [reordered(lstm.weight_hh_l0).t().contiguous() for lstm in self.lstms]
-        bias = th.cat([reordered(lstm.bias_ih_l0 + lstm.bias_hh_l0) for lstm in self.lstms])
-
-        actor_linears = [m for m in self.actor_mlp if isinstance(m, nn.Linear)]
-        actor_linears.append(self.actor_head)
+    def refresh_rollout_weights(self) -> RolloutWeights:
+        """Derive the inference weights from the current parameters
+        (:func:`~tradingbot.algo.fast.inference.derive_rollout_weights`), keep them for
+        :meth:`step` and :meth:`predict_values`, and return them."""
         head = self.critic_head
-        layers = []
-        for depth, actor_linear in enumerate(actor_linears):
-            if depth == 0:
-                critic_w, critic_b = head.first.weight.t(), head.first.bias
-                if self.shared_lstm:
-                    weight = th.cat([actor_linear.weight.t(), critic_w], dim=1)
-                else:
-                    weight = th.block_diag(actor_linear.weight.t(), critic_w)
-            else:
-                critic_weights = head.weights[depth - 1]
-                critic_b = head.biases[depth - 1].reshape(-1)
-                weight = th.block_diag(actor_linear.weight.t(), *critic_weights.unbind(0))
-            layers.append((weight.contiguous(), th.cat([actor_linear.bias, critic_b])))
-        log_std = std = None
-        if not self.discrete:
-            log_std = self.log_std()
-            std = th.exp(log_std)
-        return RolloutWeights(weight_ih, weight_hh, bias, layers, log_std, std)
+        actor_linears = [m for m in self.actor_mlp if isinstance(m, nn.Linear)]
+        weights = derive_rollout_weights(
+            self.lstms,
+            [*actor_linears, self.actor_head],
+            head.first,
+            list(head.weights),
+            list(head.biases),
+            self.n_critics,
+            self.shared_lstm,
+            None if self.discrete else self.log_std(),
+        )
+        self._rollout_weights = weights
+        return weights
 
     def rollout_step(
         self,
@@ -347,47 +226,11 @@ class RecurrentActorCritic(nn.Module):
         keep: th.Tensor | None,
         weights: RolloutWeights,
     ) -> tuple[th.Tensor, th.Tensor, LSTMStates]:
-        """
-        The network part of a rollout step, with few small ops (no grad; call it under
-        ``th.inference_mode``): one LSTM cell step and the fused actor/critic layers.
-
-        :param obs: Observations, shape (n_envs, obs_dim).
-        :param states: LSTM states before this step (not yet reset).
-        :param keep: ``1 - episode_starts`` of shape (n_envs, 1) (states are kept where it is
-            positive, replaced by zeros elsewhere), or ``None`` when no env
-            starts an episode.
-        :param weights: From :meth:`rollout_weights` of the current parameters.
-        :return: Actor output (Gaussian mean or logits) (n_envs, out), the critics' pre-quantile
-            output (n_envs, n_critics, n_quantiles) (see :meth:`rollout_outputs`) and the new
-            LSTM states.
-        """
-        h, c = states
-        if keep is not None:
-            # Replace, not multiply: a state made NaN by a bad observation must not outlive
-            # the episode (NaN * 0 is NaN).
-            h = th.where(keep > 0, h, 0.0)
-            c = th.where(keep > 0, c, 0.0)
-        batch, n, n_lstms = h.shape[0], self.hidden_size, len(weights.lstm_weight_hh)
-        gates = th.addmm(weights.lstm_bias, obs, weights.lstm_weight_ih)
-        for k, weight_hh in enumerate(weights.lstm_weight_hh):
-            gates[:, 4 * n * k : 4 * n * (k + 1)].addmm_(h[:, n * k : n * (k + 1)], weight_hh)
-        gates = gates.view(batch, n_lstms, 4 * n)
-        sig = th.sigmoid(gates[..., : 3 * n])
-        c = th.addcmul(
-            sig[..., n : 2 * n] * c.view(batch, n_lstms, n),
-            sig[..., :n],
-            th.tanh(gates[..., 3 * n :]),
-        )
-        h = (sig[..., 2 * n :] * th.tanh(c)).view(batch, -1)
-        c = c.view(batch, -1)
-        x = h
-        for depth, (weight, bias) in enumerate(weights.layers):
-            if depth:
-                x = th.tanh(x)
-            x = th.addmm(bias, x, weight)
-        n_actor = self.actor_head.out_features
-        critic_raw = x[:, n_actor:].view(x.shape[0], self.n_critics, -1)
-        return x[:, :n_actor], critic_raw, LSTMStates(h, c)
+        """The network part of a rollout step: one fused LSTM cell step and the fused
+        actor/critic layers (:func:`~tradingbot.algo.fast.inference.fused_step`; no grad, call
+        it under ``th.inference_mode``). Returns the actor output, the critics' pre-quantile
+        output (see :meth:`rollout_outputs`) and the new LSTM states."""
+        return fused_step(obs, states, keep, weights)
 
     def sample_action(
         self,
@@ -424,16 +267,21 @@ class RecurrentActorCritic(nn.Module):
         (log_prob, value, quantiles, dist_params) of :meth:`rollout_step` outputs with any
         leading shape, so a whole rollout's can be computed in one pass at its end.
 
-        :param noise: The standard normal sample behind ``raw_action`` (Gaussian policy): the
-            log-probability then uses it instead of recomputing it from ``raw_action``.
+        Parameters
+        ----------
+        noise : th.Tensor | None
+            The standard normal sample behind ``raw_action`` (Gaussian policy): the log-probability
+            then uses it instead of recomputing it from ``raw_action``.
         """
         quantiles = TwinQuantileHead.monotone(critic_raw)
         if self.discrete:
-            log_prob = self._action_log_prob(actor_out, raw_action, None)
+            log_prob = categorical_log_prob(F.log_softmax(actor_out, dim=-1), raw_action)
             dist_params = actor_out
         else:
             assert weights.log_std is not None and weights.std is not None
-            log_prob = self._action_log_prob(actor_out, raw_action, weights.log_std, noise)
+            log_prob = squashed_gaussian_log_prob(
+                actor_out, raw_action, weights.log_std, self.action_half_range, noise
+            )
             dist_params = th.cat([actor_out, weights.std.expand_as(actor_out)], dim=-1)
         return log_prob, self.value_from_quantiles(quantiles), quantiles, dist_params
 
@@ -450,11 +298,18 @@ class RecurrentActorCritic(nn.Module):
         One rollout step for a batch of environments (rollouts use :meth:`rollout_step` and
         :meth:`rollout_outputs` directly, which compute the same).
 
-        :param obs: Observations, shape (n_envs, obs_dim).
-        :param states: LSTM states before this step (not yet reset).
-        :param episode_starts: 1.0 where ``obs`` is the first of an episode, shape (n_envs,).
-        :param deterministic: Take the mode (tanh of the mean, or the argmax) instead of sampling.
-        :param weights: :meth:`rollout_weights` of the current parameters (computed if ``None``).
+        Parameters
+        ----------
+        obs : th.Tensor
+            Observations, shape (n_envs, obs_dim).
+        states : LSTMStates
+            LSTM states before this step (not yet reset).
+        episode_starts : th.Tensor
+            1.0 where ``obs`` is the first of an episode, shape (n_envs,).
+        deterministic : bool
+            Take the mode (tanh of the mean, or the argmax) instead of sampling.
+        weights : RolloutWeights | None
+            :meth:`rollout_weights` of the current parameters (computed if ``None``).
         """
         if weights is None:
             weights = self.rollout_weights()
@@ -470,14 +325,8 @@ class RecurrentActorCritic(nn.Module):
             actor_out, critic_raw, raw_action, weights, noise
         )
         return PolicyStep(
-            action=action,
-            raw_action=raw_action,
-            log_prob=log_prob,
-            value=value,
-            quantiles=quantiles,
-            dist_params=dist_params,
-            states=new_states,
-        )
+            action, raw_action, log_prob, value, quantiles, dist_params, new_states
+        )  # fields in PolicyStep's order
 
     @th.inference_mode()
     def predict_values(
@@ -504,11 +353,21 @@ class RecurrentActorCritic(nn.Module):
         """
         Evaluate stored actions over sequence chunks (training, with gradients).
 
-        :param obs: Observations, shape (C, L, obs_dim).
-        :param episode_starts: Episode-start flags, shape (C, L).
-        :param initial_states: Stored LSTM states before each chunk's first step, each (C, 2H).
-        :param raw_actions: Stored raw actions, shape (C, L, action_dim).
-        :return: Flattened (C * L, ...) log-probs, entropies, quantiles and distribution params.
+        Parameters
+        ----------
+        obs : th.Tensor
+            Observations, shape (C, L, obs_dim).
+        episode_starts : th.Tensor
+            Episode-start flags, shape (C, L).
+        initial_states : LSTMStates
+            Stored LSTM states before each chunk's first step, each (C, 2H).
+        raw_actions : th.Tensor
+            Stored raw actions, shape (C, L, action_dim).
+
+        Returns
+        -------
+        SequenceEvaluation
+            Flattened (C * L, ...) log-probs, entropies, quantiles and distribution params.
         """
         n_chunks, seq_len = episode_starts.shape
         lstm_seqs = lstms_over_chunks(
@@ -522,13 +381,13 @@ class RecurrentActorCritic(nn.Module):
         if self.discrete:
             log_probs = F.log_softmax(actor_out, dim=-1)
             entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
-            log_prob = log_probs.gather(-1, raw_actions.long()).squeeze(-1)
+            log_prob = categorical_log_prob(log_probs, raw_actions)
             dist_params = actor_out
         else:
             log_std = self.log_std().expand_as(actor_out)
-            # Entropy of the pre-squash Gaussian: the squashed distribution's entropy has no
-            # closed form, and the Gaussian's is a standard, monotone proxy for exploration.
-            entropy = (0.5 + 0.5 * _LOG_2PI + log_std).sum(dim=-1)
-            log_prob = self._action_log_prob(actor_out, raw_actions, log_std)
+            entropy = gaussian_entropy(log_std)  # of the pre-squash Gaussian (see there)
+            log_prob = squashed_gaussian_log_prob(
+                actor_out, raw_actions, log_std, self.action_half_range
+            )
             dist_params = th.cat([actor_out, th.exp(log_std)], dim=-1)
         return SequenceEvaluation(log_prob, entropy, quantiles, dist_params)

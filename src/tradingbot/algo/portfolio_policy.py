@@ -30,17 +30,12 @@ from gymnasium import spaces
 from torch import nn
 
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.distributions import gaussian_entropy, squashed_gaussian_log_prob
+from tradingbot.algo.fast.inference import LSTMStates, RolloutWeights
+from tradingbot.algo.fast.sequence import lstms_over_chunks
+from tradingbot.algo.heads import TwinQuantileHead, mlp
 from tradingbot.algo.losses import midpoint_taus
-from tradingbot.algo.policy import (
-    _LOG_2PI,
-    LSTMStates,
-    RecurrentActorCritic,
-    RolloutWeights,
-    SequenceEvaluation,
-    TwinQuantileHead,
-    _mlp,
-)
-from tradingbot.algo.sequence import lstms_over_chunks
+from tradingbot.algo.policy import RecurrentActorCritic, SequenceEvaluation
 
 
 def critic_raw_output(head: TwinQuantileHead, features: th.Tensor) -> th.Tensor:
@@ -88,7 +83,7 @@ class PortfolioActorCritic(RecurrentActorCritic):
 
         # Actor parameters first (network_sizes): the shared encoder counts with the actor, as a
         # shared LSTM does.
-        self.encoder = _mlp(self.n_inputs, [width, width])
+        self.encoder = mlp(self.n_inputs, [width, width])
         pooled = 2 * width + 1
         self.actor_lstm = nn.LSTM(pooled, self.hidden_size, batch_first=True)
         critic_lstm = (
@@ -100,7 +95,7 @@ class PortfolioActorCritic(RecurrentActorCritic):
         for lstm in lstms:
             for weight in lstm.parameters():
                 nn.init.uniform_(weight, -bound, bound)
-        self.actor_mlp = _mlp(width + self.hidden_size, config.net_arch)
+        self.actor_mlp = mlp(width + self.hidden_size, config.net_arch)
         actor_out = config.net_arch[-1] if config.net_arch else width + self.hidden_size
         self.actor_head = nn.Linear(actor_out, 1)
         self.cash_head = nn.Linear(self.hidden_size, 1)
@@ -124,6 +119,7 @@ class PortfolioActorCritic(RecurrentActorCritic):
             self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles
         )
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
+        self._rollout_weights: RolloutWeights | None = None
 
     # ----------------------------------------------------------------------------------------
     def log_std(self) -> th.Tensor:
@@ -147,11 +143,22 @@ class PortfolioActorCritic(RecurrentActorCritic):
         return th.cat([scores, self.cash_head(h_actor)], dim=1)
 
     @th.no_grad()
-    def _derive_rollout_weights(self) -> RolloutWeights:
-        # Only the log-std is precomputed: rollout_step below runs the plain network.
+    def refresh_rollout_weights(self) -> RolloutWeights:
+        """Only the log-std is precomputed: :meth:`rollout_step` runs the plain network."""
         empty = th.empty(0, device=self.taus.device)
         log_std = self.log_std()
-        return RolloutWeights(empty, [], empty, [], log_std, th.exp(log_std))
+        self._rollout_weights = RolloutWeights(
+            empty,
+            [],
+            empty,
+            [],
+            log_std,
+            th.exp(log_std),
+            self.hidden_size,
+            self.action_dim,
+            self.n_critics,
+        )
+        return self._rollout_weights
 
     def rollout_step(
         self,
@@ -202,8 +209,10 @@ class PortfolioActorCritic(RecurrentActorCritic):
         actor_out = self.actor_scores(embedded, lstm_seqs[0].reshape(batch, -1))
         quantiles = self.critic_head(lstm_seqs[-1].reshape(batch, -1))
         log_std = self.log_std().expand_as(actor_out)
-        entropy = (0.5 + 0.5 * _LOG_2PI + log_std).sum(dim=-1)
-        log_prob = self._action_log_prob(actor_out, raw_actions.reshape(batch, -1), log_std)
+        entropy = gaussian_entropy(log_std)
+        log_prob = squashed_gaussian_log_prob(
+            actor_out, raw_actions.reshape(batch, -1), log_std, self.action_half_range
+        )
         dist_params = th.cat([actor_out, th.exp(log_std)], dim=-1)
         return SequenceEvaluation(log_prob, entropy, quantiles, dist_params)
 

@@ -37,10 +37,19 @@ def shape_advantages(
     """
     Advantages of the shaped return ``G' = G - (weight / alpha) * max(nu - G, 0)``.
 
-    :param advantages: GAE advantages ``G - V``, shape (T, E).
-    :param returns: Lambda-returns ``G`` in return units, shape (T, E).
-    :param quantiles: Stored critic quantiles in return units, shape (T, E, K, N).
-    :return: (shaped advantages, the penalty subtracted), each (T, E).
+    Parameters
+    ----------
+    advantages : th.Tensor
+        GAE advantages ``G - V``, shape (T, E).
+    returns : th.Tensor
+        Lambda-returns ``G`` in return units, shape (T, E).
+    quantiles : th.Tensor
+        Stored critic quantiles in return units, shape (T, E, K, N).
+
+    Returns
+    -------
+    tuple[th.Tensor, th.Tensor]
+        (shaped advantages, the penalty subtracted), each (T, E).
     """
     penalty = ru_penalty(returns, state_var(quantiles, alpha), alpha, weight)
     return advantages - penalty, penalty

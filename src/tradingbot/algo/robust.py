@@ -43,16 +43,27 @@ from tradingbot.algo.policy import LSTMStates, RecurrentActorCritic
 
 @dataclasses.dataclass(frozen=True)
 class RobustStep:
-    """The robust-training constants of one update (see :class:`RobustConfig`).
+    """
+    The robust-training constants of one update (see :class:`RobustConfig`).
 
-    :param epsilon: This update's radius (after the warm-up schedule).
-    :param kappa: Weight of the regularizer.
-    :param fraction: Fraction of a minibatch's chunks that are attacked.
-    :param pgd_steps: PGD steps.
-    :param step_size: PGD step size.
-    :param mask: 1.0 for the observation entries that may be perturbed, shape (obs_dim,).
-    :param low: Lower bounds of the observation space, shape (obs_dim,) (may be -inf).
-    :param high: Upper bounds of the observation space, shape (obs_dim,) (may be +inf).
+    Parameters
+    ----------
+    epsilon : float
+        This update's radius (after the warm-up schedule).
+    kappa : float
+        Weight of the regularizer.
+    fraction : float
+        Fraction of a minibatch's chunks that are attacked.
+    pgd_steps : int
+        PGD steps.
+    step_size : float
+        PGD step size.
+    mask : th.Tensor
+        1.0 for the observation entries that may be perturbed, shape (obs_dim,).
+    low : th.Tensor
+        Lower bounds of the observation space, shape (obs_dim,) (may be -inf).
+    high : th.Tensor
+        Upper bounds of the observation space, shape (obs_dim,) (may be +inf).
     """
 
     epsilon: float
@@ -177,19 +188,35 @@ def pgd_perturb(
     """
     Projected sign-gradient ascent of ``objective`` in the L-infinity ball around ``obs``.
 
-    :param objective: Maps perturbed observations (shape of ``obs``) to per-sample values
-        (any shape) whose sum is maximized (for the policy: the KL to the clean distribution).
-    :param obs: Clean observations (any leading shape, last dim the observation).
-    :param epsilon: Radius of the ball.
-    :param steps: Number of ascent steps after the random start.
-    :param step_size: Step size (``None``: ``2.5 * epsilon / steps``).
-    :param mask: 1.0 for the entries that may move (``None``: all).
-    :param low: Box lower bounds the perturbed observation must respect (optional).
-    :param high: Box upper bounds (optional).
-    :param generator: Random generator of the start (``None``: torch's global one).
-    :param evaluate_end: Evaluate the objective at the result (one more forward pass).
-    :return: ``(perturbed observations (detached), mean objective at the random start, mean
-        objective at the result or None)``, the means detached.
+    Parameters
+    ----------
+    objective : Callable[[th.Tensor], th.Tensor]
+        Maps perturbed observations (shape of ``obs``) to per-sample values (any shape) whose
+        sum is maximized (for the policy: the KL to the clean distribution).
+    obs : th.Tensor
+        Clean observations (any leading shape, last dim the observation).
+    epsilon : float
+        Radius of the ball.
+    steps : int
+        Number of ascent steps after the random start.
+    step_size : float | None
+        Step size (``None``: ``2.5 * epsilon / steps``).
+    mask : th.Tensor | None
+        1.0 for the entries that may move (``None``: all).
+    low : th.Tensor | None
+        Box lower bounds the perturbed observation must respect (optional).
+    high : th.Tensor | None
+        Box upper bounds (optional).
+    generator : th.Generator | None
+        Random generator of the start (``None``: torch's global one).
+    evaluate_end : bool
+        Evaluate the objective at the result (one more forward pass).
+
+    Returns
+    -------
+    tuple[th.Tensor, th.Tensor, th.Tensor | None]
+        ``(perturbed observations (detached), mean objective at the random start, mean objective
+        at the result or None)``, the means detached.
     """
     obs = obs.detach()
     if step_size is None:
@@ -242,17 +269,29 @@ def robust_regularizer(
     steps of its first ``attacked_chunks`` chunks (a random subset: minibatches are random
     sets of chunks), with gradients to the actor.
 
-    :param policy: The policy being trained.
-    :param batch: The (micro)batch's chunks.
-    :param clean_params: The current policy's distribution parameters on the clean chunks,
-        flattened (C * L, D) as :meth:`RecurrentActorCritic.evaluate_sequences` returns them;
-        the target (detached here).
-    :param step: This update's constants.
-    :param n_attacked: How many leading chunks to attack (``None``: ``attacked_chunks`` of the
-        batch). A microbatch attacks its part of the whole minibatch's attacked chunks.
-    :param weight: Multiplies the regularizer and the KL metrics: a microbatch's mean KL
-        becomes its share of the minibatch's mean over all attacked steps.
-    :return: The regularizer (without kappa, scalar) and detached metrics: the mean KL at PGD's
+    Parameters
+    ----------
+    policy : RecurrentActorCritic
+        The policy being trained.
+    batch : SequenceChunks
+        The (micro)batch's chunks.
+    clean_params : th.Tensor
+        The current policy's distribution parameters on the clean chunks, flattened (C * L, D)
+        as :meth:`RecurrentActorCritic.evaluate_sequences` returns them; the target (detached
+        here).
+    step : RobustStep
+        This update's constants.
+    n_attacked : int | None
+        How many leading chunks to attack (``None``: ``attacked_chunks`` of the batch). A
+        microbatch attacks its part of the whole minibatch's attacked chunks.
+    weight : float
+        Multiplies the regularizer and the KL metrics: a microbatch's mean KL becomes its share
+        of the minibatch's mean over all attacked steps.
+
+    Returns
+    -------
+    tuple[th.Tensor, dict[str, th.Tensor]]
+        The regularizer (without kappa, scalar) and detached metrics: the mean KL at PGD's
         random start (``robust_kl_random``: random noise of the same size) and after PGD
         (``robust_kl_pgd``), and ``robust_loss`` = kappa * regularizer.
     """

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch as th
 from gymnasium import spaces
@@ -32,8 +32,27 @@ from tradingbot.checkpoint import (
     validation_problems,
 )
 
-if TYPE_CHECKING:
-    from tradingbot.algo.ppo import DistributionalPPO
+
+class CheckpointedModel(Protocol):
+    """What saving, checking and restoring a checkpoint read of a model (DistributionalPPO)."""
+
+    config: PPOConfig
+    policy: RecurrentActorCritic
+    optimizer: th.optim.Optimizer
+    observation_space: spaces.Space
+    action_space: spaces.Space
+    n_envs: int
+    num_timesteps: int
+
+    def get_env(self) -> Any:
+        """The model's VecEnv, or ``None``."""
+
+    def state_tensors(self) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
+        """The model's training state (``DistributionalPPO.state_tensors``)."""
+
+    def load_state_tensors(self, tensors: dict[str, th.Tensor], state: dict[str, Any]) -> None:
+        """Restore :meth:`state_tensors`' output (``DistributionalPPO.load_state_tensors``)."""
+
 
 # Logged only; NaN until the gradient scaler's first finite step.
 NONFINITE_OK = frozenset({"train_state.scaler.last_ratio"})
@@ -101,7 +120,7 @@ def read_saved_model(path: Path, policy_class: Any = RecurrentActorCritic) -> Sa
     return SavedModel(path, manifest, config, state, observation_space, action_space)
 
 
-def expected_specs(model: DistributionalPPO, saved: SavedModel) -> dict[str, TensorSpec]:
+def expected_specs(model: CheckpointedModel, saved: SavedModel) -> dict[str, TensorSpec]:
     """Every tensor a checkpoint for ``model`` must hold, by name, shape and dtype.
 
     The policy and statistics tensors are the model's own; optimizer moments must be shaped
@@ -109,10 +128,8 @@ def expected_specs(model: DistributionalPPO, saved: SavedModel) -> dict[str, Ten
     started) is shaped by the number of environments (the env's, or the checkpoint's own when
     loaded without one) and the environments' state like ``env.state_dict()``.
     """
-    from tradingbot.algo.persistence import model_state
-
     path, listed = saved.path, saved.manifest.tensors
-    own, _ = model_state(model)
+    own, _ = model.state_tensors()
     optional = ("rollout.", "env.", "optimizer.", "train_state.")
     expected = {k: v for k, v in specs_of(own).items() if not k.startswith(optional)}
     params = [p for group in model.optimizer.param_groups for p in group["params"]]
@@ -143,7 +160,7 @@ def expected_specs(model: DistributionalPPO, saved: SavedModel) -> dict[str, Ten
     return expected
 
 
-def _rollout_specs(model: DistributionalPPO, saved: SavedModel) -> dict[str, TensorSpec]:
+def _rollout_specs(model: CheckpointedModel, saved: SavedModel) -> dict[str, TensorSpec]:
     listed = saved.manifest.tensors
     last_obs = listed.get("rollout.last_obs")
     if last_obs is None or not last_obs.shape:

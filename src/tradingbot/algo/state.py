@@ -24,17 +24,26 @@ class TrainState:
     """
     Statistics carried from update to update (``DistributionalPPO.train_state``).
 
-    :param sigma_bar: DSAC-T moving average of the batch-mean quantile spread (0 until the
-        first update sets it; 0 rather than NaN so that saved states compare equal).
-    :param kl_beta: Adaptive KL-penalty coefficient.
-    :param risk_multiplier: CVaR weight lambda (a Lagrange multiplier under ``cvar_constraint``).
-    :param entropy_boost: Multiplicative entropy-coefficient boost.
-    :param awr_coef: Current AWR behaviour-cloning coefficient.
-    :param skipped_steps: Optimizer steps skipped (non-finite loss or gradient) or undone
-        (non-finite parameter after the step), in total.
-    :param clip_range: The adapted surrogate clip range (``clip_adapt``; 0 until the first
-        update sets it).
-    :param scaler: The variance gradient scaler (``None`` when disabled).
+    Parameters
+    ----------
+    sigma_bar : float
+        DSAC-T moving average of the batch-mean quantile spread (0 until the first update sets
+        it; 0 rather than NaN so that saved states compare equal).
+    kl_beta : float
+        Adaptive KL-penalty coefficient.
+    risk_multiplier : float
+        CVaR weight lambda (a Lagrange multiplier under ``cvar_constraint``).
+    entropy_boost : float
+        Multiplicative entropy-coefficient boost.
+    awr_coef : float
+        Current AWR behaviour-cloning coefficient.
+    skipped_steps : int
+        Optimizer steps skipped (non-finite loss or gradient) or undone (non-finite parameter
+        after the step), in total.
+    clip_range : float
+        The adapted surrogate clip range (``clip_adapt``; 0 until the first update sets it).
+    scaler : VarianceGradientScaler | None
+        The variance gradient scaler (``None`` when disabled).
     """
 
     sigma_bar: float = 0.0

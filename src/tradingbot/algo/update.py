@@ -1,19 +1,21 @@
-"""One gradient step of DistributionalPPO: losses of a minibatch (accumulated over
-microbatches), then the gradient-variance scaler, the per-network norm clip and the optimizer
-step. Also builds the optimizer and the scaler from the config."""
+"""The epochs of one DistributionalPPO update (:func:`run_epochs`) and each gradient step in
+them: losses of a minibatch (accumulated over microbatches), then the gradient-variance
+scaler, the per-network norm clip and the optimizer step. Everything here works on a
+:class:`~tradingbot.algo.learner.Learner`, not on the algorithm."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections import defaultdict
 
+import numpy as np
 import torch as th
 
 from tradingbot.algo.buffer import SequenceChunks
-from tradingbot.algo.config import PPOConfig
-from tradingbot.algo.gradients import FlatGradients, clip_scales
+from tradingbot.algo.fast.flat import clip_scales
+from tradingbot.algo.guard import StepUndo
+from tradingbot.algo.learner import Learner
 from tradingbot.algo.losses import (
     categorical_kl,
     clipped_surrogate,
@@ -24,83 +26,36 @@ from tradingbot.algo.losses import (
     quantile_spread,
 )
 from tradingbot.algo.robust import RobustStep, attacked_chunks, robust_regularizer
-from tradingbot.optim import UPGD, AdaptiveUPGD, VarianceGradientScaler
-
-if TYPE_CHECKING:
-    from tradingbot.algo.ppo import DistributionalPPO
-
-
-def build_optimizer(cfg: PPOConfig, gradients: FlatGradients) -> th.optim.Optimizer:
-    """The optimizer chosen by ``cfg.optimizer`` with ``cfg.learning_rate`` and ``cfg.upgd``,
-    over the parameters of ``gradients``."""
-    params = gradients.params
-    u = cfg.upgd
-    if cfg.optimizer == "adam":
-        # Fused, over the one flat parameter: a single kernel and a single state per step.
-        # Adam is elementwise, so this is Adam over the parameters one by one (to rounding).
-        return th.optim.Adam([gradients.param], lr=cfg.learning_rate, eps=1e-5, fused=True)
-    if cfg.optimizer == "upgd":
-        return UPGD(
-            params,
-            lr=cfg.learning_rate,
-            weight_decay=u.weight_decay,
-            beta_utility=u.beta_utility,
-            sigma=u.sigma,
-            protect=u.protect,
-            scope=u.scope,
-        )
-    if cfg.optimizer == "adaptive_upgd":
-        return AdaptiveUPGD(
-            params,
-            lr=cfg.learning_rate,
-            eps=1e-5,
-            weight_decay=u.weight_decay,
-            beta_utility=u.beta_utility,
-            sigma=u.sigma,
-            protect=u.protect,
-            scope=u.scope,
-            adaptive_noise=u.adaptive_noise,
-            beta_noise=u.beta_noise,
-            min_noise_std=u.min_noise_std,
-        )
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
-
-
-def build_scaler(
-    cfg: PPOConfig, params: Iterable[th.nn.Parameter]
-) -> VarianceGradientScaler | None:
-    """The variance gradient scaler of ``cfg.grad_scaler`` (``None`` when disabled)."""
-    s = cfg.grad_scaler
-    if not s.enabled:
-        return None
-    return VarianceGradientScaler(
-        params,
-        beta=s.beta,
-        alpha=s.alpha,
-        warmup=s.warmup,
-        min_factor=s.min_factor,
-        aggregate=s.aggregate,
-        percentile=s.percentile,
-        max_ratio=s.max_ratio,
-        grad_norm_beta=s.grad_norm_beta,
-    )
 
 
 @dataclasses.dataclass(frozen=True)
 class UpdateContext:
-    """Constants of one update, shared by its minibatches.
+    """
+    Constants of one update, shared by its minibatches.
 
-    :param ret_mean: Return-normalization mean (targets and old quantiles are normalized).
-    :param ret_std: Return-normalization std.
-    :param ent_coef: Entropy coefficient of this update.
-    :param clip_range: Surrogate clip range of this update.
-    :param adv_stats: (mean, std) of the rollout's advantages for ``rollout`` normalization
-        (the advantages are divided by ``std + 1e-8``).
-    :param sigma_bar: DSAC-T ``sigma_bar`` (``None``: plain critic loss).
-    :param kl_beta: KL-penalty coefficient (``None``: no penalty).
-    :param awr_coef: AWR coefficient (``None``: no BC term).
-    :param robust: Robust-training constants (``None``: no adversarial regularizer).
-    :param vf_coef: Value-loss coefficient of this update (``None``: ``PPOConfig.vf_coef``).
+    Parameters
+    ----------
+    ret_mean : float
+        Return-normalization mean (targets and old quantiles are normalized).
+    ret_std : float
+        Return-normalization std.
+    ent_coef : float
+        Entropy coefficient of this update.
+    clip_range : float
+        Surrogate clip range of this update.
+    adv_stats : tuple[float, float] | None
+        (mean, std) of the rollout's advantages for ``rollout`` normalization (the advantages
+        are divided by ``std + 1e-8``).
+    sigma_bar : float | None
+        DSAC-T ``sigma_bar`` (``None``: plain critic loss).
+    kl_beta : float | None
+        KL-penalty coefficient (``None``: no penalty).
+    awr_coef : float | None
+        AWR coefficient (``None``: no BC term).
+    robust : RobustStep | None
+        Robust-training constants (``None``: no adversarial regularizer).
+    vf_coef : float | None
+        Value-loss coefficient of this update (``None``: ``PPOConfig.vf_coef``).
     """
 
     ret_mean: float
@@ -128,20 +83,20 @@ def exact_kl(old_params: th.Tensor, new_params: th.Tensor, discrete: bool) -> th
 
 
 @th.no_grad()
-def kl_after_update(model: DistributionalPPO, chunks: SequenceChunks) -> float:
+def kl_after_update(learner: Learner, chunks: SequenceChunks) -> float:
     """Mean exact KL(old || current) of the action distributions over ``chunks`` (the whole
     rollout): the KL the update caused, measured after it (as the PPO paper's adaptive
     penalty uses it), one forward pass without gradients."""
-    evaluation = model.policy.evaluate_sequences(
+    evaluation = learner.policy.evaluate_sequences(
         chunks.observations, chunks.episode_starts, chunks.initial_states, chunks.raw_actions
     )
     n = evaluation.dist_params.shape[0]
     old_params = chunks.old_dist_params.reshape(n, -1)
-    return float(exact_kl(old_params, evaluation.dist_params, model.policy.discrete).mean())
+    return float(exact_kl(old_params, evaluation.dist_params, learner.policy.discrete).mean())
 
 
 def minibatch_loss(
-    model: DistributionalPPO,
+    learner: Learner,
     batch: SequenceChunks,
     ctx: UpdateContext,
     adv_mean: th.Tensor | float,
@@ -152,8 +107,8 @@ def minibatch_loss(
     policy sees the advantages ``(A - adv_mean) / adv_std``. ``robust_part`` (microbatches):
     how many leading chunks the robust regularizer attacks and the weight of its mean KL (see
     :func:`accumulate_gradients`); ``None``: the batch's own ``attacked_chunks``."""
-    cfg = model.config
-    policy = model.policy
+    cfg = learner.config
+    policy = learner.policy
     evaluation = policy.evaluate_sequences(
         batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
     )
@@ -245,7 +200,7 @@ def minibatch_loss(
 
 
 def accumulate_gradients(
-    model: DistributionalPPO,
+    learner: Learner,
     batch: SequenceChunks,
     ctx: UpdateContext,
     n_microbatches: int = 1,
@@ -257,7 +212,7 @@ def accumulate_gradients(
     ``attacked_chunks`` of the minibatch, each microbatch attacking those it holds, its mean KL
     weighted so the sum is the minibatch's mean. Returns the sample-weighted mean of the
     microbatches' metrics."""
-    cfg = model.config
+    cfg = learner.config
     if cfg.advantage_normalization == "minibatch":
         adv_mean, adv_std = batch.advantages.mean(), batch.advantages.std() + 1e-8
     elif cfg.advantage_normalization == "rollout":
@@ -265,10 +220,10 @@ def accumulate_gradients(
         adv_mean, adv_std = ctx.adv_stats[0], ctx.adv_stats[1] + 1e-8
     else:
         adv_mean, adv_std = 0.0, 1.0
-    model.gradients.zero_()
+    learner.gradients.zero_()
     micro_batches = batch.split(n_microbatches)
     if len(micro_batches) == 1:
-        loss, metrics = minibatch_loss(model, batch, ctx, adv_mean, adv_std)
+        loss, metrics = minibatch_loss(learner, batch, ctx, adv_mean, adv_std)
         loss.backward()
         return _with_awr_ratio(metrics, ctx)
     totals: dict[str, th.Tensor] = {}
@@ -283,7 +238,7 @@ def accumulate_gradients(
             mine = min(max(attacked - offset, 0), micro.n_chunks)
             robust_part = (mine, mine / (attacked * share))
         offset += micro.n_chunks
-        loss, metrics = minibatch_loss(model, micro, ctx, adv_mean, adv_std, robust_part)
+        loss, metrics = minibatch_loss(learner, micro, ctx, adv_mean, adv_std, robust_part)
         (loss * share).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + share * value
@@ -300,15 +255,15 @@ def _with_awr_ratio(metrics: dict[str, th.Tensor], ctx: UpdateContext) -> dict[s
     return metrics
 
 
-def apply_step(model: DistributionalPPO, square_norms: list[float]) -> dict[str, float]:
+def apply_step(learner: Learner, square_norms: list[float]) -> dict[str, float]:
     """Scaler, per-network norm clip (one multiply for both) and optimizer step, on the
     accumulated, finite gradients whose per-network squared norms are ``square_norms`` (actor,
     critic). Returns the step's gradient statistics."""
     stats: dict[str, float] = {}
     factor = 1.0
-    scaler = model.train_state.scaler
+    scaler = learner.train_state.scaler
     if scaler is not None:
-        factor = scaler.update(model.gradients.flat)
+        factor = scaler.update(learner.gradients.flat)
         stats["scaler_factor"] = factor
         stats["scaler_ratio"] = scaler.last_ratio
         if scaler.grad_norm_beta is not None:
@@ -316,16 +271,115 @@ def apply_step(model: DistributionalPPO, square_norms: list[float]) -> dict[str,
     # Clipped per network by default (cfg.grad_clip): a global clip lets the critic's larger
     # norm (2-3x the actor's on the oracle market) shrink the actor's step. Measured, the two
     # modes learn equally well there (docs/benchmarks.md); per-network keeps earlier results.
-    cfg = model.config
+    cfg = learner.config
     scales, norms = clip_scales(square_norms, cfg.max_grad_norm, factor, cfg.grad_clip)
-    model.gradients.scale_(scales)
+    learner.gradients.scale_(scales)
     stats["actor_grad_norm"], stats["critic_grad_norm"] = norms
     stats["grad_norm"] = math.sqrt(sum(norm**2 for norm in norms))
-    model.optimizer.step()
-    # Fused Adam writes the parameters without bumping their version counters.
-    model.policy.forget_rollout_weights()
-    last_stats = getattr(model.optimizer, "last_stats", None)
+    learner.optimizer.step()
+    last_stats = getattr(learner.optimizer, "last_stats", None)
     if last_stats:
         stats["upgd_mean_utility"] = last_stats["mean_utility"]
         stats["upgd_noise_std"] = last_stats["noise_std"]
     return stats
+
+
+@dataclasses.dataclass
+class EpochsResult:
+    """
+    What :func:`run_epochs` did.
+
+    Parameters
+    ----------
+    stats : dict of str to list of float
+        Each minibatch metric and step statistic, one value per optimizer step taken (the
+        metrics of a step that was skipped or undone are left out).
+    n_steps : int
+        Optimizer steps taken (and kept).
+    early_stopped : bool
+        The KL early stop ended the epochs.
+    """
+
+    stats: dict[str, list[float]]
+    n_steps: int
+    early_stopped: bool
+
+
+def run_epochs(
+    learner: Learner, chunks: SequenceChunks, ctx: UpdateContext, verbose: int = 0
+) -> EpochsResult:
+    """
+    The epochs of one update: ``n_epochs`` passes over minibatches of whole chunks.
+
+    Each minibatch: losses accumulated over microbatches (:func:`accumulate_gradients`) ->
+    non-finite guard on the loss and the gradient norms (skip, count, change nothing) -> KL
+    early stop -> scaler, per-network norm clip, optimizer (:func:`apply_step`) -> a step that
+    left a non-finite parameter is undone (parameters and optimizer state) and counted as
+    skipped. Changes ``learner.train_state``: ``skipped_steps`` and, under DSAC-T,
+    ``sigma_bar`` (after each step; the next minibatch uses it).
+
+    Parameters
+    ----------
+    learner : Learner
+        What the steps change.
+    chunks : SequenceChunks
+        The whole rollout cut into ``seq_len`` chunks.
+    ctx : UpdateContext
+        The update's constants.
+    verbose : int
+        1 or more: print the early stop.
+
+    Returns
+    -------
+    EpochsResult
+    """
+    cfg = learner.config
+    state = learner.train_state
+    gradients = learner.gradients
+    dsac_t = cfg.critic_adjust.mode == "dsac_t"
+    chunks_per_batch = cfg.batch_size // cfg.seq_len
+    stats: dict[str, list[float]] = defaultdict(list)
+    n_steps = 0
+    for epoch in range(cfg.n_epochs):
+        # One gather per epoch; the minibatches are then views of consecutive chunks.
+        shuffled = chunks.select(th.randperm(chunks.n_chunks))
+        for start in range(0, chunks.n_chunks, chunks_per_batch):
+            batch = shuffled.narrow(start, min(chunks_per_batch, chunks.n_chunks - start))
+            metric_tensors = accumulate_gradients(learner, batch, ctx, cfg.n_microbatches)
+            # One device sync for the metrics and the per-network gradient norms (a norm is
+            # non-finite when one of its network's gradient elements is).
+            values = th.cat(
+                [th.stack(list(metric_tensors.values())), gradients.square_norms()]
+            ).tolist()
+            metrics = dict(zip(metric_tensors, values, strict=False))
+            square_norms = values[len(metric_tensors) :]
+            if not np.isfinite([metrics["loss"], *square_norms]).all():
+                # Skip: parameters, optimizer, scaler and statistics stay as they were.
+                gradients.zero_()
+                state.skipped_steps += 1
+                continue
+            for name, value in metrics.items():
+                stats[name].append(value)
+            kl = metrics["kl_exact" if cfg.kl_early_stop == "exact" else "approx_kl"]
+            if cfg.target_kl is not None and kl > 1.5 * cfg.target_kl:
+                gradients.zero_()
+                if verbose >= 1:
+                    print(f"Early stopping at epoch {epoch} with {cfg.kl_early_stop} KL {kl:.4f}")
+                return EpochsResult(stats, n_steps, early_stopped=True)
+            undo = StepUndo(gradients.param, learner.optimizer)
+            step_stats = apply_step(learner, square_norms)
+            if not undo.step_was_finite():
+                # A finite gradient gave a non-finite parameter (e.g. an overflowing step):
+                # undo the step and count it as skipped, so nothing non-finite is saved.
+                undo.restore()
+                gradients.zero_()
+                state.skipped_steps += 1
+                continue
+            for name, value in step_stats.items():
+                stats[name].append(value)
+            n_steps += 1
+            if dsac_t:
+                rate = cfg.critic_adjust.rate
+                state.sigma_bar += rate * (metrics["quantile_spread"] - state.sigma_bar)
+                ctx = dataclasses.replace(ctx, sigma_bar=state.sigma_bar)
+    return EpochsResult(stats, n_steps, early_stopped=False)

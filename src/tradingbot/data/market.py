@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from tradingbot.config import DataConfig, FeatureConfig
+from tradingbot.data.bundled import load_vix_close
 from tradingbot.data.features import (
     FeatureNormalizer,
     compute_features,
@@ -16,12 +17,7 @@ from tradingbot.data.features import (
     first_valid_row,
     vix_covers,
 )
-from tradingbot.data.sources import (
-    MarketData,
-    add_training_sources,
-    load_market,
-    load_vix_close,
-)
+from tradingbot.data.sources import MarketData, add_training_sources, load_market
 from tradingbot.data.splits import DateRange, date_splits, rows_in, union_index
 from tradingbot.data.validate import DataError
 

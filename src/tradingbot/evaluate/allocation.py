@@ -28,7 +28,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from tradingbot.config import AllocationBaselineConfig, EnvConfig, PortfolioConfig
+from tradingbot.config import EnvConfig, PortfolioConfig
+from tradingbot.config_portfolio import AllocationBaselineConfig
 from tradingbot.data.portfolio import PortfolioMarket
 from tradingbot.data.splits import DateRange
 from tradingbot.env.portfolio import cash_per_bar, hold, rebalance
@@ -171,7 +172,7 @@ def run_allocation_baselines(
 def index_closes(market: PortfolioMarket) -> np.ndarray:
     """The bundled S&P 500 index's closes on the universe's dates (a ValueError names a date
     the index lacks)."""
-    from tradingbot.data.sources import BUNDLED
+    from tradingbot.data.bundled import BUNDLED
 
     index = BUNDLED["sp500_index"].load()["close"]
     missing = market.timestamps.difference(index.index)

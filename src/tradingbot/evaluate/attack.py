@@ -27,6 +27,7 @@ from tradingbot.algo.robust import (
     random_perturbation,
     sequence_dist_params,
 )
+from tradingbot.algo.rollout import obs_tensor
 from tradingbot.evaluate.backtest import Predictor
 
 ATTACKS = ("pgd", "random")
@@ -34,15 +35,25 @@ AttackKind = Literal["pgd", "random"]
 
 
 class ObservationAttack:
-    """Perturbs a DistributionalPPO agent's observations, one bar at a time.
+    """
+    Perturbs a DistributionalPPO agent's observations, one bar at a time.
 
-    :param model: The attacked model (its policy gives the gradients).
-    :param epsilon: L-infinity radius in the observation's (normalized) units.
-    :param kind: ``pgd`` or ``random``.
-    :param steps: PGD steps.
-    :param step_size: PGD step (``None``: ``2.5 * epsilon / steps``).
-    :param perturb_last: Also perturb the last entry (the trading env's position).
-    :param seed: Seed of the attack's own random generator (the PGD start, the noise).
+    Parameters
+    ----------
+    model : DistributionalPPO
+        The attacked model (its policy gives the gradients).
+    epsilon : float
+        L-infinity radius in the observation's (normalized) units.
+    kind : AttackKind
+        ``pgd`` or ``random``.
+    steps : int
+        PGD steps.
+    step_size : float | None
+        PGD step (``None``: ``2.5 * epsilon / steps``).
+    perturb_last : bool
+        Also perturb the last entry (the trading env's position).
+    seed : int
+        Seed of the attack's own random generator (the PGD start, the noise).
     """
 
     def __init__(
@@ -83,7 +94,7 @@ class ObservationAttack:
         """The perturbed observation (same shape and dtype) for the agent in ``state``."""
         model = self.model
         policy = model.policy
-        obs = model._obs_tensor(np.asarray(observation, dtype=np.float32))
+        obs = obs_tensor(np.asarray(observation, dtype=np.float32), policy.obs_dim, model.device)
         n = obs.shape[0]
         if state is None:
             states = policy.initial_state(n)
@@ -134,10 +145,15 @@ class ObservationAttack:
 
 
 class AttackedPredictor:
-    """A predictor that sees observations through an :class:`ObservationAttack`.
+    """
+    A predictor that sees observations through an :class:`ObservationAttack`.
 
-    :param inner: The agent (e.g. the model or a recording wrapper around it).
-    :param attack: The attack on the observations.
+    Parameters
+    ----------
+    inner : Predictor
+        The agent (e.g. the model or a recording wrapper around it).
+    attack : ObservationAttack
+        The attack on the observations.
     """
 
     def __init__(self, inner: Predictor, attack: ObservationAttack) -> None:

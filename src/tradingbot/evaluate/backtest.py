@@ -62,7 +62,25 @@ def position_action(position: float, action_space: spaces.Space) -> np.ndarray:
     return np.array([[position]], dtype=np.float32)
 
 
-class ConstantPolicy:
+class MemorylessPolicy:
+    """A :class:`Predictor` without recurrent state: :meth:`predict` returns the
+    :meth:`actions` of the observations and passes the state through."""
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        return self.actions(observation), state
+
+    def actions(self, observation: np.ndarray) -> np.ndarray:
+        """The actions for a batch of observations (one per row)."""
+        raise NotImplementedError
+
+
+class ConstantPolicy(MemorylessPolicy):
     """Always asks for the same target position (buy-and-hold: 1, flat: 0).
 
     Parameters
@@ -74,17 +92,12 @@ class ConstantPolicy:
     def __init__(self, position: float, action_space: spaces.Space) -> None:
         self.action = position_action(position, action_space)
 
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, Any]:
-        return np.repeat(self.action, len(observation), axis=0), state
+    def actions(self, observation: np.ndarray) -> np.ndarray:
+        """The constant action, once per observation."""
+        return np.repeat(self.action, len(observation), axis=0)
 
 
-class SchedulePolicy:
+class SchedulePolicy(MemorylessPolicy):
     """Asks for a target position given per bar of the instrument (the rule baselines).
 
     :func:`run_backtest` sets ``row`` to the instrument's row of the bar just closed before each
@@ -109,15 +122,10 @@ class SchedulePolicy:
                     f"positions {unknown[:3]} are not among the discrete choices {choices}"
                 )
 
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, Any]:
+    def actions(self, observation: np.ndarray) -> np.ndarray:
+        """The action of the current row's position, once per observation."""
         action = position_action(self.positions[self.row], self.action_space)
-        return np.repeat(action, len(observation), axis=0), state
+        return np.repeat(action, len(observation), axis=0)
 
 
 def run_backtest(

@@ -80,10 +80,15 @@ def check_resumable(run_dir: Path, config: TradingConfig) -> None:
 
 
 def _remote_job(config: dict[str, Any], fold: Fold, seed: int, fault: JobFault | None) -> Any:
-    """The Ray task: one job, tagged with the node that ran it."""
+    """The Ray task (an entry point: it tunes its worker process with the run's settings):
+    one job, tagged with the node that ran it."""
     import ray
 
-    result = run_fold_seed(TradingConfig.model_validate(config), fold, seed, fault)
+    from tradingbot.runtime import configure_process
+
+    run_config = TradingConfig.model_validate(config)
+    configure_process(run_config.run)
+    result = run_fold_seed(run_config, fold, seed, fault)
     result.node = ray.get_runtime_context().get_node_id()
     return result
 

@@ -25,7 +25,6 @@ from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import run_backtest
 from tradingbot.evaluate.baselines import agent_exposure, run_baselines
 from tradingbot.evaluate.selection import scored_span
-from tradingbot.runtime import configure_process
 from tradingbot.safe_write import atomic_path, write_text
 from tradingbot.train import build_model
 
@@ -99,7 +98,6 @@ def run_fold_seed(
     """
     if fault is not None:
         fault.maybe_fire(fold.index, seed)
-    configure_process(config.run)
     data = load_walkforward_data(config)
     stamps = union_index([b.index for k, b in data.bars.items() if k not in data.train_only])
     market = prepare_market(data, config.data, config.env.window, fit_on=fold.train)

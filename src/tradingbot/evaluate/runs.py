@@ -153,7 +153,7 @@ def var_model_for_run(run: LoadedRun, store: bool = False) -> VarModel | None:
 
 
 class RecordingAgent:
-    """A run's model as a deterministic predictor that keeps what the critic said at each bar.
+    """A run's model as a predictor that keeps what the critic said at each bar.
 
     ``records`` gets, per call, the twin critics' quantiles averaged and sorted (return units)
     and the value.
@@ -174,7 +174,7 @@ class RecordingAgent:
         deterministic: bool = True,
     ) -> tuple[np.ndarray, Any]:
         actions, new_state, step = self.model.predict_details(
-            observation, state, episode_start, deterministic=True
+            observation, state, episode_start, deterministic=deterministic
         )
         quantiles = step.quantiles.mean(dim=1).sort(dim=-1).values
         self.quantiles.append(quantiles[0].numpy().astype(np.float64))

@@ -25,8 +25,9 @@ import pandas as pd
 from scipy import stats
 
 from tradingbot.config import ConfigError, TradingConfig
+from tradingbot.data.bundled import load_vix_close
 from tradingbot.data.market import PreparedMarket, prepare_market
-from tradingbot.data.sources import MarketData, load_vix_close
+from tradingbot.data.sources import MarketData
 from tradingbot.data.splits import DateRange, Fold, union_index, walk_forward_folds
 from tradingbot.evaluate.backtest import backtest_metrics
 from tradingbot.evaluate.baselines import agent_exposure, run_baselines
@@ -38,7 +39,6 @@ from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
 from tradingbot.evaluate.selection import read_selection, scored_span
 from tradingbot.evaluate.statistics import clustered_interval, seed_spread
 from tradingbot.run import create_run_dir
-from tradingbot.runtime import configure_process
 from tradingbot.safe_write import atomic_path, make_dirs
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,6 @@ def walk_forward(
             f"'{ENSEMBLE}'); set the seeds there"
         )
     seeds = seeds if seeds is not None else config.evaluation.seeds
-    configure_process(config.run)
     data = load_walkforward_data(config)
     stamps = union_index([b.index for k, b in data.bars.items() if k not in data.train_only])
     folds = walk_forward_folds(stamps, config.data.walk_forward)

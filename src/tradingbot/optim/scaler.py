@@ -13,32 +13,33 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-__all__ = ["VarianceGradientScaler", "all_finite"]
+__all__ = ["VarianceGradientScaler"]
 
 _AGGREGATES = ("mean", "percentile")
-
-
-def all_finite(tensors: list[Tensor]) -> bool:
-    """Whether every element of every tensor is finite, in multi-tensor kernels and one sync:
-    ``t * 0`` is 0 where ``t`` is finite and NaN where it is inf or NaN, so the norms of the
-    ``t * 0`` are all finite exactly when every element is."""
-    if not tensors:
-        return True
-    return bool(torch.stack(torch._foreach_norm(torch._foreach_mul(tensors, 0.0))).isfinite().all())
 
 
 def noise_to_signal_ratios(
     mean_hat: Tensor, sq_mean_hat: Tensor, sizes: list[int], eps: float
 ) -> Tensor:
-    """Per-tensor noise-to-signal ratios ``mean(s) / (mean(E[g]^2) + eps)``.
+    """
+    Per-tensor noise-to-signal ratios ``mean(s) / (mean(E[g]^2) + eps)``.
 
-    :param mean_hat: bias-corrected EMA of ``g`` (``E[g]``) of every tensor, flattened and
-        concatenated.
-    :param sq_mean_hat: bias-corrected EMA of ``g^2`` (``E[g^2]``), same layout.
-    :param sizes: the number of elements of each tensor, in order (they sum to the length).
-    :param eps: added to the denominator.
-    :return: 1-D float64 tensor, one ratio per tensor; ``s = max(E[g^2] - E[g]^2, 0)`` is the
-        per-element variance.
+    Parameters
+    ----------
+    mean_hat : Tensor
+        bias-corrected EMA of ``g`` (``E[g]``) of every tensor, flattened and concatenated.
+    sq_mean_hat : Tensor
+        bias-corrected EMA of ``g^2`` (``E[g^2]``), same layout.
+    sizes : list[int]
+        the number of elements of each tensor, in order (they sum to the length).
+    eps : float
+        added to the denominator.
+
+    Returns
+    -------
+    Tensor
+        1-D float64 tensor, one ratio per tensor; ``s = max(E[g^2] - E[g]^2, 0)`` is the per-
+        element variance.
     """
     signal = mean_hat.square()
     variance = (sq_mean_hat - signal).clamp_min_(0.0)
@@ -50,12 +51,22 @@ def noise_to_signal_ratios(
 
 
 def aggregate_ratios(ratios: Tensor, aggregate: str, percentile: float) -> Tensor:
-    """Combine per-tensor ratios: their mean, or a percentile (linear interpolation).
+    """
+    Combine per-tensor ratios: their mean, or a percentile (linear interpolation).
 
-    :param ratios: 1-D tensor of per-tensor ratios.
-    :param aggregate: ``"mean"`` or ``"percentile"``.
-    :param percentile: percentile in ``[0, 100]`` used when ``aggregate == "percentile"``.
-    :return: 0-dim tensor.
+    Parameters
+    ----------
+    ratios : Tensor
+        1-D tensor of per-tensor ratios.
+    aggregate : str
+        ``"mean"`` or ``"percentile"``.
+    percentile : float
+        percentile in ``[0, 100]`` used when ``aggregate == "percentile"``.
+
+    Returns
+    -------
+    Tensor
+        0-dim tensor.
     """
     if aggregate == "mean":
         return ratios.mean()
@@ -68,34 +79,46 @@ def scale_factor(ratio: float, alpha: float, min_factor: float) -> float:
 
 
 class VarianceGradientScaler:
-    """Scale all gradients down when their stochastic variance is large relative to their mean.
+    """
+    Scale all gradients down when their stochastic variance is large relative to their mean.
 
-    Call :meth:`scale_` after ``backward()`` and before gradient-norm clipping. Each call with
-    finite gradients advances the step count ``t`` and, for each tensor with a gradient, the
-    per-element EMAs ``m <- beta m + (1 - beta) g`` and ``q <- beta q + (1 - beta) g^2``
-    (bias-corrected by ``1 - beta^k``, ``k`` the number of updates of that tensor). Then
-    ``s = max(q_hat - m_hat^2, 0)``, the per-tensor ratio is ``mean(s) / (mean(m_hat^2) + eps)``,
-    the ratios of the tensors are aggregated (mean or percentile) into ``r`` and
-    ``factor = clamp(1 / (1 + alpha r), min_factor, 1)``. Once ``t > warmup`` every gradient is
-    multiplied by ``factor``; before, the factor is 1 (statistics are still updated). A call where
-    any gradient holds NaN/inf changes nothing: statistics and step count stay as they were, the
-    gradients are left alone and 1.0 is returned (the caller skips that optimizer step).
+    Call :meth:`update` with the flat gradient after ``backward()`` and before gradient-norm
+    clipping, and multiply the gradients by the factor it returns (the update does so through
+    ``clip_scales``). The caller calls it only with finite gradients (a non-finite step is
+    skipped before the scaler, changing none of its statistics). Each call advances the step
+    count ``t`` and, for each tensor, the per-element EMAs ``m <- beta m + (1 - beta) g`` and
+    ``q <- beta q + (1 - beta) g^2`` (bias-corrected by ``1 - beta^k``, ``k`` the number of
+    updates of that tensor). Then ``s = max(q_hat - m_hat^2, 0)``, the per-tensor ratio is
+    ``mean(s) / (mean(m_hat^2) + eps)``, the ratios of the tensors are aggregated (mean or
+    percentile) into ``r`` and ``factor = clamp(1 / (1 + alpha r), min_factor, 1)``. Once
+    ``t > warmup`` the factor is that; before, it is 1 (statistics are still updated).
 
-    :param params: the parameters whose gradients are scaled (order matters for the state).
-    :param beta: EMA decay of the gradient moments, in ``[0, 1)``.
-    :param alpha: strength: the factor is ``1 / (1 + alpha * ratio)`` before clamping.
-    :param eps: added to the signal term of the ratio.
-    :param warmup: number of steps during which statistics are gathered but the factor is 1.
-    :param min_factor: lower bound of the factor, in ``(0, 1]``.
-    :param aggregate: ``"mean"`` of the per-tensor ratios or a ``"percentile"`` of them.
-    :param percentile: percentile in ``[0, 100]`` for ``aggregate="percentile"``.
-    :param max_ratio: upper bound of each tensor's ratio before aggregation (``None``: none), so
-        that one tensor whose mean gradient vanishes (ratio ~ variance / eps) cannot dominate
-        the mean of the ratios.
-    :param grad_norm_beta: decay of an EMA of the global L2 norm of the (finite) gradients it
-        sees, bias-corrected, exposed as ``grad_norm_ema`` for logging (``None``: not tracked;
-        when tracked, ``state_dict`` carries it under ``grad_norm_ema`` and
-        ``grad_norm_steps``).
+    Parameters
+    ----------
+    params : Iterable[Tensor]
+        the parameters whose gradients are scaled (order matters for the state).
+    beta : float
+        EMA decay of the gradient moments, in ``[0, 1)``.
+    alpha : float
+        strength: the factor is ``1 / (1 + alpha * ratio)`` before clamping.
+    eps : float
+        added to the signal term of the ratio.
+    warmup : int
+        number of steps during which statistics are gathered but the factor is 1.
+    min_factor : float
+        lower bound of the factor, in ``(0, 1]``.
+    aggregate : str
+        ``"mean"`` of the per-tensor ratios or a ``"percentile"`` of them.
+    percentile : float
+        percentile in ``[0, 100]`` for ``aggregate="percentile"``.
+    max_ratio : float | None
+        upper bound of each tensor's ratio before aggregation (``None``: none), so that one
+        tensor whose mean gradient vanishes (ratio ~ variance / eps) cannot dominate the mean of
+        the ratios.
+    grad_norm_beta : float | None
+        decay of an EMA of the global L2 norm of the (finite) gradients it sees, bias-corrected,
+        exposed as ``grad_norm_ema`` for logging (``None``: not tracked; when tracked,
+        ``state_dict`` carries it under ``grad_norm_ema`` and ``grad_norm_steps``).
 
     Attributes ``last_factor`` (the factor returned by the latest call) and ``last_ratio`` (the
     aggregated ratio, ``nan`` before the first finite step) are meant for logging.
@@ -157,8 +180,8 @@ class VarianceGradientScaler:
         self._flat_exp_avg_sq = torch.zeros_like(self._flat_exp_avg)
         self.exp_avg = self._views(self._flat_exp_avg)
         self.exp_avg_sq = self._views(self._flat_exp_avg_sq)
-        # Per-tensor update counts: a tensor without a gradient on some step keeps its own
-        # bias correction exact.
+        # Per-tensor update counts (saved with the state; equal unless a loaded state says
+        # otherwise, which keeps each tensor's bias correction exact).
         self.tensor_steps = torch.zeros(len(self.params), dtype=torch.int64)
         self.last_factor = 1.0
         self.last_ratio = float("nan")
@@ -176,65 +199,28 @@ class VarianceGradientScaler:
             part.view_as(p) for part, p in zip(flat.split(self.sizes), self.params, strict=True)
         ]
 
-    def _resolve(self, params: Iterable[Tensor] | None) -> list[Tensor]:
-        if params is None:
-            return self.params
-        given = list(params)
-        if len(given) != len(self.params) or any(
-            a.shape != b.shape for a, b in zip(given, self.params, strict=True)
-        ):
-            raise ValueError("scale_ got parameters that differ from the constructor's")
-        return given
-
     @torch.no_grad()
-    def scale_(self, params: Iterable[Tensor] | None = None) -> float:
-        """Update the statistics from the current gradients and scale them in place.
-
-        :param params: the same parameters, in the same order, as given to the constructor
-            (``None``: those).
-        :return: the factor applied to the gradients (1.0 during warmup or on a non-finite step).
+    def update(self, flat_grad: Tensor) -> float:
         """
-        grads = [p.grad for p in self._resolve(params)]
-        present = [g is not None for g in grads]
-        given = [g for g in grads if g is not None]
-        if not given or not all_finite(given):
-            self.last_factor = 1.0
-            return 1.0
-        flat = torch.cat(
-            [
-                (g if g is not None else torch.zeros_like(p)).reshape(-1)
-                for g, p in zip(grads, self.params, strict=True)
-            ]
-        )
-        factor = self.update(flat, present)
-        if factor != 1.0:
-            torch._foreach_mul_(given, factor)
-        return factor
+        Advance the statistics with one finite gradient and return its factor, without
+        touching any gradient (the caller applies it).
 
-    @torch.no_grad()
-    def update(self, flat_grad: Tensor, present: list[bool] | None = None) -> float:
-        """Advance the statistics with one finite gradient and return its factor, without
-        touching any gradient (the caller applies it; :meth:`scale_` does both).
+        Parameters
+        ----------
+        flat_grad : Tensor
+            every parameter's gradient flattened and concatenated in the constructor's order (the
+            caller has checked that it is finite).
 
-        :param flat_grad: every parameter's gradient flattened and concatenated in the
-            constructor's order (the caller has checked that it is finite).
-        :param present: which parameters have a gradient (``None``: all); the others' slots
-            are ignored and their statistics and update counts stay as they were.
-        :return: the factor (1.0 during warmup).
+        Returns
+        -------
+        float
+            the factor (1.0 during warmup).
         """
         self.step_count += 1
         weight = 1.0 - self.beta
-        partial = present is not None and not all(present)
-        if not partial:
-            self.tensor_steps += 1
-            self._flat_exp_avg.mul_(self.beta).add_(flat_grad, alpha=weight)
-            self._flat_exp_avg_sq.mul_(self.beta).addcmul_(flat_grad, flat_grad, value=weight)
-        else:
-            grads = self._views(flat_grad)
-            for i in (i for i, has in enumerate(present) if has):
-                self.tensor_steps[i] += 1
-                self.exp_avg[i].mul_(self.beta).add_(grads[i], alpha=weight)
-                self.exp_avg_sq[i].mul_(self.beta).addcmul_(grads[i], grads[i], value=weight)
+        self.tensor_steps += 1
+        self._flat_exp_avg.mul_(self.beta).add_(flat_grad, alpha=weight)
+        self._flat_exp_avg_sq.mul_(self.beta).addcmul_(flat_grad, flat_grad, value=weight)
         steps = self.tensor_steps.tolist()
         if len(set(steps)) == 1:
             correction: Tensor | float = 1.0 - self.beta ** steps[0]
@@ -248,8 +234,6 @@ class VarianceGradientScaler:
             self.sizes,
             self.eps,
         )
-        if partial:
-            ratios = ratios[torch.tensor(present, device=ratios.device)]
         if self.max_ratio is not None:
             ratios = ratios.clamp(max=self.max_ratio)
         if self.grad_norm_beta is not None:
@@ -287,9 +271,13 @@ class VarianceGradientScaler:
         return state
 
     def load_state_dict(self, state_dict: dict[str, Tensor | int | float]) -> None:
-        """Restore a state produced by :meth:`state_dict` (values are copied).
+        """
+        Restore a state produced by :meth:`state_dict` (values are copied).
 
-        :param state_dict: the flat state; shapes must match this scaler's parameters.
+        Parameters
+        ----------
+        state_dict : dict[str, Tensor | int | float]
+            the flat state; shapes must match this scaler's parameters.
         """
         expected = {"step_count", "last_factor", "last_ratio", "tensor_steps"}
         expected |= {f"{k}.{i}" for i in range(len(self.params)) for k in ("exp_avg", "exp_avg_sq")}

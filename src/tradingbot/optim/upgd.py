@@ -34,133 +34,30 @@ utility by the uncorrected maximum, which inflates the ratio by ``1 / (1 - beta^
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
+
+from tradingbot.optim.utility import (
+    UtilityGatedOptimizer,
+    common_defaults,
+    local_scaled_utility,
+    require,
+    scaled_utility,
+)
 
 __all__ = ["UPGD", "AdaptiveUPGD", "local_scaled_utility", "scaled_utility"]
 
-_SCOPES = ("global", "local")
 # Keys kept in ``param_groups[0]`` by AdaptiveUPGD so the standard state_dict carries them.
 _NORM_EMA_KEY = "direction_rms_ema"
 _NORM_STEPS_KEY = "direction_rms_steps"
 
 
-def scaled_utility(utility: Tensor, max_utility: Tensor) -> Tensor:
-    """Scale bias-corrected utilities into gates ``s`` in ``[0, sigmoid(1)]``.
-
-    :param utility: bias-corrected utilities ``u_hat`` of one tensor.
-    :param max_utility: 0-dim tensor, the maximum ``u_hat`` used for normalization.
-    :return: ``sigmoid(utility / max_utility)`` where ``max_utility > 0`` and finite, else a
-        tensor filled with 0.5 (see the module docstring).
+class UPGD(UtilityGatedOptimizer):
     """
-    valid = torch.isfinite(max_utility) & (max_utility > 0)
-    # A safe denominator keeps the unused branch of ``where`` free of inf/NaN.
-    denom = torch.where(valid, max_utility, torch.ones_like(max_utility))
-    return torch.where(valid, torch.sigmoid(utility / denom), torch.full_like(utility, 0.5))
-
-
-def local_scaled_utility(utility: Tensor) -> Tensor:
-    """Gates of ``scope="local"``, as the reference's ``FirstOrderLocalUPGD``.
-
-    :param utility: bias-corrected utilities ``u_hat`` of one tensor.
-    :return: ``sigmoid(u_hat / ||row||)`` with each row (last dimension) L2-normalized by
-        ``torch.nn.functional.normalize`` (a row of zeros gives 0.5; a 0-dim tensor is one row).
-    """
-    rows = utility.reshape(1) if utility.dim() == 0 else utility
-    return torch.sigmoid(torch.nn.functional.normalize(rows, dim=-1)).view_as(utility)
-
-
-def _check_common(
-    lr: float, weight_decay: float, beta_utility: float, sigma: float, scope: str
-) -> None:
-    if lr < 0.0:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if weight_decay < 0.0:
-        raise ValueError(f"Invalid weight_decay: {weight_decay}")
-    if not 0.0 <= beta_utility < 1.0:
-        raise ValueError(f"Invalid beta_utility (need 0 <= beta < 1): {beta_utility}")
-    if sigma < 0.0:
-        raise ValueError(f"Invalid sigma: {sigma}")
-    if scope not in _SCOPES:
-        raise ValueError(f"Invalid scope {scope!r}, expected one of {_SCOPES}")
-
-
-def _gaussian_like(p: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise with ``p``'s shape, drawn from ``generator`` (else the global RNG)."""
-    if generator is None:
-        return torch.randn_like(p, memory_format=torch.contiguous_format)
-    noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=generator.device)
-    return noise.to(p.device)
-
-
-class _UtilityGatedOptimizer(Optimizer):
-    """Shared machinery: utility traces, the global/local scaling, and the per-step statistics."""
-
-    def __init__(
-        self, params: Any, defaults: dict[str, Any], generator: torch.Generator | None
-    ) -> None:
-        super().__init__(params, defaults)
-        self.generator = generator
-        self._stats: dict[str, Tensor | float] = {}
-
-    @property
-    def last_stats(self) -> dict[str, float]:
-        """Statistics of the latest step, as floats (converted lazily to avoid a sync per step).
-
-        ``mean_utility``: mean of the scaled utility ``s`` over all updated elements;
-        ``max_utility``: the largest bias-corrected utility ``u_hat``; ``noise_std``: the standard
-        deviation of the noise actually used (``sigma`` of the first group, or the adaptive one).
-        """
-        return {k: float(v) for k, v in self._stats.items()}
-
-    def _update_utilities(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
-        """Advance the step count and utility EMA of ``params``; return their ``u_hat``."""
-        beta = group["beta_utility"]
-        u_hats = []
-        for p in params:
-            state = self.state[p]
-            state["step"] += 1
-            avg = state["avg_utility"]
-            avg.mul_(beta).addcmul_(p.grad, p, value=-(1.0 - beta))
-            bias_correction = 1.0 - beta ** float(state["step"])
-            u_hats.append(avg / bias_correction)
-        return u_hats
-
-    def _gates(
-        self,
-        groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]],
-    ) -> list[list[Tensor]]:
-        """Scaled utilities ``s`` per group and parameter: by the global maximum, or row-wise
-        L2-normalized (``scope="local"``)."""
-        global_maxes = [u.max() for g, _, us in groups if g["scope"] == "global" for u in us]
-        global_max = torch.stack(global_maxes).max() if global_maxes else None
-        gates = []
-        for group, _, u_hats in groups:
-            if group["scope"] == "global":
-                gates.append([scaled_utility(u, global_max) for u in u_hats])
-            else:
-                gates.append([local_scaled_utility(u) for u in u_hats])
-        return gates
-
-    def _record_stats(
-        self, gates: list[list[Tensor]], u_hats: list[list[Tensor]], noise_std: Tensor | float
-    ) -> None:
-        flat_s = [s.reshape(-1) for gs in gates for s in gs]
-        if not flat_s:
-            return
-        self._stats = {
-            "mean_utility": torch.cat(flat_s).mean().detach(),
-            "max_utility": torch.stack([u.max() for us in u_hats for u in us]).max().detach(),
-            "noise_std": noise_std,
-        }
-
-
-class UPGD(_UtilityGatedOptimizer):
-    """Utility-based Perturbed Gradient Descent (first-order utility).
+    Utility-based Perturbed Gradient Descent (first-order utility).
 
     Per step, for each weight ``w`` with gradient ``g``:
     ``u = -g w``; ``ema <- beta_u ema + (1 - beta_u) u``; ``u_hat = ema / (1 - beta_u^t)``;
@@ -180,17 +77,27 @@ class UPGD(_UtilityGatedOptimizer):
     parameter with a gradient, in ``param_groups`` order. Parameters without a gradient are
     skipped. The state (``step``, ``avg_utility`` per parameter) is standard optimizer state.
 
-    :param params: iterable of parameters or of parameter-group dicts.
-    :param lr: learning rate.
-    :param weight_decay: decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
-    :param beta_utility: EMA decay of the utility trace, in ``[0, 1)``.
-    :param sigma: standard deviation of the Gaussian perturbation.
-    :param protect: gate gradient and noise by ``1 - s`` (True) or only the noise (False).
-    :param scope: ``"global"``: normalize by the maximum utility over all parameters;
-        ``"local"``: L2-normalize each row (last dimension) of each tensor.
-    :param generator: optional ``torch.Generator`` for the noise (on the device where the noise
-        is drawn); its state is not part of ``state_dict`` — save ``generator.get_state()`` with
-        the other RNG states. ``None`` uses the global RNG.
+    Parameters
+    ----------
+    params : Iterable[Tensor] | Iterable[dict[str, Any]]
+        iterable of parameters or of parameter-group dicts.
+    lr : float
+        learning rate.
+    weight_decay : float
+        decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
+    beta_utility : float
+        EMA decay of the utility trace, in ``[0, 1)``.
+    sigma : float
+        standard deviation of the Gaussian perturbation.
+    protect : bool
+        gate gradient and noise by ``1 - s`` (True) or only the noise (False).
+    scope : str
+        ``"global"``: normalize by the maximum utility over all parameters; ``"local"``:
+        L2-normalize each row (last dimension) of each tensor.
+    generator : torch.Generator | None
+        optional ``torch.Generator`` for the noise (on the device where the noise is drawn); its
+        state is not part of ``state_dict`` — save ``generator.get_state()`` with the other RNG
+        states. ``None`` uses the global RNG.
     """
 
     def __init__(
@@ -204,64 +111,28 @@ class UPGD(_UtilityGatedOptimizer):
         scope: str = "global",
         generator: torch.Generator | None = None,
     ) -> None:
-        _check_common(lr, weight_decay, beta_utility, sigma, scope)
-        defaults = dict(
-            lr=lr,
-            weight_decay=weight_decay,
-            beta_utility=beta_utility,
-            sigma=sigma,
-            protect=protect,
-            scope=scope,
-        )
+        defaults = common_defaults(lr, weight_decay, beta_utility, sigma, protect, scope)
         super().__init__(params, defaults, generator)
 
-    def _init_state(self, p: Tensor) -> None:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0)
-            state["avg_utility"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimization step.
-
-        :param closure: optional closure that re-evaluates the model and returns the loss.
-        :return: the closure's loss, if a closure was given.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _step(self) -> None:
 
         groups = []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("UPGD does not support sparse gradients")
-                self._init_state(p)
+            params = self._params_with_grad(group)
             groups.append((group, params, self._update_utilities(group, params)))
 
         gates = self._gates(groups)
         for (group, params, _), group_gates in zip(groups, gates, strict=True):
-            lr, sigma = group["lr"], group["sigma"]
             for p, s in zip(params, group_gates, strict=True):
-                gate = 1.0 - s
-                update = p.grad.clone()
-                if sigma > 0.0:
-                    noise = _gaussian_like(p, self.generator).mul_(sigma)
-                    update = (update + noise) * gate if group["protect"] else update + noise * gate
-                elif group["protect"]:
-                    update = update * gate
-                p.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
+                self._gated_update(p, p.grad, 1.0 - s, group["sigma"], group)
 
         sigma0 = float(self.param_groups[0]["sigma"])
         self._record_stats(gates, [us for _, _, us in groups], sigma0)
-        return loss
 
 
-class AdaptiveUPGD(_UtilityGatedOptimizer):
-    """UPGD on Adam's bias-corrected moments.
+class AdaptiveUPGD(UtilityGatedOptimizer):
+    """
+    UPGD on Adam's bias-corrected moments.
 
     Per step, Adam's moments ``m <- beta1 m + (1 - beta1) g``, ``v <- beta2 v + (1 - beta2) g^2``
     give the direction ``d = m_hat / (sqrt(v_hat) + eps)`` (computed exactly like
@@ -288,22 +159,28 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
     ``lr`` and the ``max <= 0 -> s = 0.5`` rule are as in :class:`UPGD`. After each step
     ``last_stats`` holds ``mean_utility``, ``max_utility`` and ``noise_std``.
 
-    :param params: iterable of parameters or of parameter-group dicts.
-    :param lr: learning rate.
-    :param betas: Adam's decay rates of the first and second moments.
-    :param eps: added to ``sqrt(v_hat)`` as in Adam.
-    :param weight_decay: decoupled weight decay: weights are multiplied by ``1 - lr * wd``.
-    :param beta_utility: EMA decay of the utility trace, in ``[0, 1)``.
-    :param sigma: noise standard deviation (relative to the RMS of Adam's direction if
+    Parameters
+    ----------
+    params, lr, weight_decay, beta_utility, scope, generator
+        As in :class:`UPGD`.
+    betas : tuple[float, float]
+        Adam's decay rates of the first and second moments.
+    eps : float
+        added to ``sqrt(v_hat)`` as in Adam.
+    sigma : float
+        noise standard deviation (relative to the RMS of Adam's direction if
         ``adaptive_noise``).
-    :param protect: gate Adam's direction and the noise by ``1 - s`` (True) or only the noise.
-    :param scope: ``"global"`` or ``"local"`` normalization of the utility (see :class:`UPGD`).
-    :param adaptive_noise: scale ``sigma`` by the bias-corrected EMA of the RMS of Adam's
-        direction.
-    :param beta_noise: EMA decay of that RMS, in ``[0, 1)``.
-    :param min_noise_std: floor of the adaptive noise's standard deviation ``sigma_eff``.
-    :param generator: optional ``torch.Generator`` for the noise (see :class:`UPGD`).
+    protect : bool
+        gate Adam's direction and the noise by ``1 - s`` (True) or only the noise.
+    adaptive_noise : bool
+        scale ``sigma`` by the bias-corrected EMA of the RMS of Adam's direction.
+    beta_noise : float
+        EMA decay of that RMS, in ``[0, 1)``.
+    min_noise_std : float
+        floor of the adaptive noise's standard deviation ``sigma_eff``.
     """
+
+    _moments = ("exp_avg", "exp_avg_sq")
 
     def __init__(
         self,
@@ -321,41 +198,24 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
         min_noise_std: float = 1e-6,
         generator: torch.Generator | None = None,
     ) -> None:
-        _check_common(lr, weight_decay, beta_utility, sigma, scope)
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"Invalid betas: {betas}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid eps: {eps}")
-        if not 0.0 <= beta_noise < 1.0:
-            raise ValueError(f"Invalid beta_noise: {beta_noise}")
-        if min_noise_std < 0.0:
-            raise ValueError(f"Invalid min_noise_std: {min_noise_std}")
-        defaults = dict(
-            lr=lr,
-            betas=tuple(betas),
-            eps=eps,
-            weight_decay=weight_decay,
-            beta_utility=beta_utility,
-            sigma=sigma,
-            protect=protect,
-            scope=scope,
-            adaptive_noise=adaptive_noise,
-            beta_noise=beta_noise,
-            min_noise_std=min_noise_std,
-        )
+        common = common_defaults(lr, weight_decay, beta_utility, sigma, protect, scope)
+        require(0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0, f"Invalid betas: {betas}")
+        require(not (eps < 0.0), f"Invalid eps: {eps}")
+        require(0.0 <= beta_noise < 1.0, f"Invalid beta_noise: {beta_noise}")
+        require(not (min_noise_std < 0.0), f"Invalid min_noise_std: {min_noise_std}")
+        defaults = {
+            **common,
+            "betas": tuple(betas),
+            "eps": eps,
+            "adaptive_noise": adaptive_noise,
+            "beta_noise": beta_noise,
+            "min_noise_std": min_noise_std,
+        }
         super().__init__(params, defaults, generator)
         # Global (cross-group) counters live in the first group: the standard state_dict keeps
         # every non-"params" key of each group, and load_state_dict restores them.
         self.param_groups[0].setdefault(_NORM_EMA_KEY, 0.0)
         self.param_groups[0].setdefault(_NORM_STEPS_KEY, 0)
-
-    def _init_state(self, p: Tensor) -> None:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0)
-            state["avg_utility"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _direction_rms(self, directions: list[Tensor]) -> float:
         """Advance the EMA of the directions' RMS; return its bias-corrected value ``r_hat``."""
@@ -371,26 +231,13 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
         head[_NORM_EMA_KEY], head[_NORM_STEPS_KEY] = ema, steps
         return ema / (1.0 - beta**steps)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimization step.
-
-        :param closure: optional closure that re-evaluates the model and returns the loss.
-        :return: the closure's loss, if a closure was given.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _step(self) -> None:
 
         groups = []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
+            params = self._params_with_grad(group)
             beta1, beta2 = group["betas"]
             for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdaptiveUPGD does not support sparse gradients")
-                self._init_state(p)
                 state = self.state[p]
                 state["exp_avg"].lerp_(p.grad, 1.0 - beta1)
                 state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
@@ -421,23 +268,12 @@ class AdaptiveUPGD(_UtilityGatedOptimizer):
         for index, ((group, params, _), group_gates, group_directions) in enumerate(
             zip(groups, gates, directions, strict=True)
         ):
-            lr = group["lr"]
             sigma = group["sigma"]
             if r_hat is not None and sigma > 0.0:  # sigma = 0 keeps a group noise-free
                 sigma = max(sigma * r_hat, self.param_groups[0]["min_noise_std"])
             if index == 0:
                 noise_std0 = sigma
             for p, s, direction in zip(params, group_gates, group_directions, strict=True):
-                gate = 1.0 - s
-                if sigma > 0.0:
-                    noise = _gaussian_like(p, self.generator).mul_(sigma)
-                    if group["protect"]:
-                        update = (direction + noise) * gate
-                    else:
-                        update = direction + noise * gate
-                else:
-                    update = direction * gate if group["protect"] else direction
-                p.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
+                self._gated_update(p, direction, 1.0 - s, sigma, group)
 
         self._record_stats(gates, [us for _, _, us in groups], noise_std0)
-        return loss

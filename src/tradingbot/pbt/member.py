@@ -20,7 +20,8 @@ import numpy as np
 
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.ppo import DistributionalPPO
-from tradingbot.config import MutationSpec, TradingConfig
+from tradingbot.config import TradingConfig
+from tradingbot.config_pbt import MutationSpec
 from tradingbot.data.market import PreparedMarket
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
@@ -112,17 +113,6 @@ def with_hyperparameters(algo: PPOConfig, values: dict[str, float]) -> PPOConfig
     return PPOConfig.model_validate(raw)
 
 
-def current_hyperparameters(algo: PPOConfig, paths: list[str]) -> dict[str, float]:
-    """The values of dotted ``algo.*`` paths in ``algo``."""
-    values: dict[str, float] = {}
-    for path in paths:
-        node: Any = algo
-        for part in path.removeprefix(ALGO_PREFIX).split("."):
-            node = getattr(node, part)
-        values[path] = float(node)
-    return values
-
-
 # --------------------------------------------------------------------------------------------
 # Applying hyperparameters and exploiting
 
@@ -138,23 +128,14 @@ def apply_hyperparameters(model: DistributionalPPO, values: dict[str, float]) ->
     ``train_state`` and only its initial value comes from ``risk.weight``.
     """
     cfg = with_hyperparameters(model.config, values)
-    model.config = cfg
-    model._setup_lr_schedule()
-    for group in model.optimizer.param_groups:
-        group["lr"] = cfg.learning_rate
-        if "sigma" in group:
-            group["sigma"] = cfg.upgd.sigma
-    scaler = model.train_state.scaler
-    if scaler is not None:
-        scaler.alpha = cfg.grad_scaler.alpha
+    model.set_hyperparameters(cfg)
     return cfg
 
 
 def reset_recurrent_state(model: DistributionalPPO) -> None:
     """Zero the LSTM states carried between rollouts and mark every env as starting an episode
     (so the first step of the next rollout starts from a clean state)."""
-    model._last_lstm_states = model.policy.initial_state(model.n_envs)
-    model._last_episode_starts = np.ones(model.n_envs, dtype=bool)
+    model.reset_recurrent_state()
 
 
 def read_member(directory: Path) -> MemberState:

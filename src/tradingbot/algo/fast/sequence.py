@@ -26,12 +26,23 @@ def lstm_over_chunks(
     zeros where ``episode_starts[:, 0]`` is set, every later segment (which begins at an episode
     start) from zeros. Without inner episode starts it is one plain LSTM call over the chunks.
 
-    :param lstm: Single-layer ``nn.LSTM`` with ``batch_first=True``.
-    :param inputs: Inputs, shape (C, L, input_size).
-    :param episode_starts: 1.0 where an episode starts, shape (C, L).
-    :param initial_h: Hidden state before each chunk's first step, shape (C, H).
-    :param initial_c: Cell state before each chunk's first step, shape (C, H).
-    :return: LSTM outputs, shape (C, L, H).
+    Parameters
+    ----------
+    lstm : nn.LSTM
+        Single-layer ``nn.LSTM`` with ``batch_first=True``.
+    inputs : th.Tensor
+        Inputs, shape (C, L, input_size).
+    episode_starts : th.Tensor
+        1.0 where an episode starts, shape (C, L).
+    initial_h : th.Tensor
+        Hidden state before each chunk's first step, shape (C, H).
+    initial_c : th.Tensor
+        Cell state before each chunk's first step, shape (C, H).
+
+    Returns
+    -------
+    th.Tensor
+        LSTM outputs, shape (C, L, H).
     """
     return lstms_over_chunks([lstm], inputs, episode_starts, initial_h, initial_c)[0]
 

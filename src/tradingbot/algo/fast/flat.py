@@ -26,9 +26,13 @@ class FlatGradients:
     ``zero_grad``, before each backward. Replacing a parameter's data (``param.data = ...``,
     a move to another device) detaches it from :attr:`param`.
 
-    :param params: The parameters, in the order of the optimizer and the gradient scaler.
-    :param network_sizes: The number of elements of each network's parameters, which come in
-        that order (they sum to all the parameters' elements).
+    Parameters
+    ----------
+    params : Iterable[th.nn.Parameter]
+        The parameters, in the order of the optimizer and the gradient scaler.
+    network_sizes : Sequence[int]
+        The number of elements of each network's parameters, which come in that order (they sum
+        to all the parameters' elements).
     """
 
     def __init__(self, params: Iterable[th.nn.Parameter], network_sizes: Sequence[int]) -> None:

@@ -71,3 +71,20 @@ def mlp(in_dim: int, net_arch: list[int]) -> nn.Sequential:
         layers += [linear, nn.Tanh()]
         in_dim = size
     return nn.Sequential(*layers)
+
+
+def actor_critic_lstms(
+    input_size: int, hidden_size: int, shared: bool
+) -> tuple[nn.LSTM, nn.LSTM | None]:
+    """The actor's LSTM and the critic's (None when ``shared``), initialized uniformly in
+    +-1/sqrt(state size): the scale torch gives one LSTM of all the state's units, kept for
+    the separate ones. Built in this order (actor, critic, then the uniform draws), which fixes
+    the random stream."""
+    actor = nn.LSTM(input_size, hidden_size, batch_first=True)
+    critic = None if shared else nn.LSTM(input_size, hidden_size, batch_first=True)
+    lstms = [actor] if critic is None else [actor, critic]
+    bound = 1.0 / math.sqrt(len(lstms) * hidden_size)
+    for lstm in lstms:
+        for weight in lstm.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+    return actor, critic

@@ -24,7 +24,7 @@ from tradingbot.algo.fast.inference import (
     fused_step,
 )
 from tradingbot.algo.fast.sequence import lstms_over_chunks
-from tradingbot.algo.heads import TwinQuantileHead, mlp
+from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
 
 
@@ -96,17 +96,10 @@ class RecurrentActorCritic(nn.Module):
 
         # Separate actor and critic LSTMs (one shared LSTM optional). Their states travel
         # together as (batch, n_lstms * H): columns [0, H) the actor's, [H, 2H) the critic's.
-        self.actor_lstm = nn.LSTM(self.obs_dim, self.hidden_size, batch_first=True)
-        critic_lstm = (
-            None if self.shared_lstm else nn.LSTM(self.obs_dim, self.hidden_size, batch_first=True)
+        self.actor_lstm, critic_lstm = actor_critic_lstms(
+            self.obs_dim, self.hidden_size, self.shared_lstm
         )
-        lstms = [self.actor_lstm] if critic_lstm is None else [self.actor_lstm, critic_lstm]
-        self.state_size = len(lstms) * self.hidden_size
-        # The scale torch gives one LSTM of all the state's units, kept for the separate ones.
-        bound = 1.0 / math.sqrt(self.state_size)
-        for lstm in lstms:
-            for weight in lstm.parameters():
-                nn.init.uniform_(weight, -bound, bound)
+        self.state_size = (1 if critic_lstm is None else 2) * self.hidden_size
         self.actor_mlp = mlp(self.hidden_size, config.net_arch)
         actor_out = config.net_arch[-1] if config.net_arch else self.hidden_size
         if self.discrete:

@@ -33,7 +33,7 @@ from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.distributions import gaussian_entropy, squashed_gaussian_log_prob
 from tradingbot.algo.fast.inference import LSTMStates, RolloutWeights
 from tradingbot.algo.fast.sequence import lstms_over_chunks
-from tradingbot.algo.heads import TwinQuantileHead, mlp
+from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
 from tradingbot.algo.policy import RecurrentActorCritic, SequenceEvaluation
 
@@ -85,16 +85,10 @@ class PortfolioActorCritic(RecurrentActorCritic):
         # shared LSTM does.
         self.encoder = mlp(self.n_inputs, [width, width])
         pooled = 2 * width + 1
-        self.actor_lstm = nn.LSTM(pooled, self.hidden_size, batch_first=True)
-        critic_lstm = (
-            None if self.shared_lstm else nn.LSTM(pooled, self.hidden_size, batch_first=True)
+        self.actor_lstm, critic_lstm = actor_critic_lstms(
+            pooled, self.hidden_size, self.shared_lstm
         )
-        lstms = [self.actor_lstm] if critic_lstm is None else [self.actor_lstm, critic_lstm]
-        self.state_size = len(lstms) * self.hidden_size
-        bound = 1.0 / math.sqrt(self.state_size)
-        for lstm in lstms:
-            for weight in lstm.parameters():
-                nn.init.uniform_(weight, -bound, bound)
+        self.state_size = (1 if critic_lstm is None else 2) * self.hidden_size
         self.actor_mlp = mlp(width + self.hidden_size, config.net_arch)
         actor_out = config.net_arch[-1] if config.net_arch else width + self.hidden_size
         self.actor_head = nn.Linear(actor_out, 1)

@@ -18,7 +18,7 @@ from tradingbot.data.features import (
     vix_covers,
 )
 from tradingbot.data.sources import MarketData, add_training_sources, load_market
-from tradingbot.data.splits import DateRange, date_splits, rows_in, union_index
+from tradingbot.data.splits import DateRange, date_splits, rows_in, split_span, union_index
 from tradingbot.data.validate import DataError
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,7 @@ class PreparedMarket:
         return self.features[inst.offset : inst.offset + inst.n_bars]
 
     def span(self, split: str | DateRange) -> DateRange:
-        if isinstance(split, DateRange):
-            return split
-        if split not in self.splits:
-            raise ValueError(f"unknown split {split!r}; use one of {', '.join(self.splits)}")
-        return self.splits[split]
+        return split_span(self.splits, split)
 
     def ranges(self, split: str | DateRange, window: int = 1) -> list[tuple[int, int]]:
         """Per instrument, the rows ``[lo, hi)`` of the split usable as observations.

@@ -25,7 +25,7 @@ from tradingbot.data.features import (
     first_valid_row,
 )
 from tradingbot.data.sources import MarketData, load_market
-from tradingbot.data.splits import DateRange, date_splits, rows_in
+from tradingbot.data.splits import DateRange, date_splits, rows_in, split_span
 from tradingbot.data.validate import DataError
 
 CLOSE_ONLY_DROPPED = ("range", "volume_z")
@@ -82,11 +82,7 @@ class PortfolioMarket:
         return len(self.names)
 
     def span(self, split: str | DateRange) -> DateRange:
-        if isinstance(split, DateRange):
-            return split
-        if split not in self.splits:
-            raise ValueError(f"unknown split {split!r}; use one of {', '.join(self.splits)}")
-        return self.splits[split]
+        return split_span(self.splits, split)
 
     def rows(self, split: str | DateRange) -> tuple[int, int]:
         """Rows ``[lo, hi)`` of the split usable as decision bars (features defined)."""

@@ -37,6 +37,15 @@ class Fold:
     test: DateRange
 
 
+def split_span(splits: dict[str, DateRange], split: str | DateRange) -> DateRange:
+    """The date range of a named split (or ``split`` itself when it is a range)."""
+    if isinstance(split, DateRange):
+        return split
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(splits)}")
+    return splits[split]
+
+
 def rows_in(index: pd.DatetimeIndex, span: DateRange) -> tuple[int, int]:
     """Row range ``[lo, hi)`` of ``index`` inside ``span``."""
     lo = int(index.searchsorted(span.start, side="left"))

@@ -32,16 +32,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
 from tradingbot.config import ConfigError, EnvConfig, PortfolioConfig
 from tradingbot.data.calendar import periods_per_year
 from tradingbot.data.portfolio import PortfolioMarket
 from tradingbot.data.splits import DateRange
-from tradingbot.env.vec_env import StepInfos
+from tradingbot.env.vec_env import SharedStateVecEnv, StepInfos
 
 MIN_EQUITY = 1e-12
 
@@ -87,7 +85,7 @@ def cash_per_bar(market: PortfolioMarket, annual_rate: float) -> float:
     return (1.0 + annual_rate) ** (1.0 / periods_per_year(market.timestamps)) - 1.0
 
 
-class PortfolioVecEnv(VecEnv):
+class PortfolioVecEnv(SharedStateVecEnv):
     """N portfolio environments over K assets, stepped together (see the module docstring).
 
     Parameters
@@ -248,26 +246,3 @@ class PortfolioVecEnv(VecEnv):
         pass
 
     # ---------------------------------------------------------------------------------------
-    def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
-        if indices is None:
-            return range(self.num_envs)
-        return [indices] if isinstance(indices, int) else list(indices)
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return [getattr(self, attr_name) for _ in self._indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        raise AttributeError(
-            f"PortfolioVecEnv environments share one state; cannot set {attr_name}"
-        )
-
-    def env_method(
-        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
-    ) -> list[Any]:
-        method = getattr(self, method_name)
-        return [method(*method_args, **kwargs) for _ in self._indices(indices)]
-
-    def env_is_wrapped(
-        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
-    ) -> list[bool]:
-        return [False for _ in self._indices(indices)]

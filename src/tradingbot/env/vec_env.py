@@ -64,7 +64,39 @@ class StepInfos(Sequence):
         return repr(list(self))
 
 
-class MarketVecEnv(VecEnv):
+class SharedStateVecEnv(VecEnv):
+    """A VecEnv whose environments are rows of one array state (no sub-environment objects):
+    attribute reads and method calls go to the one object, once per requested index, and
+    setting an attribute of some environments only is refused."""
+
+    def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
+        if indices is None:
+            return range(self.num_envs)
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        raise AttributeError(
+            f"{type(self).__name__} environments share one state; cannot set {attr_name}"
+        )
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
+    ) -> list[Any]:
+        method = getattr(self, method_name)
+        return [method(*method_args, **kwargs) for _ in self._indices(indices)]
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        return [False for _ in self._indices(indices)]
+
+
+class MarketVecEnv(SharedStateVecEnv):
     """N market environments stepped together as arrays, with SB3's auto-reset semantics.
 
     Environment i is seeded with ``seed + i`` by :meth:`seed`, so it replays exactly what a
@@ -165,29 +197,3 @@ class MarketVecEnv(VecEnv):
             )
         self.sim.load_state_dict(arrays, state)
         self._episode_return = episode_return
-
-    def _indices(self, indices: VecEnvIndices) -> Sequence[int]:
-        if indices is None:
-            return range(self.num_envs)
-        if isinstance(indices, int):
-            return [indices]
-        return list(indices)
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return [getattr(self, attr_name) for _ in self._indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        raise AttributeError(
-            f"MarketVecEnv environments share one simulator; cannot set {attr_name}"
-        )
-
-    def env_method(
-        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
-    ) -> list[Any]:
-        method = getattr(self, method_name)
-        return [method(*method_args, **kwargs) for _ in self._indices(indices)]
-
-    def env_is_wrapped(
-        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
-    ) -> list[bool]:
-        return [False for _ in self._indices(indices)]

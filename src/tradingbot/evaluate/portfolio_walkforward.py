@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from tradingbot.config import TradingConfig
@@ -28,10 +27,8 @@ from tradingbot.data.splits import DateRange, Fold, walk_forward_folds
 from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.evaluate.allocation import index_closes, run_allocation_baselines
 from tradingbot.evaluate.backtest import backtest_metrics
-from tradingbot.evaluate.comparison import compare_policies
-from tradingbot.evaluate.metrics import periods_per_year
 from tradingbot.evaluate.selection import read_selection
-from tradingbot.evaluate.walkforward import seed_spread_table, summarize
+from tradingbot.evaluate.walkforward import compare_stitched, seed_spread_table, summarize
 from tradingbot.portfolio_run import (
     INSTRUMENT,
     agent_targets,
@@ -117,18 +114,14 @@ def stitched_comparisons(
     n_trials, trial_sharpes = read_selection(selection) if selection is not None else (1, [])
     rows = []
     for seed, agent in stitched.items():
-        policies = {"agent": agent} | baselines
-        per_year = periods_per_year(pd.DatetimeIndex(agent.index))
-        compare_policies(
-            policies,
-            per_year,
-            config.evaluation.statistics,
-            n_trials=n_trials,
-            trial_sharpes=np.asarray(trial_sharpes) / np.sqrt(per_year),
-        ).write(out, f"{INSTRUMENT}_seed{seed}")
-        for name, bars in policies.items():
-            same = bars.loc[bars.index.isin(agent.index)]
-            rows.append(
-                {"seed": seed, "instrument": INSTRUMENT, "policy": name, **backtest_metrics(same)}
-            )
+        rows += compare_stitched(
+            {"agent": agent} | baselines,
+            "agent",
+            config,
+            (n_trials, trial_sharpes),
+            out,
+            f"seed{seed}",
+            seed,
+            INSTRUMENT,
+        )
     return pd.DataFrame(rows)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -307,21 +308,16 @@ def stitched_comparisons(
             with atomic_path(out / "bars" / name_csv, root=out) as tmp:
                 bars.to_csv(tmp)
         name = "agent" if seed is not None else ENSEMBLE
-        policies = {name: agent} | baselines
-        per_year = periods_per_year(pd.DatetimeIndex(agent.index))
-        compare_policies(
-            policies,
-            per_year,
-            config.evaluation.statistics,
-            agent=name,
-            n_trials=n_trials,
-            trial_sharpes=np.asarray(trial_sharpes) / np.sqrt(per_year),
-        ).write(out, f"{instrument}_{tag}")
-        for name, bars in policies.items():
-            same = bars.loc[bars.index.isin(agent.index)]
-            rows.append(
-                {"seed": seed, "instrument": instrument, "policy": name, **backtest_metrics(same)}
-            )
+        rows += compare_stitched(
+            {name: agent} | baselines,
+            name,
+            config,
+            (n_trials, trial_sharpes),
+            out,
+            tag,
+            seed,
+            instrument,
+        )
     return pd.DataFrame(rows).astype({"seed": "Int64"})
 
 
@@ -347,3 +343,39 @@ def fold_ensemble(
         except ValueError as err:
             log.warning("walk-forward fold %d: no seed ensemble (%s)", fold.index, err)
     return out
+
+
+def compare_stitched(
+    policies: dict[str, pd.DataFrame],
+    agent: str,
+    config: TradingConfig,
+    trials: tuple[int, list[float]],
+    out: Path,
+    tag: str,
+    seed: int | None,
+    instrument: str,
+) -> list[dict[str, Any]]:
+    """Compare a stitched agent with the baselines over the same bars (bootstrap intervals,
+    SPA, deflated Sharpe counting ``trials``: the number of configurations tried and their
+    Sharpe ratios per year, from the selection file), write the tables under ``out`` as
+    ``<instrument>_<tag>``, and return one row of metrics per policy."""
+    n_trials, trial_sharpes = trials
+    bars = policies[agent]
+    per_year = periods_per_year(pd.DatetimeIndex(bars.index))
+    compare_policies(
+        policies,
+        per_year,
+        config.evaluation.statistics,
+        agent=agent,
+        n_trials=n_trials,
+        trial_sharpes=np.asarray(trial_sharpes) / np.sqrt(per_year),
+    ).write(out, f"{instrument}_{tag}")
+    return [
+        {
+            "seed": seed,
+            "instrument": instrument,
+            "policy": name,
+            **backtest_metrics(policy_bars.loc[policy_bars.index.isin(bars.index)]),
+        }
+        for name, policy_bars in policies.items()
+    ]

@@ -298,7 +298,8 @@ def _print_tables(results: list[dict[str, Any]], tasks: list[str], algos: list[s
             per_s = ", ".join(f"{r['seconds']:.0f}" for r in rs)
             low = min(r["reward"] for r in rs)
             print(
-                f"| {task} | {NAMES[algo]} | {rs[0]['steps']} | {len(rs)} | "
+                f"| {task} | {NAMES[algo]} | {rs[0]['steps']} | "
+                f"{', '.join(str(r['seed']) for r in rs)} | "
                 f"{reward:.1f} ({per_r}) | {low:.0f} | {seconds:.0f} ({per_s}) |"
             )
     pairs = [t for t in tasks if (t, "ours") in summary and (t, "recurrent") in summary]

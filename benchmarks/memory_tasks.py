@@ -8,26 +8,36 @@ each runs with its own good hyperparameters:
 
 - RecurrentPPO('MlpLstmPolicy'): the tuned rl-baselines3-zoo settings
   (``hyperparams/ppo_lstm.yml``: CartPoleNoVel-v1, PendulumNoVel-v1);
-- DistributionalPPO: for CartPole the memory-test settings of ``tests/test_ppo.py`` (the zoo's
-  VecNormalize and linear decay of the learning rate and clip range to 0); for Pendulum the
-  settings in ``TASKS`` below.
+- DistributionalPPO: for CartPole the zoo's CartPoleNoVel-v1 settings where they exist
+  (VecNormalize, 20 epochs, linear decay of the learning rate and clip range to 0), which
+  ``tests/test_ppo.py``'s memory test runs too; for Pendulum the settings in ``TASKS`` below.
 
 Reported per task: final mean reward over 20 deterministic evaluation episodes (the model at
 the end of training; eval envs seeded 1000 + seed) and the wall time of ``learn`` (one torch
 thread each), then the ratios ours / RecurrentPPO.
 
-    .venv/bin/python benchmarks/memory_tasks.py                     # 3 seeds, both tasks
-    .venv/bin/python benchmarks/memory_tasks.py --workers 2         # runs in 2 processes
-    .venv/bin/python benchmarks/memory_tasks.py --tasks cartpole --seeds 0
+Algorithms: ``ours`` (DistributionalPPO with the task's settings), ``ours_all`` (the same with
+every risk and stability option on, ``ALL_OPTIONS``, as the memory test runs it) and
+``recurrent`` (RecurrentPPO). ``--perturb-tanh`` computes every tanh of our policy's hidden
+layers as ``2 sigmoid(2x) - 1`` (equal in exact arithmetic, different in float rounding), a
+check that a result does not hang on rounding. With ``--out DIR`` each run writes
+``DIR/<task>_<algo>_seed<k>.json`` (and its per-update log ``.csv``); runs whose file is there
+already are not run again, and the tables cover every requested run in ``DIR``.
+
+    .venv/bin/python benchmarks/memory_tasks.py --workers 2 --out out/memory   # 10 + 5 seeds
+    .venv/bin/python benchmarks/memory_tasks.py --tasks cartpole --algos ours --seeds 0
+    .venv/bin/python benchmarks/memory_tasks.py --out out/memory --report   # tables only
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -36,10 +46,12 @@ import torch
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import get_linear_fn
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.algo.presets import ALL_RISK_AND_STABILITY, GRAD_SCALER_ON
 
 
 class HideIndices(gym.ObservationWrapper):
@@ -86,7 +98,8 @@ TASKS: dict[str, dict[str, Any]] = {
                 ),
             ),
         },
-        # tests/test_ppo.py::test_memory_task_cartpole_without_velocities.
+        # The zoo's settings where they exist (tests/test_ppo.py's memory test runs these). 20
+        # epochs, the zoo's: with 10, 2 of seeds 0-2 ended below 450 (docs/benchmarks.md).
         "ours": {
             "normalize": True,
             "n_envs": 8,
@@ -94,7 +107,7 @@ TASKS: dict[str, dict[str, Any]] = {
                 n_steps=32,
                 batch_size=256,
                 seq_len=32,
-                n_epochs=10,
+                n_epochs=20,
                 learning_rate=1e-3,
                 learning_rate_final=0.0,
                 clip_range=0.2,
@@ -153,6 +166,23 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
+# Every risk and stability option of the algorithm config at once (benchmarks/throughput.py's
+# set) plus the variance gradient scaler and gradient accumulation: the memory test's
+# "all_options" case (tests/test_ppo.py).
+ALL_OPTIONS: dict[str, object] = {
+    **ALL_RISK_AND_STABILITY,
+    **GRAD_SCALER_ON,
+    "n_microbatches": 2,
+}
+ALGOS = ("ours", "ours_all", "recurrent")
+NAMES = {
+    "ours": "DistributionalPPO",
+    "ours_all": "DistributionalPPO, every option",
+    "recurrent": "RecurrentPPO",
+}
+DEFAULT_SEEDS = {"cartpole": list(range(10)), "pendulum": list(range(5))}
+
+
 def make_env(
     task: dict[str, Any], n_envs: int, seed: int, normalize: bool, gamma: float = 0.99
 ) -> VecEnv:
@@ -167,15 +197,63 @@ def make_env(
     return VecNormalize(env, gamma=gamma) if normalize else env
 
 
-def run_one(task_name: str, algo: str, seed: int, steps: int | None = None) -> dict[str, Any]:
+def _tanh_by_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return 2.0 * torch.sigmoid(2.0 * x) - 1.0
+
+
+def perturb_tanh() -> None:
+    """Compute the tanh of our policy's hidden layers as ``2 sigmoid(2x) - 1`` in this process:
+    ``nn.Tanh`` (the MLPs in training) and ``th.tanh`` where the algorithm's modules call it
+    (the fused rollout step, the critic heads, the action squash). Equal in exact arithmetic,
+    not in rounding."""
+    from types import SimpleNamespace
+
+    from tradingbot.algo import heads, policy
+    from tradingbot.algo.fast import inference
+
+    torch.nn.Tanh.forward = lambda self, x: _tanh_by_sigmoid(x)  # type: ignore[method-assign]
+    patched = SimpleNamespace(**{**vars(torch), "tanh": _tanh_by_sigmoid})
+    for module in (policy, heads, inference):
+        module.th = patched  # type: ignore[attr-defined]
+
+
+def run_name(task_name: str, algo: str, seed: int, perturbed: bool = False, label: str = "") -> str:
+    """File stem of one run's results: ``<task>_<algo>[_<label>][_tanh_sigmoid]_seed<k>``."""
+    label = f"_{label}" if label else ""
+    return f"{task_name}_{algo}{label}{'_tanh_sigmoid' if perturbed else ''}_seed{seed}"
+
+
+def run_one(
+    task_name: str,
+    algo: str,
+    seed: int,
+    steps: int | None = None,
+    perturbed: bool = False,
+    out: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    label: str = "",
+) -> dict[str, Any]:
+    """Train one algorithm on one task and seed; the final model's mean reward over 20
+    deterministic episodes and the wall time of ``learn``. ``overrides``: settings of ours
+    that replace the task's (an ablation, named by ``label`` in the result files)."""
     torch.set_num_threads(1)
+    if perturbed:
+        perturb_tanh()
     task = TASKS[task_name]
-    setup = task[algo]
+    setup = task["recurrent" if algo == "recurrent" else "ours"]
     steps = steps or task["steps"]
     kwargs = setup["kwargs"]()
+    if algo == "ours_all":
+        kwargs.update(ALL_OPTIONS)
+    if algo != "recurrent":
+        kwargs.update(overrides or {})
     env = make_env(task, setup["n_envs"], seed, setup["normalize"], kwargs["gamma"])
     cls: Callable[..., Any] = RecurrentPPO if algo == "recurrent" else DistributionalPPO
     model = cls("MlpLstmPolicy", env, seed=seed, verbose=0, **kwargs)
+    if out is not None:
+        # Per-update training metrics (KL, clip fraction, explained variance, return scale, ...).
+        log_dir = Path(out) / run_name(task_name, algo, seed, perturbed, label)
+        model.set_logger(configure(str(log_dir), ["csv"]))
     start = time.perf_counter()
     model.learn(steps)
     seconds = time.perf_counter() - start
@@ -186,63 +264,48 @@ def run_one(task_name: str, algo: str, seed: int, steps: int | None = None) -> d
     rewards, _ = evaluate_policy(
         model, eval_env, n_eval_episodes=20, deterministic=True, return_episode_rewards=True
     )
-    return {
+    result = {
         "task": task_name,
         "algo": algo,
         "seed": seed,
+        "perturbed": perturbed,
+        "overrides": overrides or {},
         "steps": model.num_timesteps,
         "reward": float(np.mean(rewards)),
         "seconds": seconds,
     }
+    if out is not None:
+        path = Path(out) / f"{run_name(task_name, algo, seed, perturbed, label)}.json"
+        path.write_text(json.dumps(result, indent=1))
+    return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument(
-        "--algos", nargs="+", default=["ours", "recurrent"], choices=["ours", "recurrent"]
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="override the env steps")
-    parser.add_argument(
-        "--workers", type=int, default=1, help="processes (one torch thread each; keep <= cores)"
-    )
-    args = parser.parse_args(argv)
-
-    jobs = [
-        (task, algo, seed, args.steps)
-        for task in args.tasks
-        for seed in args.seeds
-        for algo in args.algos
-    ]
-    results = []
-    with ProcessPoolExecutor(args.workers) as pool:
-        for r in pool.map(run_one, *zip(*jobs, strict=True)):
-            results.append(r)
-            print(
-                f"  {r['task']} {r['algo']} seed {r['seed']}: reward {r['reward']:.1f} "
-                f"in {r['seconds']:.0f}s ({r['steps']} steps)",
-                flush=True,
-            )
-
-    names = {"ours": "DistributionalPPO", "recurrent": "RecurrentPPO"}
+def _print_tables(results: list[dict[str, Any]], tasks: list[str], algos: list[str]) -> None:
     print()
-    print("| task | algorithm | steps | seeds | mean reward (per seed) | wall s (per seed) |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| task | algorithm | steps | seeds | mean reward (per seed) | min | wall s (per seed) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     summary: dict[tuple[str, str], tuple[float, float]] = {}
-    for task in args.tasks:
-        for algo in args.algos:
-            rs = [r for r in results if r["task"] == task and r["algo"] == algo]
+    for task in tasks:
+        for algo in algos:
+            rs = sorted(
+                (r for r in results if r["task"] == task and r["algo"] == algo),
+                key=lambda r: r["seed"],
+            )
+            if not rs:
+                continue
             reward = float(np.mean([r["reward"] for r in rs]))
             seconds = float(np.mean([r["seconds"] for r in rs]))
             summary[task, algo] = (reward, seconds)
             per_r = ", ".join(f"{r['reward']:.0f}" for r in rs)
             per_s = ", ".join(f"{r['seconds']:.0f}" for r in rs)
+            low = min(r["reward"] for r in rs)
             print(
-                f"| {task} | {names[algo]} | {rs[0]['steps']} | {len(rs)} | "
-                f"{reward:.1f} ({per_r}) | {seconds:.0f} ({per_s}) |"
+                f"| {task} | {NAMES[algo]} | {rs[0]['steps']} | "
+                f"{', '.join(str(r['seed']) for r in rs)} | "
+                f"{reward:.1f} ({per_r}) | {low:.0f} | {seconds:.0f} ({per_s}) |"
             )
-    if set(args.algos) == {"ours", "recurrent"}:
+    pairs = [t for t in tasks if (t, "ours") in summary and (t, "recurrent") in summary]
+    if pairs:
         print()
         # Reward ratio oriented so that >= 1 means ours is as good or better: ours / theirs for
         # positive rewards (CartPole), theirs / ours for negative ones (Pendulum costs).
@@ -251,10 +314,79 @@ def main(argv: list[str] | None = None) -> int:
             "time ours / RecurrentPPO |"
         )
         print("|---|---:|---:|---:|")
-        for task in args.tasks:
+        for task in pairs:
             (r0, s0), (r1, s1) = summary[task, "ours"], summary[task, "recurrent"]
             ratio = r0 / r1 if r1 > 0 else r1 / r0
             print(f"| {task} | {r0:.1f} vs {r1:.1f} | {ratio:.2f} | {s0 / s1:.2f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--algos", nargs="+", default=["ours", "recurrent"], choices=ALGOS)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="default: CartPole 0-9, Pendulum 0-4"
+    )
+    parser.add_argument("--steps", type=int, default=None, help="override the env steps")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes (one torch thread each; keep <= cores)"
+    )
+    parser.add_argument(
+        "--perturb-tanh",
+        action="store_true",
+        help="our policy's hidden tanh computed as 2 sigmoid(2x) - 1 (a rounding check)",
+    )
+    parser.add_argument(
+        "--set",
+        default="{}",
+        help="JSON settings of ours replacing the task's (an ablation), e.g. '{\"n_epochs\": 20}'",
+    )
+    parser.add_argument("--label", default="", help="names an ablation's result files")
+    parser.add_argument("--out", default=None, help="directory of per-run JSON results (reused)")
+    parser.add_argument("--report", action="store_true", help="only print the tables of --out")
+    args = parser.parse_args(argv)
+    if args.report and args.out is None:
+        parser.error("--report reads the results of --out DIR")
+
+    overrides = json.loads(args.set)
+    if overrides and not args.label:
+        parser.error("--set needs a --label naming the ablation's result files")
+    jobs = [
+        (
+            task,
+            algo,
+            seed,
+            args.steps,
+            args.perturb_tanh and algo != "recurrent",
+            args.out,
+            overrides,
+            "" if algo == "recurrent" else args.label,
+        )
+        for task in args.tasks
+        for seed in (args.seeds if args.seeds is not None else DEFAULT_SEEDS[task])
+        for algo in args.algos
+    ]
+    results, todo = [], []
+    for job in jobs:
+        name = run_name(*job[:3], job[4], job[7])
+        path = None if args.out is None else Path(args.out) / f"{name}.json"
+        if path is not None and path.exists():
+            results.append(json.loads(path.read_text()))
+        elif not args.report:
+            todo.append(job)
+    if args.out is not None:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        print(f"{len(results)} runs read from {args.out}, {len(todo)} to run", flush=True)
+    if todo:
+        with ProcessPoolExecutor(args.workers) as pool:
+            for r in pool.map(run_one, *zip(*todo, strict=True)):
+                results.append(r)
+                print(
+                    f"  {r['task']} {r['algo']} seed {r['seed']}: reward {r['reward']:.1f} "
+                    f"in {r['seconds']:.0f}s ({r['steps']} steps)",
+                    flush=True,
+                )
+    _print_tables(results, args.tasks, args.algos)
     return 0
 
 

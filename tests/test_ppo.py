@@ -14,9 +14,9 @@ from scipy.stats import norm
 from stable_baselines3.common.callbacks import (
     CheckpointCallback,
     EvalCallback,
-    StopTrainingOnRewardThreshold,
 )
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -26,6 +26,18 @@ from tradingbot.algo.presets import ALL_RISK_AND_STABILITY, GRAD_SCALER_ON
 from tradingbot.checkpoint import read_manifest
 
 SMALL = {"n_steps": 32, "batch_size": 64, "n_epochs": 2, "seq_len": 16, "lstm_hidden_size": 16}
+
+
+class HideVelocity(gym.ObservationWrapper):
+    """CartPole without the velocities (indices 1 and 3): solvable only with memory."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        low, high = env.observation_space.low, env.observation_space.high
+        self.observation_space = gym.spaces.Box(low[[0, 2]], high[[0, 2]], dtype=np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return observation[[0, 2]]
 
 
 class NormalRewardBandit(gym.Env):
@@ -41,18 +53,6 @@ class NormalRewardBandit(gym.Env):
     def step(self, action):
         reward = float(self.np_random.normal(1.0, 2.0))
         return np.zeros(2, dtype=np.float32), reward, True, False, {}
-
-
-class HideVelocity(gym.ObservationWrapper):
-    """CartPole without the velocities (indices 1 and 3): solvable only with memory."""
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        low, high = env.observation_space.low, env.observation_space.high
-        self.observation_space = gym.spaces.Box(low[[0, 2]], high[[0, 2]], dtype=np.float32)
-
-    def observation(self, observation: np.ndarray) -> np.ndarray:
-        return observation[[0, 2]]
 
 
 def test_config_validation_names_both_numbers() -> None:
@@ -207,41 +207,30 @@ ALL_OPTIONS: dict[str, object] = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [{}, ALL_OPTIONS], ids=["defaults", "all_options"])
-def test_memory_task_cartpole_without_velocities(options: dict[str, object]) -> None:
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("algo", ["ours", "ours_all"], ids=["defaults", "all_options"])
+def test_memory_task_cartpole_without_velocities(algo: str, seed: int) -> None:
     """CartPole-v1 with the velocities hidden needs the LSTM: a memoryless policy sees only
-    positions and angles. Hyperparameters (8 envs, seed 0; those of rl-baselines3-zoo's
-    CartPoleNoVel-v1 where they exist): VecNormalize, n_steps 32, batch 256, seq_len 32, 10
-    epochs, lr 1e-3 and clip range 0.2 decaying linearly to 0, gamma 0.98, gae_lambda 0.8,
-    ent_coef 0, LSTM 64. Passes when a deterministic 20-episode evaluation reaches a mean >= 450
-    within 100k env steps, with the defaults and with every risk and stability option on.
-    (Seeds 0 and 1 reach it at 30k-50k steps in both cases.)"""
+    positions and angles. The run of ``benchmarks/memory_tasks.py`` (8 envs; those of
+    rl-baselines3-zoo's CartPoleNoVel-v1 where they exist: VecNormalize, n_steps 32, batch 256,
+    seq_len 32, 20 epochs, lr 1e-3 and clip range 0.2 decaying linearly to 0, gamma 0.98,
+    gae_lambda 0.8, ent_coef 0, LSTM 64), with the defaults and with every risk and stability
+    option on (``ALL_OPTIONS``, the benchmark's set). The *final* model, after 100k env steps, must
+    score a mean >= 450 over 20 deterministic episodes: a policy that learns the task and then
+    degrades fails (the best evaluation along the way is not what is judged)."""
     th.set_num_threads(1)
+    options = ALL_OPTIONS if algo == "ours_all" else {}
     env = VecNormalize(
-        make_vec_env("CartPole-v1", n_envs=8, seed=0, wrapper_class=HideVelocity), gamma=0.98
-    )
-    eval_env = VecNormalize(
-        make_vec_env("CartPole-v1", n_envs=1, seed=1000, wrapper_class=HideVelocity),
-        training=False,
-        norm_reward=False,
-    )  # EvalCallback copies the training env's observation statistics into it
-    stop = StopTrainingOnRewardThreshold(reward_threshold=450, verbose=0)
-    eval_callback = EvalCallback(
-        eval_env,
-        n_eval_episodes=20,
-        eval_freq=10_000 // 8,
-        deterministic=True,
-        callback_on_new_best=stop,
-        verbose=0,
+        make_vec_env("CartPole-v1", n_envs=8, seed=seed, wrapper_class=HideVelocity), gamma=0.98
     )
     model = DistributionalPPO(
         "MlpLstmPolicy",
         env,
-        seed=0,
+        seed=seed,
         n_steps=32,
         batch_size=256,
         seq_len=32,
-        n_epochs=10,
+        n_epochs=20,
         learning_rate=1e-3,
         learning_rate_final=0.0,
         clip_range=0.2,
@@ -253,10 +242,17 @@ def test_memory_task_cartpole_without_velocities(options: dict[str, object]) -> 
         **options,
     )
     start = time.time()
-    model.learn(100_000, callback=eval_callback)
-    print(
-        f"memory task: best {eval_callback.best_mean_reward:.0f} at {model.num_timesteps} steps "
-        f"in {time.time() - start:.0f}s"
+    model.learn(100_000)
+    eval_env = VecNormalize(
+        make_vec_env("CartPole-v1", n_envs=1, seed=1000 + seed, wrapper_class=HideVelocity),
+        training=False,
+        norm_reward=False,
     )
+    eval_env.obs_rms = env.obs_rms
+    rewards, _ = evaluate_policy(
+        model, eval_env, n_eval_episodes=20, deterministic=True, return_episode_rewards=True
+    )
+    reward = float(np.mean(rewards))
+    print(f"memory task {algo} seed {seed}: final {reward:.0f} in {time.time() - start:.0f}s")
     assert model.num_timesteps <= 100_000 + 256
-    assert eval_callback.best_mean_reward >= 450
+    assert reward >= 450

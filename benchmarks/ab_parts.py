@@ -21,20 +21,10 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
 from tradingbot.algo.ppo import DistributionalPPO
+from tradingbot.algo.presets import ALL_RISK_AND_STABILITY
 from tradingbot.runtime import retain_freed_memory
 
-ALL_OPTIONS = {
-    "risk": {"mode": "mean_cvar", "alpha": 0.05, "weight": 0.1},
-    "critic_adjust": {"mode": "dsac_t", "target_clip": True},
-    "value_clip": {"mode": "mean_shift"},
-    "clip_range_vf": 0.5,
-    "target_kl": 0.05,
-    "kl_early_stop": "exact",
-    "kl_penalty": True,
-    "dual_clip": 3.0,
-    "entropy": {"final": 0.0, "boost_factor": 1.05, "minimum": 0.0},
-    "awr": {"enabled": True},
-}
+ALL_OPTIONS = ALL_RISK_AND_STABILITY
 
 
 def main(env_name: str, options: str, updates: int = 6) -> None:

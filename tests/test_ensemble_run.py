@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import TINY_MODEL
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, load_checkpoint
 from tradingbot.config import ConfigError, load_config
@@ -35,14 +36,8 @@ from tradingbot.train import MODEL_FILE, list_checkpoints, member_dir, resume, t
 
 TINY = [
     "data.source=synthetic",
-    "env.n_envs=2",
+    *TINY_MODEL,
     "env.window=3",
-    "algo.n_steps=64",
-    "algo.batch_size=64",
-    "algo.seq_len=16",
-    "algo.n_quantiles=8",
-    "algo.lstm_hidden_size=16",
-    "algo.net_arch=[16]",
     "run.total_timesteps=256",
     "run.checkpoint_every=1",
     "run.keep_checkpoints=5",

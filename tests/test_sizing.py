@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from tests.conftest import make_bars
 
+from conftest import TINY_MODEL
 from tradingbot.config import DataConfig, EnvConfig, SizingConfig, load_config
 from tradingbot.data.market import prepare_market
 from tradingbot.data.sources import MarketData
@@ -114,13 +115,7 @@ def test_signals_and_backtest_agree_with_vol_scaling_and_long_features(tmp_path)
         "data.source=synthetic",
         "data.features.set=long_horizon",
         "env.sizing.mode=vol_scaled",
-        "env.n_envs=2",
-        "algo.n_steps=64",
-        "algo.batch_size=64",
-        "algo.seq_len=16",
-        "algo.n_quantiles=8",
-        "algo.lstm_hidden_size=16",
-        "algo.net_arch=[16]",
+        *TINY_MODEL,
         "run.total_timesteps=128",
         "run.name=sized",
         f"run.out_dir={tmp_path}",

@@ -6,12 +6,13 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_MODEL
+from tradingbot.checkpoint import model_id
 from tradingbot.cli import app
 from tradingbot.config import load_config
 from tradingbot.data.validate import DataError
 from tradingbot.evaluate.backtest import run_backtest
 from tradingbot.evaluate.runs import RecordingAgent, load_run, prepare_for_run
-from tradingbot.signals import compute_signals, model_id
+from tradingbot.signals import compute_signals
 from tradingbot.train import train
 
 TINY = [

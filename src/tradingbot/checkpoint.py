@@ -12,6 +12,7 @@ so a crash leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection
 from pathlib import Path
@@ -236,3 +237,12 @@ def specs_of(tensors: dict[str, torch.Tensor]) -> dict[str, TensorSpec]:
     return {
         k: TensorSpec(shape=list(v.shape), dtype=_dtype_name(v.dtype)) for k, v in tensors.items()
     }
+
+
+def model_id(path: Path) -> str:
+    """The first 16 hex digits of the checkpoint's sha256: which model made a signal."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -81,11 +81,9 @@ def load_portfolio_model(path: Path, config: TradingConfig) -> DistributionalPPO
 
 def train_portfolio(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     """Train the portfolio agent on the training split and write the run directory."""
-    from tradingbot.runtime import configure_process
     from tradingbot.train import TrainResult, _learn, check_device
 
     check_device(config)
-    configure_process(config.run)
     market = load_portfolio(config.data)
     # The environment checks the config against the data before the run directory exists.
     env = PortfolioVecEnv(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tradingbot.checkpoint import model_id
 from tradingbot.data.splits import DateRange
 from tradingbot.data.validate import DataError
 from tradingbot.portfolio_run import (
@@ -46,7 +47,6 @@ def compute_portfolio_signals(
     run_dir: str | Path, source: str | None = None, start: str | None = None
 ) -> pd.DataFrame:
     """The signals frame (rows per bar and asset; see the module docstring)."""
-    from tradingbot.signals import model_id
 
     run = load_portfolio_run(run_dir, source)
     market, cfg = run.market, portfolio_section(run.config)

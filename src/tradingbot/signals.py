@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tradingbot.algo.losses import cvar_from_quantiles, quantile_at
+from tradingbot.checkpoint import model_id
 from tradingbot.config import load_config
 from tradingbot.data.market import InstrumentSeries
 from tradingbot.data.validate import DataError
@@ -55,15 +56,6 @@ SIGNAL_COLUMNS = (
 )
 # A seed ensemble's signals also give the spread of its members' target positions.
 MEMBER_SPREAD_COLUMNS = ("position_member_std", "position_member_min", "position_member_max")
-
-
-def model_id(path: Path) -> str:
-    """The first 16 hex digits of the checkpoint's sha256: which model made a signal."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def run_model_id(paths: list[Path]) -> str:

@@ -11,9 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch as th
-from gymnasium import spaces
 
 from tradingbot.algo.saved_state import (
     NONFINITE_OK,
@@ -24,6 +22,7 @@ from tradingbot.algo.saved_state import (
     expected_specs,
     read_saved_model,
 )
+from tradingbot.algo.space_description import describe_space
 from tradingbot.checkpoint import CheckpointError, Manifest, load_checkpoint, save_checkpoint
 
 ModelT = TypeVar("ModelT", bound=CheckpointedModel)
@@ -36,37 +35,6 @@ def checkpoint_path(path: str | Path) -> Path:
     """``path`` with the checkpoint suffix (SB3's CheckpointCallback passes ``*.zip``)."""
     path = Path(path)
     return path if path.suffix == CHECKPOINT_SUFFIX else path.with_suffix(CHECKPOINT_SUFFIX)
-
-
-def describe_space(space: spaces.Space) -> dict[str, Any]:
-    """JSON description of a Box or Discrete space (non-finite bounds as strings)."""
-    if isinstance(space, spaces.Box):
-        return {
-            "type": "Box",
-            "shape": list(space.shape),
-            "dtype": str(space.dtype),
-            "low": [_json_float(x) for x in space.low.reshape(-1)],
-            "high": [_json_float(x) for x in space.high.reshape(-1)],
-        }
-    if isinstance(space, spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    raise TypeError(f"cannot describe space {space}")
-
-
-def space_from_description(description: dict[str, Any]) -> spaces.Space:
-    """Inverse of :func:`describe_space`."""
-    if description["type"] == "Box":
-        shape, dtype = tuple(description["shape"]), np.dtype(description["dtype"])
-        low = np.array([float(x) for x in description["low"]], dtype=dtype).reshape(shape)
-        high = np.array([float(x) for x in description["high"]], dtype=dtype).reshape(shape)
-        return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
-    if description["type"] == "Discrete":
-        return spaces.Discrete(description["n"], start=description["start"])
-    raise ValueError(f"unknown space type {description['type']!r}")
-
-
-def _json_float(x: float) -> float | str:
-    return float(x) if np.isfinite(x) else str(float(x))
 
 
 def model_state(model: CheckpointedModel) -> tuple[dict[str, th.Tensor], dict[str, Any]]:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.policy import LSTMStates, RecurrentActorCritic
+from tradingbot.algo.space_description import space_from_description
 from tradingbot.checkpoint import (
     CheckpointError,
     Manifest,
@@ -87,8 +88,6 @@ def read_saved_model(path: Path, policy_class: Any = RecurrentActorCritic) -> Sa
     """Read and validate a DistributionalPPO checkpoint's manifest, and check its policy
     tensors' shapes against its hyperparameters, without allocating the model.
     ``policy_class``: the policy the checkpoint was written by (a class or partial)."""
-    from tradingbot.algo.persistence import space_from_description
-
     manifest = read_manifest(path)
     try:
         config = PPOConfig(**manifest.hyperparameters)

@@ -37,7 +37,6 @@ from tradingbot.portfolio_run import (
     portfolio_section,
 )
 from tradingbot.run import create_run_dir
-from tradingbot.runtime import configure_process
 from tradingbot.safe_write import atomic_path, make_dirs
 
 
@@ -56,7 +55,6 @@ def fold_agent_bars(config: TradingConfig, data: MarketData, fold: Fold, seed: i
 def portfolio_walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
     """Run every fold x seed and write the ``evaluation/`` tables; returns the run directory."""
     seeds = seeds if seeds is not None else config.evaluation.seeds
-    configure_process(config.run)
     cfg = portfolio_section(config)
     data = load_market(config.data.source, config.data.synthetic, config.data.instruments)
     stamps = next(iter(data.bars.values())).index

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,14 @@ def build_portfolio_model(
     hyperparameters = config.algo.model_copy(update={"seed": config.run.seed})
     policy = portfolio_policy(portfolio_section(config).asset_embedding)
     return DistributionalPPO(policy, env, config=hyperparameters, tensorboard_log=tensorboard_log)
+
+
+def model_policy(config: TradingConfig) -> Any:
+    """The policy a run's model is built and loaded with: the permutation-equivariant policy
+    for a portfolio config, ``MlpLstmPolicy`` for a single-instrument one."""
+    if config.portfolio is None:
+        return "MlpLstmPolicy"
+    return portfolio_policy(config.portfolio.asset_embedding)
 
 
 def load_portfolio_model(path: Path, config: TradingConfig) -> DistributionalPPO:
@@ -197,6 +205,16 @@ def allocation_frame(
         env_cfg.initial_equity,
     )
     return frame.rename(columns={f"w_{i}": f"w_{n}" for i, n in enumerate(market.names)})
+
+
+def agent_metrics(
+    model: DistributionalPPO, market: PortfolioMarket, split: str, config: TradingConfig
+) -> dict[str, float]:
+    """:func:`~tradingbot.evaluate.backtest.backtest_metrics` of the deterministic agent on
+    ``split`` (the agent's row of :func:`backtest_portfolio`; PBT scores members with it)."""
+    cfg = portfolio_section(config)
+    rows, targets = agent_targets(model, market, split, config.env, cfg)
+    return backtest_metrics(allocation_frame(market, rows, targets, config.env, cfg))
 
 
 def random_policy_frame(

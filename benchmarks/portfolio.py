@@ -4,16 +4,21 @@ yearly walk-forward 2005-2022 on skfolio's 20 US large caps; and training throug
 Walk-forward. Test year Y (2005 ... 2022): the feature normalization is fitted on every bar
 before Y, the agent (seed s) is trained there for ``--steps`` environment steps (episodes of
 random 10-asset subsets), then run deterministically on all 20 assets through Y, starting in
-cash with fresh LSTM states. The years of one seed are stitched into one series. The baselines
-(equal weight, inverse volatility, HRP, minimum variance, 12-1 momentum, the S&P 500 index) run
-once, continuously, over the same years on the same weekly schedule with the same costs; their
-estimation windows use past bars only. Per seed: stationary-bootstrap intervals of every Sharpe
-and of the agent's minus each baseline's, Hansen's SPA p-value against all baselines, the
-deflated Sharpe (:mod:`tradingbot.evaluate.comparison`); the seed spread apart.
+cash after the LSTM warm-up over ``evaluation.warmup_bars`` bars before Y (before that warm-up
+existed, at d4fc807: fresh LSTM states). The years of one seed are stitched into one series.
+The baselines (equal weight, inverse volatility, HRP, minimum variance, 12-1 momentum, the
+S&P 500 index) run once, continuously, over the same years on the same weekly schedule with
+the same costs; their estimation windows use past bars only. Per seed: stationary-bootstrap
+intervals of every Sharpe and of the agent's minus each baseline's, Hansen's SPA p-value
+against all baselines, the deflated Sharpe (:mod:`tradingbot.evaluate.comparison`); the seed
+spread apart.
 
-Selection protocol: one configuration, configs/universe.yaml as committed, fixed before any
-walk-forward number was seen (no choice is made, so no validation window is needed); it is the
-only configuration recorded in ``selection.json``, and the deflated Sharpe counts 1 trial.
+Selection protocol: by default one configuration, configs/universe.yaml as committed, fixed
+before any walk-forward number was seen (no choice is made, so no validation window is needed);
+it is the only configuration recorded in ``selection.json``, and the deflated Sharpe counts 1
+trial. ``--selection FILE`` runs the configuration chosen by ``benchmarks/portfolio_selection.py``
+on validation years before the first test year, and the deflated Sharpe counts every
+configuration that file records.
 
     nice -n 10 .venv/bin/python benchmarks/portfolio.py walkforward --seeds 0 1 2 3 4 \
         --steps 100000 --workers 2 --out out/portfolio_wf
@@ -40,6 +45,7 @@ from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.evaluate.allocation import index_closes, run_allocation_baselines
 from tradingbot.evaluate.comparison import aligned_returns, compare_policies
 from tradingbot.evaluate.metrics import periods_per_year
+from tradingbot.evaluate.selection import read_selection, write_selection
 from tradingbot.evaluate.statistics import seed_spread
 from tradingbot.portfolio_run import agent_targets, allocation_frame, build_portfolio_model
 
@@ -58,21 +64,30 @@ def fold_market(cfg: TradingConfig, year: int) -> PortfolioMarket:
     return prepare_portfolio(data, cfg.data, fit_on=before)
 
 
-def run_fold(year: int, seed: int, steps: int, out: Path) -> str:
+def train_and_run(
+    cfg: TradingConfig, seed: int, steps: int, train: DateRange, scored: DateRange
+) -> pd.DataFrame:
+    """Fit the normalization and train the agent (seed ``seed``) on ``train``; its bars on
+    ``scored`` (after the LSTM warm-up over ``evaluation.warmup_bars`` bars before it)."""
+    torch.set_num_threads(1)
+    market = prepare_portfolio(load_market(cfg.data.source), cfg.data, fit_on=train)
+    env = PortfolioVecEnv(market, train, cfg.env, cfg.portfolio, seed=seed)
+    model = build_portfolio_model(cfg, env)
+    model.learn(steps)
+    warmup = cfg.evaluation.warmup_bars
+    rows, targets = agent_targets(model, market, scored, cfg.env, cfg.portfolio, warmup_bars=warmup)
+    return allocation_frame(market, rows, targets, cfg.env, cfg.portfolio)
+
+
+def run_fold(year: int, seed: int, steps: int, out: Path, overrides: list[str]) -> str:
     """Train on the bars before ``year`` and run the agent through it; bars to out/bars/."""
     path = out / "bars" / f"agent_{year}_seed{seed}.csv"
     if path.exists():
         return f"{path.name} (cached)"
-    torch.set_num_threads(1)
-    cfg = load_config(CONFIG, [f"run.seed={seed}", f"run.total_timesteps={steps}"])
-    market = fold_market(cfg, year)
+    cfg = load_config(CONFIG, [*overrides, f"run.seed={seed}", f"run.total_timesteps={steps}"])
     train = DateRange(pd.Timestamp("1990-01-01"), pd.Timestamp(f"{year - 1}-12-31"))
-    env = PortfolioVecEnv(market, train, cfg.env, cfg.portfolio, seed=seed)
-    model = build_portfolio_model(cfg, env)
     start = time.time()
-    model.learn(steps)
-    rows, targets = agent_targets(model, market, year_span(year), cfg.env, cfg.portfolio)
-    frame = allocation_frame(market, rows, targets, cfg.env, cfg.portfolio)
+    frame = train_and_run(cfg, seed, steps, train, year_span(year))
     tmp = path.with_suffix(".tmp")
     frame.to_csv(tmp, index_label="timestamp")
     tmp.rename(path)
@@ -95,18 +110,25 @@ def read(path: Path) -> pd.DataFrame:
 def walkforward(args: argparse.Namespace) -> None:
     out = Path(args.out)
     (out / "bars").mkdir(parents=True, exist_ok=True)
-    selection = {
-        "protocol": "one configuration fixed in advance (configs/universe.yaml)",
-        "configurations": [{"name": "configs/universe.yaml", "steps": args.steps}],
-    }
-    (out / "selection.json").write_text(json.dumps(selection, indent=2))
+    overrides: list[str] = []
+    if args.selection is not None:  # the chosen candidate; every candidate counted
+        record = json.loads(Path(args.selection).read_text())
+        overrides = record["candidates"][record["chosen"]]
+        (out / "selection.json").write_text(json.dumps(record, indent=2))
+    else:
+        write_selection(
+            out,
+            {"configs/universe.yaml": []},
+            [{"name": "configs/universe.yaml", "steps": args.steps}],
+            protocol="one configuration fixed in advance (configs/universe.yaml)",
+        )
     if not (out / "bars" / "baseline_equal_weight.csv").exists():
         run_baselines(out)
         print("baselines done", flush=True)
     years = [y for y in range(args.first, args.last + 1)]
     jobs = [(y, s) for s in args.seeds for y in years]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(run_fold, y, s, args.steps, out) for y, s in jobs]
+        futures = [pool.submit(run_fold, y, s, args.steps, out, overrides) for y, s in jobs]
         for future in futures:
             print(future.result(), flush=True)
     analyze(argparse.Namespace(out=args.out))
@@ -121,6 +143,7 @@ def analyze(args: argparse.Namespace) -> None:
     n_years = max(len(list(out.glob(f"bars/agent_*_seed{s}.csv"))) for s in found)
     # Only seeds with every year done (an interrupted run leaves the last seed partial).
     seeds = [s for s in found if len(list(out.glob(f"bars/agent_*_seed{s}.csv"))) == n_years]
+    n_trials, _ = read_selection(out / "selection.json")
     rows, tests, sharpes = [], {}, {}
     for seed in seeds:
         parts = sorted(out.glob(f"bars/agent_*_seed{seed}.csv"))
@@ -128,7 +151,7 @@ def analyze(args: argparse.Namespace) -> None:
         bars = {"agent": agent, **baselines}
         returns = aligned_returns(bars)
         per_year = periods_per_year(pd.DatetimeIndex(returns.index))
-        comparison = compare_policies(bars, per_year, StatisticsConfig(), n_trials=1)
+        comparison = compare_policies(bars, per_year, StatisticsConfig(), n_trials=n_trials)
         table = comparison.table.assign(seed=seed, years=f"{parts[0].stem[6:10]}..")
         rows.append(table)
         tests[seed] = {
@@ -139,6 +162,7 @@ def analyze(args: argparse.Namespace) -> None:
             "start": comparison.tests["start"],
             "end": comparison.tests["end"],
             "folds": len(parts),
+            "n_trials": n_trials,
         }
         sharpes[seed] = float(table.set_index("policy").loc["agent", "sharpe"])
     table = pd.concat(rows, ignore_index=True)
@@ -208,6 +232,7 @@ def main() -> None:
     wf.add_argument("--last", type=int, default=LAST_YEAR)
     wf.add_argument("--workers", type=int, default=2)
     wf.add_argument("--out", default="out/portfolio_wf")
+    wf.add_argument("--selection", help="selection.json of benchmarks/portfolio_selection.py")
     an = sub.add_parser("analyze")
     an.add_argument("out")
     tp = sub.add_parser("throughput")

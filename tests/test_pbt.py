@@ -212,3 +212,47 @@ def test_pbt_on_a_two_node_cluster(tmp_path: Path, ray_teardown: None) -> None:
     members = pd.read_csv(run_dir / "pbt" / "members.csv", keep_default_na=False)
     assert len(set(members["trial_id"])) == 4 and members["iteration"].max() == 4
     backtest_matches_best_score(run_dir)
+
+
+PORTFOLIO_CI_CONFIG = CI_CONFIG.parent / "pbt_portfolio_ci.yaml"
+
+
+def test_portfolio_member_exploit_restores_the_donor(tmp_path: Path) -> None:
+    """A portfolio member's checkpoint loads with the portfolio policy: the exploiting member
+    has the donor's weights, and scores what the donor scored."""
+    from tradingbot.pbt.member import score_member
+    from tradingbot.pbt.trainable import member_market
+    from tradingbot.portfolio_run import build_portfolio_model, model_policy
+
+    cfg = load_config(PORTFOLIO_CI_CONFIG, [f"run.out_dir={tmp_path}"])
+    market, env = member_market(cfg, seed=0)
+    donor = build_portfolio_model(cfg, env)
+    donor.learn(64, reset_num_timesteps=False)
+    save_member(donor, tmp_path / "donor", MemberState(trial_id="t_00000", seed=0), cfg)
+    _, other_env = member_market(cfg, seed=1000)
+    model, state = exploit(
+        tmp_path / "donor", other_env, "t_00001", {"algo.learning_rate": 1e-4}, 1000,
+        policy=model_policy(cfg),
+    )  # fmt: skip
+    assert state.exploits == 1 and model.config.learning_rate == 1e-4
+    for key, value in donor.policy.state_dict().items():
+        assert torch.equal(model.policy.state_dict()[key], value), key
+    assert score_member(model, market, cfg) == score_member(donor, market, cfg)
+
+
+@pytest.mark.slow
+def test_portfolio_pbt_exports_a_run_that_backtests(tmp_path: Path, ray_teardown: None) -> None:
+    """``tradingbot pbt`` on a portfolio config: the members exploit, and the exported run is a
+    portfolio run whose validation backtest reproduces the best member's score."""
+    result = CliRunner().invoke(
+        app, ["pbt", "--config", str(PORTFOLIO_CI_CONFIG), "--set", f"run.out_dir={tmp_path}"]
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "pbt-portfolio-ci"
+    members = pd.read_csv(run_dir / "pbt" / "members.csv", keep_default_na=False)
+    assert members["trial_id"].nunique() == 3
+    assert (members["exploited_from"] != "").sum() >= 1, members
+    assert (run_dir / "portfolio.json").is_file()
+    backtest_matches_best_score(run_dir)
+    bars = pd.read_csv(run_dir / "backtest" / "validation" / "bars_portfolio_agent.csv")
+    assert len([c for c in bars.columns if c.startswith("w_")]) == 20

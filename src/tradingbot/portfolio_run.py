@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,14 +45,21 @@ from tradingbot.evaluate.allocation import (
 from tradingbot.evaluate.backtest import backtest_metrics
 from tradingbot.evaluate.comparison import compare_policies
 from tradingbot.evaluate.metrics import periods_per_year
+from tradingbot.evaluate.selection import run_selection
+from tradingbot.evaluate.warmup import warm_up_portfolio
+from tradingbot.normalization_file import load_normalizer
 from tradingbot.run import create_run_dir
 from tradingbot.safe_write import atomic_path, make_dirs, write_bytes, write_text
+from tradingbot.training_run import (
+    MODEL_FILE,
+    NORMALIZATION_FILE,
+    TrainResult,
+    check_device,
+    checkpoints_to_resume,
+    learn_with_checkpoints,
+    resume_from,
+)
 
-if TYPE_CHECKING:
-    from tradingbot.train import TrainResult
-
-MODEL_FILE = "model.safetensors"
-NORMALIZATION_FILE = "normalization.safetensors"
 NOTES_FILE = "portfolio.json"
 INSTRUMENT = "portfolio"
 
@@ -73,6 +80,14 @@ def build_portfolio_model(
     return DistributionalPPO(policy, env, config=hyperparameters, tensorboard_log=tensorboard_log)
 
 
+def model_policy(config: TradingConfig) -> Any:
+    """The policy a run's model is built and loaded with: the permutation-equivariant policy
+    for a portfolio config, ``MlpLstmPolicy`` for a single-instrument one."""
+    if config.portfolio is None:
+        return "MlpLstmPolicy"
+    return portfolio_policy(config.portfolio.asset_embedding)
+
+
 def load_portfolio_model(path: Path, config: TradingConfig) -> DistributionalPPO:
     """A portfolio model saved by :func:`train_portfolio` (safe loader, never unpickles)."""
     policy = portfolio_policy(portfolio_section(config).asset_embedding)
@@ -81,8 +96,6 @@ def load_portfolio_model(path: Path, config: TradingConfig) -> DistributionalPPO
 
 def train_portfolio(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     """Train the portfolio agent on the training split and write the run directory."""
-    from tradingbot.train import TrainResult, _learn, check_device
-
     check_device(config)
     market = load_portfolio(config.data)
     # The environment checks the config against the data before the run directory exists.
@@ -92,8 +105,30 @@ def train_portfolio(config: TradingConfig, progress_bar: bool = False) -> TrainR
     run_dir = create_run_dir(config)
     write_portfolio_files(market, run_dir)
     model = build_portfolio_model(config, env, tensorboard_log=str(run_dir / "tb"))
-    _learn(model, config, run_dir, progress_bar, fresh=True)
-    return TrainResult(run_dir=run_dir, model=model, market=market)  # type: ignore[arg-type]
+    learn_with_checkpoints(model, config, run_dir, progress_bar, fresh=True)
+    return TrainResult(run_dir=run_dir, model=model, market=market)
+
+
+def resume_portfolio(
+    run_dir: Path, config: TradingConfig, progress_bar: bool = False
+) -> TrainResult:
+    """Continue an interrupted portfolio run from its newest valid checkpoint (as
+    :func:`tradingbot.train.resume` does a single-instrument run's: bit for bit on CPU, the
+    config unchanged). The environments are rebuilt as :func:`train_portfolio` built them (the
+    normalization is refitted on the same training rows); the checkpoint restores their
+    state."""
+    found = checkpoints_to_resume(run_dir)
+    check_device(config)
+    market = load_portfolio(config.data)
+    cfg, policy = portfolio_section(config), model_policy(config)
+
+    def load(path: Path) -> DistributionalPPO:
+        env = PortfolioVecEnv(market, "train", config.env, cfg, seed=config.run.seed)
+        return DistributionalPPO.load(path, env=env, policy=policy)
+
+    model = resume_from(run_dir, run_dir, config, load, found)
+    learn_with_checkpoints(model, config, run_dir, progress_bar, fresh=False)
+    return TrainResult(run_dir=run_dir, model=model, market=market)
 
 
 def write_portfolio_files(market: PortfolioMarket, run_dir: Path) -> None:
@@ -123,8 +158,6 @@ class LoadedPortfolioRun:
 
 def load_portfolio_run(run_dir: str | Path, source: str | None = None) -> LoadedPortfolioRun:
     """Load a portfolio run; ``source`` replaces the data (same assets and features)."""
-    from tradingbot.evaluate.runs import load_normalizer
-
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.yaml")
     cfg = config.data if source is None else config.data.model_copy(update={"source": source})
@@ -142,10 +175,13 @@ def agent_targets(
     env_cfg: EnvConfig,
     cfg: PortfolioConfig,
     include_last: bool = False,
+    warmup_bars: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The deterministic agent's decision bars and target weights (D, K) over a split, every
-    asset, from the split's first decision bar with fresh LSTM states. ``include_last`` adds
-    the decision at the bar after the last step (its fill lies beyond the data: signals)."""
+    asset, from the split's first decision bar, in cash, with the LSTM states left by a
+    warm-up over ``warmup_bars`` bars before it (0: fresh states; see
+    :func:`~tradingbot.evaluate.warmup.warm_up_portfolio`). ``include_last`` adds the
+    decision at the bar after the last step (its fill lies beyond the data: signals)."""
     env = PortfolioVecEnv(
         market,
         split,
@@ -159,7 +195,7 @@ def agent_targets(
     targets = np.zeros((len(rows), market.n_assets))
     # Trained on random subsets of assets, run on all of them: the same parameters.
     policy = policy_for_assets(model.policy, market.n_assets)  # type: ignore[arg-type]
-    states, start = policy.initial_state(1), th.ones(1)
+    states, start = warm_up_portfolio(policy, market, lo, warmup_bars, env_cfg, cfg)
     for i, row in enumerate(rows):
         assert env.row[0] == row
         obs_t = th.as_tensor(obs, dtype=th.float32).reshape(1, -1)
@@ -199,6 +235,17 @@ def allocation_frame(
     return frame.rename(columns={f"w_{i}": f"w_{n}" for i, n in enumerate(market.names)})
 
 
+def agent_metrics(
+    model: DistributionalPPO, market: PortfolioMarket, split: str, config: TradingConfig
+) -> dict[str, float]:
+    """:func:`~tradingbot.evaluate.backtest.backtest_metrics` of the deterministic agent on
+    ``split`` (the agent's row of :func:`backtest_portfolio`; PBT scores members with it)."""
+    cfg = portfolio_section(config)
+    warmup = config.evaluation.warmup_bars
+    rows, targets = agent_targets(model, market, split, config.env, cfg, warmup_bars=warmup)
+    return backtest_metrics(allocation_frame(market, rows, targets, config.env, cfg))
+
+
 def random_policy_frame(
     market: PortfolioMarket, split: str, env_cfg: EnvConfig, cfg: PortfolioConfig, seed: int
 ) -> pd.DataFrame:
@@ -215,7 +262,8 @@ def backtest_portfolio(
 ) -> dict[str, pd.DataFrame]:
     """The agent and every allocation baseline on the split (same bars, schedule, costs)."""
     cfg = portfolio_section(config)
-    rows, targets = agent_targets(model, market, split, config.env, cfg)
+    warmup = config.evaluation.warmup_bars
+    rows, targets = agent_targets(model, market, split, config.env, cfg, warmup_bars=warmup)
     results = {"agent": allocation_frame(market, rows, targets, config.env, cfg)}
     index = index_closes(market) if config.data.source == "sp500_universe" else None
     for name, frame in run_allocation_baselines(market, split, config.env, cfg, index).items():
@@ -228,14 +276,12 @@ def backtest_portfolio(
 def backtest_portfolio_run(run_dir: str | Path, split: str, source: str | None = None) -> Path:
     """Backtest a portfolio run's agent and the baselines on ``split``; returns the directory
     (files in the module docstring)."""
-    from tradingbot.evaluate.runs import selection_of
-
     run = load_portfolio_run(run_dir, source)
     out = run.run_dir / "backtest" / split
     make_dirs(out, root=run.run_dir)
     results = backtest_portfolio(run.model, run.market, split, run.config)
     per_year = periods_per_year(pd.DatetimeIndex(results["agent"].index))
-    n_trials, trial_sharpes = selection_of(run)  # type: ignore[arg-type]
+    n_trials, trial_sharpes = run_selection(run.run_dir)
     compare_policies(
         results,
         per_year,

@@ -38,6 +38,7 @@ from tradingbot.evaluate.var import (
     risk_columns,
 )
 from tradingbot.evaluate.warmup import warm_up
+from tradingbot.portfolio_signals import compute_portfolio_signals
 from tradingbot.safe_write import atomic_path, check_target
 
 SignalFormat = Literal["csv", "parquet", "json"]
@@ -231,8 +232,6 @@ def signals_for_run(
     protect = [Path(run_dir)] + ([Path(source)] if Path(source).exists() else [])
     check_target(out, protect=protect)
     if load_config(Path(run_dir) / "config.yaml").portfolio is not None:
-        from tradingbot.portfolio_signals import compute_portfolio_signals
-
         frame = compute_portfolio_signals(run_dir, source, start)
         return write_signals(frame, out, fmt, protect)
     return write_signals(compute_signals(load_run(run_dir), source, start), out, fmt, protect)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import torch
 from safetensors.numpy import save
-from stable_baselines3.common.callbacks import BaseCallback
 
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, read_manifest
@@ -17,28 +14,40 @@ from tradingbot.config import ConfigError, TradingConfig, load_config, validate_
 from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.var import VAR_MODEL_FILE, fit_market_var_model
+from tradingbot.portfolio_run import resume_portfolio, train_portfolio
 from tradingbot.run import create_run_dir
 from tradingbot.safe_write import write_bytes
+from tradingbot.training_run import (  # the names every kind of run shares, kept importable here
+    CHECKPOINT_DIR,
+    MODEL_FILE,
+    NORMALIZATION_FILE,
+    TrainResult,
+    check_config_unchanged,
+    check_device,
+    checkpoints_to_resume,
+    learn_with_checkpoints,
+    list_checkpoints,
+    remove_partial_writes,
+    resume_from,
+)
 
-MODEL_FILE = "model.safetensors"
-NORMALIZATION_FILE = "normalization.safetensors"
-CHECKPOINT_DIR = "checkpoints"
+__all__ = [
+    "CHECKPOINT_DIR",
+    "MODEL_FILE",
+    "NORMALIZATION_FILE",
+    "TrainResult",
+    "build_model",
+    "check_config_unchanged",
+    "check_device",
+    "list_checkpoints",
+    "member_config",
+    "member_dir",
+    "resume",
+    "train",
+]
+
 MEMBERS_DIR = "members"  # a seed ensemble's members: members/seed_<k>/
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced.
-
-    ``model`` is the run's model, or, for a seed ensemble (``run.seeds``), its first member;
-    ``members`` holds every member in ``run.seeds`` order (empty for a plain run).
-    """
-
-    run_dir: Path
-    model: DistributionalPPO
-    market: PreparedMarket
-    members: list[DistributionalPPO] = field(default_factory=list)
 
 
 def member_dir(run_dir: Path, seed: int) -> Path:
@@ -52,52 +61,6 @@ def member_config(config: TradingConfig, seed: int) -> TradingConfig:
     raw = config.to_dict()
     raw["run"] = {**raw["run"], "seed": seed, "seeds": None}
     return validate_config(raw, f"run.seeds member {seed}")
-
-
-class PeriodicCheckpoint(BaseCallback):
-    """Write a full checkpoint every ``every`` updates, keeping the newest ``keep``.
-
-    A checkpoint is taken at the start of a rollout, after the previous update, which is the
-    point a resumed run starts from. Files are ``step_<num_timesteps>.safetensors``.
-
-    Parameters
-    ----------
-    directory: where checkpoints go.
-    every: updates between checkpoints.
-    keep: how many of the newest checkpoints to keep.
-    config: the run config, stored in each checkpoint's manifest.
-    """
-
-    def __init__(self, directory: Path, every: int, keep: int, config: dict) -> None:
-        super().__init__()
-        self.directory, self.every, self.keep, self.config = directory, every, keep, config
-        self._rollouts = 0
-
-    def _on_rollout_start(self) -> None:
-        if self._rollouts > 0 and self._rollouts % self.every == 0:
-            self.save()
-        self._rollouts += 1
-
-    def _on_step(self) -> bool:
-        return True
-
-    def save(self) -> Path:
-        path = self.model.save(
-            self.directory / f"step_{self.model.num_timesteps:012d}", config=self.config
-        )
-        for old in list_checkpoints(self.directory)[: -self.keep]:
-            old.unlink()
-        return path
-
-
-def list_checkpoints(directory: Path) -> list[Path]:
-    """A run's complete checkpoints, oldest first (temporary files of a write, and anything
-    that is not a regular file, are ignored)."""
-    return sorted(
-        p
-        for p in directory.glob("step_*.safetensors")
-        if not p.name.startswith(".") and p.is_file() and not p.is_symlink()
-    )
 
 
 def write_normalization(market: PreparedMarket, run_dir: Path) -> Path:
@@ -128,37 +91,6 @@ def build_model(
     )
 
 
-def _learn(
-    model: DistributionalPPO,
-    config: TradingConfig,
-    run_dir: Path,
-    progress_bar: bool,
-    fresh: bool,
-    tb_log_name: str = "train",
-) -> None:
-    """Train up to ``run.total_timesteps`` with checkpoints in ``run_dir/checkpoints``; write
-    ``run_dir/model.safetensors`` (``run_dir``: a run's or an ensemble member's directory)."""
-    checkpoints = PeriodicCheckpoint(
-        run_dir / CHECKPOINT_DIR,
-        config.run.checkpoint_every,
-        config.run.keep_checkpoints,
-        config.to_dict(),
-    )
-    remaining = config.run.total_timesteps - (0 if fresh else model.num_timesteps)
-    if remaining > 0:
-        model.learn(
-            remaining,
-            callback=checkpoints,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=fresh,
-            progress_bar=progress_bar,
-        )
-        checkpoints.save()
-    # else: a resumed run that had already finished (killed before its model was written):
-    # the checkpoint it resumed from is the final one; only the model is still to be written.
-    model.save(run_dir / MODEL_FILE, config=config.to_dict())
-
-
 def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     """Train on the config's training split and write the run directory.
 
@@ -171,8 +103,6 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
     checkpoints; TensorBoard logs ``tb/seed_<k>_1``); normalization and VaR model are shared.
     """
     if config.portfolio is not None:  # K assets and cash: tradingbot.portfolio_run
-        from tradingbot.portfolio_run import train_portfolio
-
         return train_portfolio(config, progress_bar)
     check_device(config)
     market = load_prepared(config.data, window=config.env.window)
@@ -186,7 +116,7 @@ def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:
         return TrainResult(run_dir=run_dir, model=members[0], market=market, members=members)
     env = MarketVecEnv(market, "train", config.env, seed=config.run.seed)
     model = build_model(config, env, tensorboard_log=str(run_dir / "tb"))
-    _learn(model, config, run_dir, progress_bar, fresh=True)
+    learn_with_checkpoints(model, config, run_dir, progress_bar, fresh=True)
     return TrainResult(run_dir=run_dir, model=model, market=market)
 
 
@@ -197,7 +127,9 @@ def _train_member(
     member = member_config(config, seed)
     env = MarketVecEnv(market, "train", member.env, seed=seed)
     model = build_model(member, env, tensorboard_log=str(run_dir / "tb"))
-    _learn(model, member, member_dir(run_dir, seed), progress_bar, True, f"seed_{seed}")
+    learn_with_checkpoints(
+        model, member, member_dir(run_dir, seed), progress_bar, True, f"seed_{seed}"
+    )
     return model
 
 
@@ -211,7 +143,8 @@ def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
     ``config.yaml`` must be the config the run started with: a changed one is refused, naming
     the keys that differ (a resumed run that silently ignored an edit would not be the run
     the edit describes; start a new run instead). Temporary files left by a write that a crash
-    cut short are removed. A seed ensemble resumes member by member (finished members kept).
+    cut short are removed. A seed ensemble resumes member by member (finished members kept);
+    a portfolio run as :func:`tradingbot.portfolio_run.resume_portfolio`.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -220,15 +153,13 @@ def resume(run_dir: str | Path, progress_bar: bool = False) -> TrainResult:
     check_run_layout(run_dir, config)
     if config.run.seeds is not None:
         return _resume_ensemble(run_dir, config, progress_bar)
-    directory = run_dir / CHECKPOINT_DIR
-    remove_partial_writes(run_dir, directory)
-    found = list_checkpoints(directory)
-    if not found:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from in {CHECKPOINT_DIR}/")
+    if config.portfolio is not None:  # K assets and cash: tradingbot.portfolio_run
+        return resume_portfolio(run_dir, config, progress_bar)
+    found = checkpoints_to_resume(run_dir)
     check_device(config)
     market = load_prepared(config.data, window=config.env.window)
-    model = _resume_from(run_dir, run_dir, config, market, found)
-    _learn(model, config, run_dir, progress_bar, fresh=False)
+    model = resume_from(run_dir, run_dir, config, _loader(market, config), found)
+    learn_with_checkpoints(model, config, run_dir, progress_bar, fresh=False)
     return TrainResult(run_dir=run_dir, model=model, market=market)
 
 
@@ -267,8 +198,10 @@ def _resume_ensemble(run_dir: Path, config: TradingConfig, progress_bar: bool) -
                 log.info("ensemble member seed %d: no checkpoint; training it from scratch", seed)
                 model = _train_member(config, market, run_dir, seed, progress_bar)
             else:
-                model = _resume_from(run_dir, directory, member, market, found)
-                _learn(model, member, directory, progress_bar, False, f"seed_{seed}")
+                model = resume_from(run_dir, directory, member, _loader(market, member), found)
+                learn_with_checkpoints(
+                    model, member, directory, progress_bar, False, f"seed_{seed}"
+                )
         members.append(model)
     return TrainResult(run_dir=run_dir, model=members[0], market=market, members=members)
 
@@ -289,89 +222,11 @@ def _finished_member(
         return None
 
 
-def _resume_from(
-    run_dir: Path,
-    directory: Path,
-    config: TradingConfig,
-    market: PreparedMarket,
-    found: list[Path],
-) -> DistributionalPPO:
-    """The model of the newest of ``found`` (checkpoints, oldest first) that loads, with its
-    TensorBoard log under ``run_dir/tb``; ``directory`` names the checkpoints in errors."""
-    directory = directory / CHECKPOINT_DIR
-    errors = []
-    for path in reversed(found):
-        try:
-            check_config_unchanged(run_dir, config, read_manifest(path).config)
-            env = MarketVecEnv(market, "train", config.env, seed=config.run.seed)
-            model = DistributionalPPO.load(path, env=env)
-        except CheckpointError as err:
-            errors.append(str(err))
-            log.warning(
-                "warning: cannot resume from %s (%s); trying an older checkpoint", path, err
-            )
-            continue
-        if errors:
-            log.warning("warning: resuming from %s, the newest valid checkpoint", path)
-        break
-    else:
-        raise CheckpointError(
-            f"{directory}: no valid checkpoint to resume from ({len(found)} tried; newest: "
-            f"{errors[0]})"
-        )
-    model.tensorboard_log = str(run_dir / "tb")
-    return model
+def _loader(market: PreparedMarket, config: TradingConfig) -> Callable[[Path], DistributionalPPO]:
+    """Loads a checkpoint with the run's training environment (for :func:`resume_from`)."""
 
+    def load(path: Path) -> DistributionalPPO:
+        env = MarketVecEnv(market, "train", config.env, seed=config.run.seed)
+        return DistributionalPPO.load(path, env=env)
 
-def remove_partial_writes(run_dir: Path, directory: Path) -> None:
-    """Delete the temporary files of checkpoint and model writes that a crash cut short (only
-    names of :func:`tradingbot.checkpoint.save_checkpoint`'s pattern)."""
-    partial = [*directory.glob(".step_*.safetensors.*.tmp"), *run_dir.glob(f".{MODEL_FILE}.*.tmp")]
-    for path in partial:
-        if path.is_file() and not path.is_symlink():
-            path.unlink()
-
-
-def check_config_unchanged(run_dir: Path, config: TradingConfig, saved: dict[str, Any]) -> None:
-    """Refuse a ``config.yaml`` that differs from the config a checkpoint was written with."""
-    if not saved:  # a checkpoint written by the API without a run config
-        return
-    try:  # defaults added by a newer tradingbot are not changes
-        saved = validate_config(saved, "the checkpoint's config").to_dict()
-    except ConfigError:
-        pass
-    current = _flatten(config.to_dict())
-    before = _flatten(saved)
-    changed = sorted(k for k in current.keys() | before.keys() if current.get(k) != before.get(k))
-    if changed:
-        shown = ", ".join(
-            f"{k} ({before.get(k, '<unset>')!r} -> {current.get(k, '<unset>')!r})"
-            for k in changed[:5]
-        )
-        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
-        raise ConfigError(
-            f"{run_dir / 'config.yaml'}: changed since the run started: {shown}{more}; "
-            "--resume continues a run with the config it started with (undo the edit, or "
-            "start a new run with the new config)"
-        )
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def check_device(config: TradingConfig) -> None:
-    """Refuse a CUDA ``algo.device`` on a machine without CUDA (torch would otherwise fall back
-    to the CPU without saying so)."""
-    device = config.algo.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"algo.device: {device!r} but torch finds no CUDA device here; set algo.device=cpu "
-            "(or auto)"
-        )
+    return load

@@ -245,4 +245,61 @@ class PortfolioVecEnv(SharedStateVecEnv):
     def close(self) -> None:
         pass
 
+    STATE_ARRAYS = ("row", "steps", "end_step", "equity", "weights", "assets")
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The environments' full state (arrays, and each generator's state, JSON-able): what a
+        checkpoint stores so that a resumed run continues exactly."""
+        arrays = {name: getattr(self, name).copy() for name in self.STATE_ARRAYS}
+        arrays["episode_return"] = self._episode_return.copy()
+        return arrays, {"rngs": [rng.bit_generator.state for rng in self.rngs]}
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output. Refused (ValueError, nothing changed): shapes
+        other than these environments', a decision row outside the split or an episode that
+        would run past its data, non-finite weights, non-positive equity, an asset index
+        outside the universe or repeated within an environment."""
+        n, k = self.num_envs, self.k
+        values = {}
+        for name in (*self.STATE_ARRAYS, "episode_return"):
+            shape = (n, k) if name in ("weights", "assets") else (n,)
+            value = np.asarray(arrays[name])
+            if value.shape != shape:
+                raise ValueError(f"env state {name!r} has shape {value.shape}, expected {shape}")
+            dtype = (
+                self._episode_return.dtype
+                if name == "episode_return"
+                else getattr(self, name).dtype
+            )
+            values[name] = value.astype(dtype, copy=True)
+        row, steps, end = values["row"], values["steps"], values["end_step"]
+        last_row = row + (end - steps) * self.h  # the decision row the episode ends at
+        assets = np.sort(values["assets"], axis=1)
+        problems = {
+            "row": (row < self.lo) | (row >= self.hi),
+            "steps": (steps < 0) | (steps > end) | (last_row > self.hi - 1),
+            "equity": ~np.isfinite(values["equity"]) | (values["equity"] <= 0),
+            "weights": ~np.isfinite(values["weights"]).all(axis=1),
+            "episode_return": ~np.isfinite(values["episode_return"]),
+            "assets": (assets[:, 0] < 0)
+            | (assets[:, -1] >= self.market.n_assets)
+            | (np.diff(assets, axis=1) == 0).any(axis=1),
+        }
+        for name, bad in problems.items():
+            if bad.any():
+                envs = np.flatnonzero(bad).tolist()
+                raise ValueError(f"env state {name!r} is invalid in environment(s) {envs}")
+        rngs = state.get("rngs") if isinstance(state, dict) else None
+        if not isinstance(rngs, list) or len(rngs) != n:
+            raise ValueError(f"env state 'rngs' must list {n} generator states")
+        generators = []
+        for rng, rng_state in zip(self.rngs, rngs, strict=True):
+            generator = np.random.Generator(type(rng.bit_generator)())
+            generator.bit_generator.state = rng_state  # raises on a malformed state
+            generators.append(generator)
+        for name in self.STATE_ARRAYS:
+            setattr(self, name, values[name])
+        self._episode_return = values["episode_return"]
+        self.rngs = generators
+
     # ---------------------------------------------------------------------------------------

@@ -48,7 +48,10 @@ def fold_agent_bars(config: TradingConfig, data: MarketData, fold: Fold, seed: i
     env = PortfolioVecEnv(market, fold.train, cfg.env, portfolio_section(cfg), seed=seed)
     model = build_portfolio_model(cfg, env)
     model.learn(cfg.run.total_timesteps)
-    rows, targets = agent_targets(model, market, fold.test, cfg.env, portfolio_section(cfg))
+    warmup = cfg.evaluation.warmup_bars  # bars before the test year, as single-instrument runs
+    rows, targets = agent_targets(
+        model, market, fold.test, cfg.env, portfolio_section(cfg), warmup_bars=warmup
+    )
     return allocation_frame(market, rows, targets, cfg.env, portfolio_section(cfg))
 
 

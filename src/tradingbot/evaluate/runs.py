@@ -8,10 +8,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from safetensors import SafetensorError, safe_open
 
 from tradingbot.algo.ppo import DistributionalPPO
-from tradingbot.checkpoint import CheckpointError
 from tradingbot.config import EnvConfig, TradingConfig, load_config
 from tradingbot.data.features import FeatureNormalizer, feature_lookback
 from tradingbot.data.market import PreparedMarket, prepare_market
@@ -23,7 +21,7 @@ from tradingbot.evaluate.calibration import calibration_table
 from tradingbot.evaluate.comparison import compare_policies
 from tradingbot.evaluate.ensemble import EnsemblePolicy, seed_spread_rows
 from tradingbot.evaluate.metrics import periods_per_year
-from tradingbot.evaluate.selection import SELECTION_FILE, read_selection
+from tradingbot.evaluate.selection import run_selection
 from tradingbot.evaluate.var import (
     VAR_LEVEL,
     VAR_MODEL_FILE,
@@ -32,6 +30,8 @@ from tradingbot.evaluate.var import (
     fit_market_var_model,
     market_closes,
 )
+from tradingbot.normalization_file import load_normalizer
+from tradingbot.portfolio_run import backtest_portfolio_run
 from tradingbot.safe_write import atomic_path, make_dirs
 from tradingbot.train import MODEL_FILE, NORMALIZATION_FILE, check_run_layout, member_dir
 
@@ -74,35 +74,6 @@ def model_files(run_dir: Path, config: TradingConfig) -> list[Path]:
     if config.run.seeds is None:
         return [run_dir / MODEL_FILE]
     return [member_dir(run_dir, seed) / MODEL_FILE for seed in config.run.seeds]
-
-
-def load_normalizer(path: Path, clip: float) -> FeatureNormalizer:
-    """The feature normalization a run stored (safetensors, never unpickled).
-
-    Refused with :class:`CheckpointError` naming the file (and the tensor): a file that is not
-    a complete safetensors file, a missing ``mean`` or ``std``, shapes that do not match the
-    feature list, non-finite values or a non-positive std.
-    """
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            names = (handle.metadata() or {}).get("features", "").split(",")
-            keys = set(handle.keys())
-            if not {"mean", "std"} <= keys:
-                raise CheckpointError(f"{path}: needs tensors 'mean' and 'std', has {sorted(keys)}")
-            mean, std = handle.get_tensor("mean"), handle.get_tensor("std")
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
-    for key, value in (("mean", mean), ("std", std)):
-        if value.shape != (len(names),):
-            raise CheckpointError(
-                f"{path}: tensor {key!r} has shape {list(value.shape)}, expected "
-                f"[{len(names)}] (one per feature)"
-            )
-        if not np.isfinite(value).all():
-            raise CheckpointError(f"{path}: tensor {key!r} has non-finite values")
-    if not (std > 0).all():
-        raise CheckpointError(f"{path}: tensor 'std' has values <= 0")
-    return FeatureNormalizer(names=names, mean=mean, std=std, clip=clip)
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
@@ -207,8 +178,6 @@ def backtest_run(
     policy ``agent_<attack>``, next to the clean agent, in ``backtest/<split>_<attack>_eps<E>``.
     """
     if load_config(Path(run_dir) / "config.yaml").portfolio is not None:
-        from tradingbot.portfolio_run import backtest_portfolio_run
-
         if attack is not None:
             raise ValueError("--attack is not supported for portfolio runs")
         return backtest_portfolio_run(run_dir, split, source)
@@ -307,12 +276,8 @@ def member_backtests(
 
 def selection_of(run: LoadedRun) -> tuple[int, list[float]]:
     """How many configurations were tried to arrive at the run's config, and their annualized
-    Sharpe ratios where recorded: the run directory's ``selection.json`` (copied there from
-    ``evaluation.selection_file`` at training), else one configuration."""
-    path = run.run_dir / SELECTION_FILE
-    if not path.exists():
-        return 1, []
-    return read_selection(path)
+    Sharpe ratios where recorded (:func:`~tradingbot.evaluate.selection.run_selection`)."""
+    return run_selection(run.run_dir)
 
 
 def _attacked_bars(

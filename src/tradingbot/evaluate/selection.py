@@ -120,3 +120,13 @@ def read_selection(path: Path) -> tuple[int, list[float]]:
         return int(record["n_configurations"]), [float(x) for x in record.get("trial_sharpes", [])]
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a readable selection record ({err})") from err
+
+
+def run_selection(run_dir: Path) -> tuple[int, list[float]]:
+    """How many configurations were tried to arrive at a run's config, and their annualized
+    Sharpe ratios where recorded: the run directory's ``selection.json`` (copied there from
+    ``evaluation.selection_file`` at training), else one configuration."""
+    path = Path(run_dir) / SELECTION_FILE
+    if not path.exists():
+        return 1, []
+    return read_selection(path)

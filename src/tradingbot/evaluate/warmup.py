@@ -15,6 +15,12 @@ from must be the same wherever the policy is scored. The definition, used by bot
 With ``warmup_bars: 0`` the state starts from zeros at the first scored bar. A seed ensemble
 (:mod:`tradingbot.evaluate.ensemble`) keeps each member's own position in its state: its
 ``start_flat`` sets them to 0 for the scored run, as each member's own account would start.
+
+A portfolio agent (:mod:`tradingbot.portfolio_run`) warms up the same way at its decision
+bars: from the earliest decision bar within ``warmup_bars`` bars before the first scored one
+(and a whole number of ``portfolio.rebalance_every`` steps before it, so the warm-up keeps the
+scored run's schedule), in a paper portfolio whose weights are filled and drift as in the
+portfolio environment; the scored run then starts in cash with the state the warm-up left.
 """
 
 from __future__ import annotations
@@ -22,9 +28,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch as th
 
-from tradingbot.config import EnvConfig
+from tradingbot.algo.policy import LSTMStates
+from tradingbot.config import EnvConfig, PortfolioConfig
 from tradingbot.data.market import InstrumentSeries, PreparedMarket
+from tradingbot.data.portfolio import PortfolioMarket
+from tradingbot.data.splits import DateRange
+from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.env.simulator import actions_to_targets, build_observations
 from tradingbot.env.sizing import position_scales
 
@@ -66,3 +77,46 @@ def warm_up(
     if start_flat is not None:
         state = start_flat(state)
     return state, episode_start
+
+
+def portfolio_warmup_start(
+    market: PortfolioMarket, first_scored: int, warmup_bars: int, rebalance_every: int
+) -> int:
+    """The first decision row of a portfolio's warm-up before row ``first_scored``: the
+    earliest row at least ``first_valid`` and at most ``warmup_bars`` rows before it that is a
+    whole number of steps of ``rebalance_every`` rows before it (``first_scored``: none)."""
+    earliest = max(market.first_valid, first_scored - warmup_bars)
+    steps = max(0, first_scored - earliest) // rebalance_every
+    return first_scored - steps * rebalance_every
+
+
+def warm_up_portfolio(
+    policy: Any,
+    market: PortfolioMarket,
+    first_scored: int,
+    warmup_bars: int,
+    env_cfg: EnvConfig,
+    cfg: PortfolioConfig,
+) -> tuple[LSTMStates, th.Tensor]:
+    """Run a portfolio ``policy`` (its ``step``, all of the market's assets) deterministically
+    over the warm-up decision bars before row ``first_scored``; returns the LSTM states and
+    the episode-start flag (1, still 1 when there was nothing to warm up on) for the first
+    scored decision."""
+    states, start = policy.initial_state(1), th.ones(1)
+    first = portfolio_warmup_start(market, first_scored, warmup_bars, cfg.rebalance_every)
+    if first == first_scored:
+        return states, start
+    env = PortfolioVecEnv(
+        market,
+        DateRange(market.timestamps[first], market.timestamps[first_scored]),
+        env_cfg.model_copy(update={"n_envs": 1, "episode_length": None}),
+        cfg.model_copy(update={"assets_per_episode": None}),
+        random_start=False,
+    )
+    obs = env.reset()
+    for _ in range((first_scored - first) // cfg.rebalance_every):
+        obs_t = th.as_tensor(obs, dtype=th.float32).reshape(1, -1)
+        step = policy.step(obs_t, states, start, deterministic=True)
+        obs, _, _, _ = env.step(step.action.numpy())
+        states, start = step.states, th.zeros(1)
+    return states, start

@@ -16,8 +16,10 @@ from plotly.subplots import make_subplots
 from tradingbot.checkpoint import read_manifest
 from tradingbot.config import TradingConfig, dump_config
 from tradingbot.data.market import load_prepared
+from tradingbot.data.portfolio import load_portfolio
 from tradingbot.pbt.member import MEMBER_FILE
 from tradingbot.pbt.trainable import HP_PREFIX
+from tradingbot.portfolio_run import write_portfolio_files
 from tradingbot.safe_write import atomic_path, write_text
 from tradingbot.train import MODEL_FILE, write_normalization
 
@@ -93,7 +95,8 @@ def export_best(
 ) -> tuple[str, float, int]:
     """Make ``run_dir`` a normal run directory of the best member's best checkpoint.
 
-    Writes ``model.safetensors``, ``normalization.safetensors``, ``config.yaml`` (the
+    Writes ``model.safetensors``, ``normalization.safetensors`` (a portfolio's also
+    ``portfolio.json``), ``config.yaml`` (the
     member's config: its hyperparameters and seed) and updates ``run.json`` (config hash,
     seed, and a ``pbt`` entry). Returns (trial id, score, iteration).
     """
@@ -103,7 +106,10 @@ def export_best(
         _copy_atomic(Path(directory) / MEMBER_FILE, run_dir / PBT_DIR / "best_member.json")
     best_config = TradingConfig.model_validate(read_manifest(run_dir / MODEL_FILE).config)
     write_text(run_dir / "config.yaml", dump_config(best_config), root=run_dir)
-    write_normalization(load_prepared(best_config.data, window=best_config.env.window), run_dir)
+    if best_config.portfolio is not None:  # normalization and what the data imply
+        write_portfolio_files(load_portfolio(best_config.data), run_dir)
+    else:
+        write_normalization(load_prepared(best_config.data, window=best_config.env.window), run_dir)
     record = json.loads((run_dir / "run.json").read_text())
     summary = {
         "best_trial": trial,

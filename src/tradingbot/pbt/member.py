@@ -23,8 +23,11 @@ from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.config import TradingConfig
 from tradingbot.config_pbt import MutationSpec
 from tradingbot.data.market import PreparedMarket
+from tradingbot.data.portfolio import PortfolioMarket
+from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import backtest_metrics, run_backtest
+from tradingbot.portfolio_run import agent_metrics
 from tradingbot.safe_write import write_text
 from tradingbot.train import MODEL_FILE
 
@@ -145,10 +148,11 @@ def read_member(directory: Path) -> MemberState:
 
 def restore_member(
     directory: Path,
-    env: MarketVecEnv,
+    env: MarketVecEnv | PortfolioVecEnv,
     trial_id: str,
     values: dict[str, float],
     seed: int | None = None,
+    policy: Any = "MlpLstmPolicy",
 ) -> tuple[DistributionalPPO, MemberState]:
     """Continue trial ``trial_id`` from a member checkpoint with hyperparameters ``values``.
 
@@ -156,11 +160,13 @@ def restore_member(
     trial this is an exploit: the LSTM states are reset and the exploit is counted. When it is
     the trial's own (a retry after a crash) training continues exactly where it stopped. Either
     way ``values`` are applied afterwards. ``seed`` is the trial's own seed, recorded in the
-    new state (default: the checkpoint's).
+    new state (default: the checkpoint's). ``env`` is the member's training environment
+    (a portfolio's with the portfolio ``policy``, see
+    :func:`tradingbot.portfolio_run.model_policy`).
     """
     directory = Path(directory)
     stored = read_member(directory)
-    model = DistributionalPPO.load(directory / MODEL_FILE, env=env)
+    model = DistributionalPPO.load(directory / MODEL_FILE, env=env, policy=policy)
     exploited = stored.trial_id != trial_id
     if exploited:
         reset_recurrent_state(model)
@@ -179,16 +185,17 @@ def restore_member(
 
 def exploit(
     donor: Path,
-    env: MarketVecEnv,
+    env: MarketVecEnv | PortfolioVecEnv,
     trial_id: str,
     values: dict[str, float],
     seed: int | None = None,
+    policy: Any = "MlpLstmPolicy",
 ) -> tuple[DistributionalPPO, MemberState]:
     """Take a donor's checkpoint directory as trial ``trial_id`` with new hyperparameters
     (:func:`restore_member` for a checkpoint another trial wrote)."""
     if read_member(donor).trial_id == trial_id:
         raise ValueError(f"{donor} is {trial_id}'s own checkpoint, not a donor's")
-    return restore_member(donor, env, trial_id, values, seed)
+    return restore_member(donor, env, trial_id, values, seed, policy)
 
 
 def save_member(
@@ -229,21 +236,30 @@ def member_run_config(
 
 
 def score_member(
-    model: DistributionalPPO, market: PreparedMarket, config: TradingConfig
+    model: DistributionalPPO, market: PreparedMarket | PortfolioMarket, config: TradingConfig
 ) -> tuple[float, float]:
     """The member's score: ``pbt.metric`` of a deterministic backtest on ``pbt.split``,
-    averaged over instruments (see :func:`tradingbot.evaluate.backtest.backtest_metrics`).
+    averaged over instruments (see :func:`tradingbot.evaluate.backtest.backtest_metrics`);
+    for a portfolio, of the agent's portfolio (:func:`tradingbot.portfolio_run.agent_metrics`,
+    what ``tradingbot backtest`` reports for it).
 
     Returns (score, raw metric). A non-finite metric (e.g. the Sharpe of a policy that never
     trades) scores as the worst value for the mode, so that Tune can rank it.
     """
     pbt = config.pbt
+    if isinstance(market, PortfolioMarket):
+        results = [agent_metrics(model, market, pbt.split, config)]
+    else:
+        results = [
+            backtest_metrics(
+                run_backtest(
+                    model, market, pbt.split, config.env, inst.name, config.evaluation.warmup_bars
+                )
+            )
+            for inst in market.scored_instruments  # not data.train_sources' instruments
+        ]
     values = []
-    for inst in market.scored_instruments:  # not data.train_sources' instruments
-        bars = run_backtest(
-            model, market, pbt.split, config.env, inst.name, config.evaluation.warmup_bars
-        )
-        metrics = backtest_metrics(bars)
+    for metrics in results:
         if pbt.metric not in metrics:
             raise KeyError(f"pbt.metric {pbt.metric!r} is not one of {sorted(metrics)}")
         values.append(float(metrics[pbt.metric]))

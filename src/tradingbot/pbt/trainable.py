@@ -21,7 +21,9 @@ from typing import Any
 from ray import tune
 
 from tradingbot.config import TradingConfig
-from tradingbot.data.market import load_prepared
+from tradingbot.data.market import PreparedMarket, load_prepared
+from tradingbot.data.portfolio import PortfolioMarket, load_portfolio
+from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.pbt.member import (
     MemberState,
@@ -32,6 +34,7 @@ from tradingbot.pbt.member import (
     score_member,
     with_hyperparameters,
 )
+from tradingbot.portfolio_run import build_portfolio_model, model_policy
 from tradingbot.runtime import configure_process
 from tradingbot.train import build_model
 
@@ -77,6 +80,18 @@ def intervals_per_member(config: TradingConfig) -> int:
     return max(1, math.ceil(config.run.total_timesteps / steps))
 
 
+def member_market(
+    config: TradingConfig, seed: int
+) -> tuple[PreparedMarket | PortfolioMarket, MarketVecEnv | PortfolioVecEnv]:
+    """A member's data and training environments (seeded by ``seed``): the portfolio
+    environment for a config with a ``portfolio`` section, else the single-instrument one."""
+    if config.portfolio is not None:
+        universe = load_portfolio(config.data)
+        return universe, PortfolioVecEnv(universe, "train", config.env, config.portfolio, seed=seed)
+    market = load_prepared(config.data, window=config.env.window)
+    return market, MarketVecEnv(market, "train", config.env, seed=seed)
+
+
 def _report(model: Any, state: MemberState, config: TradingConfig, metrics: dict[str, Any]) -> None:
     """Write the member checkpoint into a temporary directory and report it with ``metrics``
     (Tune copies it into this trial's directory before the directory is removed)."""
@@ -104,18 +119,22 @@ def pbt_trainable(
     index = trial_index(trial_id)
     seed = cfg.run.seed + SEED_STRIDE * index
     values = {k: float(v) for k, v in hyperparameters.items()}
-    market = load_prepared(cfg.data, window=cfg.env.window)
-    env = MarketVecEnv(market, "train", cfg.env, seed=seed)
+    market, env = member_market(cfg, seed)
     checkpoint = tune.get_checkpoint()
     restored_from = ""
     if checkpoint is None:
         member_cfg = member_run_config(cfg, with_hyperparameters(cfg.algo, values), seed=seed)
-        model = build_model(member_cfg, env)
+        if cfg.portfolio is not None:
+            model = build_portfolio_model(member_cfg, env)  # type: ignore[arg-type]
+        else:
+            model = build_model(member_cfg, env)  # type: ignore[arg-type]
         apply_hyperparameters(model, values)
         state = MemberState(trial_id=trial_id, hyperparameters=values, seed=seed)
     else:
         with checkpoint.as_directory() as directory:
-            model, state = restore_member(Path(directory), env, trial_id, values, seed)
+            model, state = restore_member(
+                Path(directory), env, trial_id, values, seed, policy=model_policy(cfg)
+            )
         restored_from = state.source or ""
     steps = cfg.pbt.perturbation_interval * cfg.algo.n_steps * cfg.env.n_envs
     for _ in range(state.iteration, intervals_per_member(cfg)):

@@ -62,8 +62,7 @@ class CriticAdjustConfig(_Section):
     rate : float
         Moving-average rate of ``sigma_bar`` (``sigma_bar += rate * (mean - sigma_bar)``).
     target_clip : bool
-        Clip the target to within ``xi * sigma_bar`` of the predicted mean in the update of
-        the quantiles' spread; their mean learns from the unclipped target (as DSAC-T's).
+        Clip the target to within ``xi * sigma_bar`` of the predicted mean.
     xi : float
         The clipping width in units of ``sigma_bar``.
     weight_clamp : tuple[float, float] | None

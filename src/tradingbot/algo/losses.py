@@ -239,34 +239,6 @@ def dsac_t_weights(
     return weights
 
 
-def value_clipped_loss(
-    quantiles: th.Tensor,
-    targets: th.Tensor,
-    taus: th.Tensor,
-    kappa: float = 1.0,
-    old_quantiles: th.Tensor | None = None,
-    clip_mode: str = "none",
-    clip_range: float | None = None,
-) -> th.Tensor:
-    """Per-sample, per-critic quantile Huber loss of ``quantiles`` (B, K, N) against
-    ``targets`` (B, K, 1); with value clipping (``clip_mode`` != ``none``) the max of the
-    unclipped and clipped losses per sample. Shape (B, K)."""
-    if clip_mode == "mean_shift":
-        assert old_quantiles is not None and clip_range is not None
-        # Shifting every quantile by d moves u = target - q by -d, so the clipped quantiles'
-        # loss is the loss of the unshifted ones against target - d: both losses in one call.
-        shift = mean_shift_offset(quantiles, old_quantiles, clip_range)
-        pairs = th.stack([targets, targets - shift])
-        both = quantile_huber_loss_per_sample(quantiles, pairs, taus, kappa)
-        return th.max(both[0], both[1])
-    losses = quantile_huber_loss_per_sample(quantiles, targets, taus, kappa)
-    if clip_mode == "per_quantile":
-        assert old_quantiles is not None and clip_range is not None
-        clipped = clip_quantiles(quantiles, old_quantiles, clip_mode, clip_range)
-        losses = th.max(losses, quantile_huber_loss_per_sample(clipped, targets, taus, kappa))
-    return losses
-
-
 def critic_loss_per_sample(
     quantiles: th.Tensor,
     target: th.Tensor,
@@ -286,35 +258,34 @@ def critic_loss_per_sample(
 
     The quantile Huber loss of each critic's quantiles ``(B, K, N)`` against ``target`` (B,);
     with value clipping (``clip_mode`` != ``none``, ``old_quantiles`` (B, K, N)) the max of the
-    unclipped and clipped losses per sample (:func:`value_clipped_loss`); with ``sigma_bar``
-    (DSAC-T) multiplied by the detached weights of :func:`dsac_t_weights`. With
-    ``target_clip_xi`` the target is clipped to within ``target_clip_xi * sigma_bar`` of each
-    critic's (detached) predicted mean in the update of the quantiles' *spread* only (their
-    deviations from their mean); their mean learns from the unclipped target, as in DSAC-T,
-    whose mean update uses the unclipped target and whose clipping bounds the variance
-    update. The loss value is that at the clipped target. ``weights`` are those DSAC-T
-    weights when the caller has them already (else computed here, clamped to
-    ``weight_clamp`` when given).
+    unclipped and clipped losses per sample; with ``sigma_bar`` (DSAC-T) multiplied by the
+    detached weights of :func:`dsac_t_weights`, the target first clipped to within
+    ``target_clip_xi * sigma_bar`` of each critic's (detached) predicted mean when given.
+    ``weights`` are those DSAC-T weights when the caller has them already (else computed here,
+    clamped to ``weight_clamp`` when given).
     """
     n_critics = quantiles.shape[1]
-    # Every critic in one call: targets (B, K, 1) are one target sample per (sample, critic).
-    targets = target.unsqueeze(-1).expand(-1, n_critics).unsqueeze(-1)
-    clip = (old_quantiles, clip_mode, clip_range)
+    targets = target.unsqueeze(-1).expand(-1, n_critics)
     if sigma_bar is not None and target_clip_xi is not None:
-        centre = quantiles.mean(dim=-1, keepdim=True)
-        deviations = quantiles - centre
+        centre = quantiles.detach().mean(dim=-1)
         width = target_clip_xi * sigma_bar
-        clipped = th.minimum(th.maximum(targets, centre.detach() - width), centre.detach() + width)
-        # Clipping the whole target (mean included) kept the critic's mean from following
-        # returns further than xi * sigma_bar from it; sigma_bar shrinks with the spread, so a
-        # critic whose spread collapsed could no longer learn where episodes fail
-        # (docs/benchmarks.md, issue 24). The spread's gradient comes from the clipped target,
-        # the mean's from the unclipped one; the location term adds only its gradient.
-        losses = value_clipped_loss(centre.detach() + deviations, clipped, taus, kappa, *clip)
-        location = value_clipped_loss(centre + deviations.detach(), targets, taus, kappa, *clip)
-        losses = losses + (location - location.detach())
+        targets = targets.clamp(centre - width, centre + width)
+    # Every critic in one call: targets (B, K, 1) are one target sample per (sample, critic).
+    targets = targets.unsqueeze(-1)
+    if clip_mode == "mean_shift":
+        assert old_quantiles is not None and clip_range is not None
+        # Shifting every quantile by d moves u = target - q by -d, so the clipped quantiles'
+        # loss is the loss of the unshifted ones against target - d: both losses in one call.
+        shift = mean_shift_offset(quantiles, old_quantiles, clip_range)
+        pairs = th.stack([targets, targets - shift])
+        both = quantile_huber_loss_per_sample(quantiles, pairs, taus, kappa)
+        losses = th.max(both[0], both[1])
     else:
-        losses = value_clipped_loss(quantiles, targets, taus, kappa, *clip)
+        losses = quantile_huber_loss_per_sample(quantiles, targets, taus, kappa)
+    if clip_mode == "per_quantile":
+        assert old_quantiles is not None and clip_range is not None
+        clipped = clip_quantiles(quantiles, old_quantiles, clip_mode, clip_range)
+        losses = th.max(losses, quantile_huber_loss_per_sample(clipped, targets, taus, kappa))
     if sigma_bar is not None:
         if weights is None:
             spread = quantile_spread(quantiles.detach())

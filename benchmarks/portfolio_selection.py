@@ -26,7 +26,10 @@ import pandas as pd
 
 from portfolio import CONFIG, train_and_run
 from tradingbot.config import load_config
+from tradingbot.data.portfolio import prepare_portfolio
+from tradingbot.data.sources import load_market
 from tradingbot.data.splits import DateRange
+from tradingbot.evaluate.allocation import index_closes, run_allocation_baselines
 from tradingbot.evaluate.backtest import backtest_metrics
 from tradingbot.evaluate.selection import choose, write_selection
 
@@ -65,13 +68,31 @@ def score(name: str, seed: int, steps: int) -> dict:
             "turnover": metrics["turnover"], "annual_return": metrics["annual_return"]}  # fmt: skip
 
 
+def baselines_on_validation() -> None:
+    """The allocation baselines' metrics on the same validation years (context for the
+    candidates' scores; not part of the choice)."""
+    cfg = load_config(CONFIG)
+    market = prepare_portfolio(load_market(cfg.data.source), cfg.data, fit_on=TRAIN)
+    results = run_allocation_baselines(
+        market, VALIDATION, cfg.env, cfg.portfolio, index_closes(market)
+    )
+    for name, frame in results.items():
+        m = backtest_metrics(frame)
+        print(f"{name}: sharpe {m['sharpe']:.3f}, annual return {m['annual_return']:.3f}, "
+              f"turnover {m['turnover']:.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="out/portfolio_select")
+    parser.add_argument("--baselines", action="store_true", help="only the baselines' scores")
     args = parser.parse_args()
+    if args.baselines:
+        baselines_on_validation()
+        return
     jobs = [(name, seed) for name in CANDIDATES for seed in args.seeds]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         trials = list(pool.map(score, *zip(*jobs, strict=True), [args.steps] * len(jobs)))

@@ -31,21 +31,6 @@ from tradingbot.training_run import (  # the names every kind of run shares, kep
     resume_from,
 )
 
-__all__ = [
-    "CHECKPOINT_DIR",
-    "MODEL_FILE",
-    "NORMALIZATION_FILE",
-    "TrainResult",
-    "build_model",
-    "check_config_unchanged",
-    "check_device",
-    "list_checkpoints",
-    "member_config",
-    "member_dir",
-    "resume",
-    "train",
-]
-
 MEMBERS_DIR = "members"  # a seed ensemble's members: members/seed_<k>/
 log = logging.getLogger(__name__)
 

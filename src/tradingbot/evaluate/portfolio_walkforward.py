@@ -4,8 +4,9 @@
 For each fold of ``data.walk_forward`` and each seed of ``evaluation.seeds``: the feature
 normalization is fitted on the fold's training dates, the agent is trained there
 (``run.total_timesteps`` steps), then run deterministically on all assets through the fold's
-test dates, starting in cash with fresh LSTM states. The allocation baselines run once,
-continuously, over the test folds' whole span (same schedule and costs). Writes under
+test dates, starting in cash after the LSTM warm-up over ``evaluation.warmup_bars`` bars
+before them (:func:`tradingbot.evaluate.warmup.warm_up_portfolio`). The allocation baselines
+run once, continuously, over the test folds' whole span (same schedule and costs). Writes under
 ``evaluation/``: ``folds.csv`` (per fold, seed and policy: the metrics on the fold's test bars),
 ``summary.csv`` (mean and t-interval over folds, seeds averaged within a fold, as
 :func:`tradingbot.evaluate.walkforward.summarize`), ``stitched.csv`` (each seed's folds joined,

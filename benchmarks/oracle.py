@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from tradingbot.config import TradingConfig, load_config
+from tradingbot.config import TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.evaluate.backtest import ConstantPolicy
 from tradingbot.evaluate.oracle import (  # noqa: F401  (train_agent: robustness.py, ...)

@@ -37,7 +37,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tradingbot.config import StatisticsConfig, TradingConfig, load_config
+from tradingbot.config import StatisticsConfig, TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.portfolio import PortfolioMarket, prepare_portfolio
 from tradingbot.data.sources import load_market
 from tradingbot.data.splits import DateRange

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from portfolio import CONFIG, train_and_run
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.data.portfolio import prepare_portfolio
 from tradingbot.data.sources import load_market
 from tradingbot.data.splits import DateRange

@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tradingbot.config import TradingConfig, load_config
+from tradingbot.config import TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.market import load_training_data, prepare_market
 from tradingbot.data.splits import DateRange, Fold, union_index, walk_forward_folds
 from tradingbot.env.vec_env import MarketVecEnv

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from oracle import train_agent  # benchmarks/oracle.py
-from tradingbot.config import TradingConfig, load_config
+from tradingbot.config import TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.evaluate.attack import AttackedPredictor, ObservationAttack
 from tradingbot.evaluate.backtest import Predictor, backtest_metrics, run_backtest

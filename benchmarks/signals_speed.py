@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.data.sources import load_market
 from tradingbot.signals import signals_for_run
 from tradingbot.train import train

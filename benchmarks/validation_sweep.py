@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from oracle import train_agent  # benchmarks/oracle.py
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.data.market import load_prepared
 from tradingbot.env.simulator import make_action_space
 from tradingbot.evaluate.backtest import ConstantPolicy, backtest_metrics, run_backtest

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.evaluate.walkforward import walk_forward
 
 

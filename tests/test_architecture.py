@@ -1,11 +1,11 @@
 """The package's structure: no import cycle among its modules, no file over 400 lines, and
 no module outside ``tradingbot.algo`` reaching into DistributionalPPO's private members.
 
-The import graph is built from the module-level imports of every module under
-``src/tradingbot`` (those under ``if TYPE_CHECKING:`` included: a cycle through type hints is
-still a cycle of concepts). Imports inside functions are left out: they are the lazy imports
-that keep the CLI's start-up fast (``tradingbot --help`` must not import torch), deliberately
-deferred, and cannot form a cycle at import time.
+The import graph is built from every import statement of every module under
+``src/tradingbot``: module level, under ``if TYPE_CHECKING:`` (a cycle through type hints is
+still a cycle of concepts) and inside functions. A function-level import keeps the CLI's
+start-up fast (``tradingbot --help`` must not import torch); it must not hide a cycle, which
+would fail only when the function runs.
 """
 
 from __future__ import annotations
@@ -77,15 +77,21 @@ def resolve(importer: str, node: ast.Import | ast.ImportFrom, known: set[str]) -
     return targets
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports at module level."""
+def all_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement of a module, inside functions and classes included."""
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+
+
+def import_graph(module_level_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules it imports (only at module level when asked)."""
     found = modules()
     known = set(found)
     graph: dict[str, set[str]] = {}
     for name, path in found.items():
         tree = ast.parse(path.read_text(), filename=str(path))
         edges: set[str] = set()
-        for node in module_level_imports(tree):
+        statements = module_level_imports(tree) if module_level_only else all_imports(tree)
+        for node in statements:
             edges |= resolve(name, node, known)
         graph[name] = edges - {name}
     return graph
@@ -147,8 +153,22 @@ def test_type_checking_imports_count_and_function_imports_do_not() -> None:
     assert sorted(names) == ["tradingbot.algo.ppo", "typing"]
 
 
-def test_no_import_cycle_among_the_package_modules() -> None:
-    graph = import_graph()
+def test_all_imports_include_the_ones_inside_functions() -> None:
+    tree = ast.parse(
+        "import json\n"
+        "def f():\n"
+        "    from tradingbot.algo.policy import LSTMStates\n"
+        "class C:\n"
+        "    def g(self):\n"
+        "        import tradingbot.train\n"
+    )
+    names = [getattr(node, "module", None) or node.names[0].name for node in all_imports(tree)]
+    assert sorted(names) == ["json", "tradingbot.algo.policy", "tradingbot.train"]
+
+
+@pytest.mark.parametrize("module_level_only", [True, False], ids=["module-level", "all"])
+def test_no_import_cycle_among_the_package_modules(module_level_only: bool) -> None:
+    graph = import_graph(module_level_only)
     assert len(graph) > 50 and graph["tradingbot.algo.ppo"]  # the walk found the package
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from tradingbot.config import ConfigError, TradingConfig, load_config
+from tradingbot.config import ConfigError, TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.run import create_run_dir
 
 

@@ -144,7 +144,8 @@ def test_ensemble_refuses_bad_members():
     ],
 )
 def test_ensemble_refuses_what_it_cannot_replay(extra: dict, words: str) -> None:
-    from tradingbot.config import ConfigError, validate_config
+    from tradingbot.config import ConfigError
+    from tradingbot.config_loading import validate_config
 
     raw = {"run": {"seeds": [0, 1]}, **extra}
     if "portfolio" in extra:

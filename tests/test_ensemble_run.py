@@ -13,7 +13,8 @@ import yaml
 from conftest import TINY_MODEL
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, load_checkpoint
-from tradingbot.config import ConfigError, load_config
+from tradingbot.config import ConfigError
+from tradingbot.config_loading import load_config
 from tradingbot.errors import UserError
 from tradingbot.evaluate.backtest import run_backtest
 from tradingbot.evaluate.ensemble import EnsemblePolicy, mean_position_bars

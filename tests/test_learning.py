@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.data.market import load_prepared
 from tradingbot.evaluate import oracle
 

@@ -18,7 +18,8 @@ from conftest import two_node_cluster
 from tradingbot.algo.persistence import model_state
 from tradingbot.checkpoint import load_checkpoint
 from tradingbot.cli import app
-from tradingbot.config import TradingConfig, load_config
+from tradingbot.config import TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.market import load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.pbt import (

@@ -107,8 +107,12 @@ def test_two_bar_step_drifts_between_fills() -> None:
     assert env.weights[0] == pytest.approx([0.5 / 1.05, 0.55 / 1.05, 0.0])
     assert env.row[0] == 2
     frame = simulate_allocation(
-        CLOSES, tiny_market().timestamps, np.array([0, 2]), np.array([[0.5, 0.5, 0], [0, 0, 1]]),
-        2, 0.0,
+        CLOSES,
+        tiny_market().timestamps,
+        np.array([0, 2]),
+        np.array([[0.5, 0.5, 0], [0, 0, 1]]),
+        2,
+        0.0,
     )
     assert frame["equity"].iloc[1] == pytest.approx(1.05)
     env.step_targets(np.array([[0.0, 0.0, 1.0]]))

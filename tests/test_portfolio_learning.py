@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.data.portfolio import PortfolioMarket, load_portfolio
 from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.evaluate.backtest import backtest_metrics

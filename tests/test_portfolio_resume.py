@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from tradingbot.checkpoint import load_checkpoint
 from tradingbot.cli import app
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.data.portfolio import load_portfolio
 from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.train import CHECKPOINT_DIR, MODEL_FILE, list_checkpoints, train

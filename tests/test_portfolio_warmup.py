@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.data.portfolio import PortfolioMarket, load_portfolio
 from tradingbot.data.splits import DateRange
 from tradingbot.env.portfolio import PortfolioVecEnv
@@ -46,9 +46,7 @@ def _targets(market: PortfolioMarket, warmup: int) -> tuple[np.ndarray, np.ndarr
     model = build_portfolio_model(_CFG, env)  # untrained: its LSTM state still moves its output
     ts = market.timestamps
     span = DateRange(ts[3000], ts[3030])
-    rows, targets = agent_targets(
-        model, market, span, _CFG.env, _CFG.portfolio, warmup_bars=warmup
-    )
+    rows, targets = agent_targets(model, market, span, _CFG.env, _CFG.portfolio, warmup_bars=warmup)
     return rows, targets, span
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_MODEL
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.evaluate.calibration import christoffersen_independence, kupiec_pof
 from tradingbot.evaluate.runs import backtest_run
 from tradingbot.evaluate.var import VAR_MODEL_FILE, VarModel

@@ -28,7 +28,7 @@ from tradingbot.algo.robust import (
     sequence_dist_params,
 )
 from tradingbot.cli import app
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.evaluate.attack import AttackedPredictor, ObservationAttack
 from tradingbot.pbt.member import apply_hyperparameters, resolve_mutations
 from tradingbot.train import train

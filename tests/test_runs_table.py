@@ -14,7 +14,7 @@ from conftest import small_model
 from tradingbot import cli
 from tradingbot.checkpoint import save_checkpoint
 from tradingbot.cli import app
-from tradingbot.config import dump_config, load_config
+from tradingbot.config_loading import dump_config, load_config
 from tradingbot.evaluate.runs import RecordingAgent
 from tradingbot.run_index import list_runs, sort_rows
 

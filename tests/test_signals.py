@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from conftest import TINY_MODEL
 from tradingbot.checkpoint import model_id
 from tradingbot.cli import app
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.data.validate import DataError
 from tradingbot.evaluate.backtest import run_backtest
 from tradingbot.evaluate.runs import RecordingAgent, load_run, prepare_for_run

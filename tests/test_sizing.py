@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import make_bars
 
 from conftest import TINY_MODEL
-from tradingbot.config import DataConfig, EnvConfig, SizingConfig, load_config
+from tradingbot.config import DataConfig, EnvConfig, SizingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.market import prepare_market
 from tradingbot.data.sources import MarketData
 from tradingbot.env.simulator import MarketSimulator, actions_to_targets, make_action_space

@@ -4,7 +4,8 @@ evaluated on the source's instruments only."""
 import numpy as np
 import pytest
 
-from tradingbot.config import DataConfig, EnvConfig, load_config
+from tradingbot.config import DataConfig, EnvConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.features import compute_features, first_valid_row
 from tradingbot.data.market import load_training_data, prepare_market
 from tradingbot.data.sources import load_market

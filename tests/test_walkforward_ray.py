@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from conftest import TINY_MODEL, TINY_WALK_FORWARD, two_node_cluster
 from tradingbot.cli import app
-from tradingbot.config import ConfigError, TradingConfig, load_config
+from tradingbot.config import ConfigError, TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.splits import union_index, walk_forward_folds
 from tradingbot.evaluate.backtest import backtest_metrics
 from tradingbot.evaluate.distribute import JobsFailedError, check_resumable, run_jobs

@@ -84,7 +84,8 @@ def train_command(
     ),
 ) -> None:
     """Train DistributionalPPO on the training split and write a run directory."""
-    from tradingbot.config import ConfigError, load_config
+    from tradingbot.config import ConfigError
+    from tradingbot.config_loading import load_config
     from tradingbot.runtime import configure_process
     from tradingbot.train import resume, train
 
@@ -122,7 +123,7 @@ def walkforward_command(
     Each fold x seed is a Ray task: a local Ray by default, a cluster with --address."""
     import pandas as pd
 
-    from tradingbot.config import load_config
+    from tradingbot.config_loading import load_config
     from tradingbot.evaluate.walkforward import walk_forward
     from tradingbot.report import build_report
     from tradingbot.runtime import configure_process
@@ -233,7 +234,7 @@ def pbt_command(
     ),
 ) -> None:
     """Population-based training on Ray Tune; export the best member as a run directory."""
-    from tradingbot.config import load_config
+    from tradingbot.config_loading import load_config
     from tradingbot.pbt import run_pbt
 
     result = run_pbt(load_config(config, overrides), address=address)
@@ -327,7 +328,7 @@ def data_show(
     The data section of --config and --set applies: splits, features, and
     data.timestamp_unit for numeric timestamps.
     """
-    from tradingbot.config import load_config
+    from tradingbot.config_loading import load_config
     from tradingbot.data.market import prepare_market
     from tradingbot.data.sources import load_market
 

@@ -334,25 +334,3 @@ class TradingConfig(StrictModel):
         """sha256 of the canonical JSON of the resolved config."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-# The loading functions live in tradingbot.config_loading, which imports TradingConfig from
-# here; they are re-exported lazily (PEP 562), so ``from tradingbot.config import load_config``
-# keeps working without an import cycle.
-_LOADING = (
-    "apply_overrides",
-    "dump_config",
-    "load_config",
-    "load_yaml",
-    "parse_override",
-    "read_config_file",
-    "validate_config",
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LOADING:
-        from tradingbot import config_loading
-
-        return getattr(config_loading, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

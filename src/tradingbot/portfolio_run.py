@@ -25,7 +25,8 @@ from safetensors.numpy import save
 
 from tradingbot.algo.portfolio_policy import policy_for_assets, portfolio_policy
 from tradingbot.algo.ppo import DistributionalPPO
-from tradingbot.config import EnvConfig, PortfolioConfig, TradingConfig, load_config
+from tradingbot.config import EnvConfig, PortfolioConfig, TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.features import FeatureNormalizer
 from tradingbot.data.portfolio import (
     PortfolioMarket,

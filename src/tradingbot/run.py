@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from tradingbot.config import ConfigError, TradingConfig, dump_config
+from tradingbot.config import ConfigError, TradingConfig
+from tradingbot.config_loading import dump_config
 from tradingbot.evaluate.selection import SELECTION_FILE
 from tradingbot.safe_write import write_bytes, write_text
 

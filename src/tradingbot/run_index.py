@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tradingbot.config import read_config_file
+from tradingbot.config_loading import read_config_file
 from tradingbot.errors import UserError
 
 # The header key of the checkpoint manifest (tradingbot.checkpoint.MANIFEST_KEY; not imported

@@ -21,7 +21,7 @@ import pandas as pd
 
 from tradingbot.algo.losses import cvar_from_quantiles, quantile_at
 from tradingbot.checkpoint import model_id
-from tradingbot.config import load_config
+from tradingbot.config_loading import load_config
 from tradingbot.data.market import InstrumentSeries
 from tradingbot.data.validate import DataError
 from tradingbot.env.simulator import actions_to_targets, build_observations

@@ -10,7 +10,8 @@ from safetensors.numpy import save
 
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, read_manifest
-from tradingbot.config import ConfigError, TradingConfig, load_config, validate_config
+from tradingbot.config import ConfigError, TradingConfig
+from tradingbot.config_loading import load_config, validate_config
 from tradingbot.data.market import PreparedMarket, load_prepared
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.var import VAR_MODEL_FILE, fit_market_var_model

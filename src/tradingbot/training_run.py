@@ -16,7 +16,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, read_manifest
-from tradingbot.config import ConfigError, TradingConfig, validate_config
+from tradingbot.config import ConfigError, TradingConfig
+from tradingbot.config_loading import validate_config
 from tradingbot.data.market import PreparedMarket
 from tradingbot.data.portfolio import PortfolioMarket
 

@@ -22,7 +22,7 @@ from hostile.conftest import assert_user_error, run_cli
 from hostile.tiny_run import rewrite, train_tiny
 from tradingbot.algo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, load_checkpoint, read_manifest
-from tradingbot.config import validate_config
+from tradingbot.config_loading import validate_config
 from tradingbot.data.market import load_prepared
 from tradingbot.env import MarketVecEnv
 from tradingbot.evaluate.runs import load_normalizer, load_run

@@ -188,7 +188,8 @@ def test_yaml_alias_bomb_config_is_refused_quickly(tmp_path: Path, levels: int) 
 
 
 def test_alias_bomb_is_refused_before_anything_expands() -> None:
-    from tradingbot.config import ConfigError, load_yaml
+    from tradingbot.config import ConfigError
+    from tradingbot.config_loading import load_yaml
 
     start = time.perf_counter()
     with pytest.raises(ConfigError, match="expands to more than 100000"):

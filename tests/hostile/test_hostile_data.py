@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from hostile.conftest import assert_user_error, run_cli, snapshot
-from tradingbot.config import ConfigError, SplitConfig, load_config
+from tradingbot.config import ConfigError, SplitConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.sources import load_user_file
 from tradingbot.data.splits import date_splits
 from tradingbot.data.validate import DataError, validate_bars

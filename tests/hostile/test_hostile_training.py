@@ -21,7 +21,8 @@ from tradingbot.algo.fast.sequence import lstm_over_chunks, lstm_step_by_step
 from tradingbot.algo.guard import StepUndo
 from tradingbot.algo.policy import RecurrentActorCritic
 from tradingbot.checkpoint import CheckpointError, load_checkpoint
-from tradingbot.config import ConfigError, DataConfig, EnvConfig, load_config, validate_config
+from tradingbot.config import ConfigError, DataConfig, EnvConfig
+from tradingbot.config_loading import load_config, validate_config
 from tradingbot.data.market import load_prepared
 from tradingbot.env import MarketVecEnv
 from tradingbot.optim import AdaptiveUPGD

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tradingbot.checkpoint import MANIFEST_KEY
-from tradingbot.config import validate_config
+from tradingbot.config_loading import validate_config
 from tradingbot.train import train
 
 TINY = {

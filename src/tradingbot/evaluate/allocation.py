@@ -157,14 +157,26 @@ def run_allocation_baselines(
     for name, rule in baseline_rules(cfg.baselines).items():
         targets = np.stack([rule(market.close, int(t)) for t in rows])
         out[name] = simulate_allocation(
-            market.close, market.timestamps, rows, targets, cfg.rebalance_every, cost_rate,
-            cash, env_cfg.initial_equity,
+            market.close,
+            market.timestamps,
+            rows,
+            targets,
+            cfg.rebalance_every,
+            cost_rate,
+            cash,
+            env_cfg.initial_equity,
         )
     if index_close is not None:
         close = np.asarray(index_close, dtype=np.float64).reshape(-1, 1)
         out["index"] = simulate_allocation(
-            close, market.timestamps, rows, np.ones((len(rows), 1)), cfg.rebalance_every,
-            cost_rate, cash, env_cfg.initial_equity,
+            close,
+            market.timestamps,
+            rows,
+            np.ones((len(rows), 1)),
+            cfg.rebalance_every,
+            cost_rate,
+            cash,
+            env_cfg.initial_equity,
         )
     return out
 

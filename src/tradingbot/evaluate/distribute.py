@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tradingbot.config import ConfigError, TradingConfig, load_config
+from tradingbot.config import ConfigError, TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.splits import Fold
 from tradingbot.errors import UserError, short_text
 from tradingbot.evaluate.jobs import (

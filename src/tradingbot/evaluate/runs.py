@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from tradingbot.algo.ppo import DistributionalPPO
-from tradingbot.config import EnvConfig, TradingConfig, load_config
+from tradingbot.config import EnvConfig, TradingConfig
+from tradingbot.config_loading import load_config
 from tradingbot.data.features import FeatureNormalizer, feature_lookback
 from tradingbot.data.market import PreparedMarket, prepare_market
 from tradingbot.data.sources import load_market

@@ -14,7 +14,8 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from tradingbot.checkpoint import read_manifest
-from tradingbot.config import TradingConfig, dump_config
+from tradingbot.config import TradingConfig
+from tradingbot.config_loading import dump_config
 from tradingbot.data.market import load_prepared
 from tradingbot.data.portfolio import load_portfolio
 from tradingbot.pbt.member import MEMBER_FILE

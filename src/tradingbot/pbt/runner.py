@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from tradingbot.config import ConfigError, TradingConfig, dump_config
+from tradingbot.config import ConfigError, TradingConfig
+from tradingbot.config_loading import dump_config
 from tradingbot.config_pbt import MutationSpec
 from tradingbot.errors import UserError, short_text
 from tradingbot.pbt.member import clip_to_space, resolve_mutations

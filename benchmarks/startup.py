@@ -5,6 +5,9 @@ times after one warm-up run (which fills the OS file cache and Python's bytecode
 table gives the median and the range of the wall-clock time, the median CPU time (user +
 system, which depends much less than wall-clock time on other jobs sharing the cores) and the
 median peak resident memory (``ru_maxrss``), both of that process, from ``os.wait4``.
+Two floors measured the same way come first: the interpreter alone (``python -c pass``) and
+``python -c "import pandas"``, the least that any command reading a data file with pandas
+costs.
 
     .venv/bin/python benchmarks/startup.py [--repeat 7]
 """
@@ -55,19 +58,24 @@ def main() -> None:
     print(f"commit {commit}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print("| command | median s | min-max s | median CPU s | peak RSS MiB |")
     print("|---|---:|---:|---:|---:|")
+    floors = [("`python -c pass`", [sys.executable, "-c", "pass"])]
+    floors.append(("`python -c 'import pandas'`", [sys.executable, "-c", "import pandas"]))
     with tempfile.TemporaryDirectory() as runs:
+        rows = list(floors)
         for command in COMMANDS:
             argv = [exe, *(runs if part == "RUNS" else part for part in command)]
             shown = " ".join("DIR" if part == "RUNS" else part for part in command)
+            rows.append((f"`tradingbot {shown}`", argv))
+        for shown, argv in rows:
             if run_once(argv) is None:  # also the warm-up
-                print(f"| `tradingbot {shown}` | fails | | | |")
+                print(f"| {shown} | fails | | | |")
                 continue
             samples = [s for s in (run_once(argv) for _ in range(args.repeat)) if s is not None]
             times = [s[0] for s in samples]
             cpu = statistics.median(s[1] for s in samples)
             rss = statistics.median(s[2] for s in samples)
             print(
-                f"| `tradingbot {shown}` | {statistics.median(times):.3f} | "
+                f"| {shown} | {statistics.median(times):.3f} | "
                 f"{min(times):.3f}-{max(times):.3f} | {cpu:.3f} | {rss:.0f} |"
             )
     print(f"load average after: {os.getloadavg()[0]:.2f}")

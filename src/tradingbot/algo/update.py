@@ -13,7 +13,10 @@ import numpy as np
 import torch as th
 
 from tradingbot.algo.buffer import SequenceChunks
+from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.fast.compiled import compiled
 from tradingbot.algo.fast.flat import clip_scales
+from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.guard import StepUndo
 from tradingbot.algo.learner import Learner
 from tradingbot.algo.losses import (
@@ -25,6 +28,7 @@ from tradingbot.algo.losses import (
     k3_kl,
     quantile_spread,
 )
+from tradingbot.algo.policy import RecurrentActorCritic
 from tradingbot.algo.robust import RobustStep, attacked_chunks, robust_regularizer
 
 
@@ -106,12 +110,92 @@ def minibatch_loss(
     """Total loss of a (micro)batch (means over its samples) and its detached metrics; the
     policy sees the advantages ``(A - adv_mean) / adv_std``. ``robust_part`` (microbatches):
     how many leading chunks the robust regularizer attacks and the weight of its mean KL (see
-    :func:`accumulate_gradients`); ``None``: the batch's own ``attacked_chunks``."""
+    :func:`accumulate_gradients`); ``None``: the batch's own ``attacked_chunks``.
+
+    The LSTMs run eagerly (oneDNN; their segments have data-dependent shapes); the rest, the
+    heads and the losses (:func:`loss_from_features`), runs compiled when
+    ``learner.compile_loss`` is set (``PPOConfig.compile``), and so does not change the eager
+    path's numbers."""
     cfg = learner.config
     policy = learner.policy
-    evaluation = policy.evaluate_sequences(
-        batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
+    lstm_seqs = lstms_over_chunks(
+        policy.lstms,
+        batch.observations,
+        batch.episode_starts,
+        batch.initial_states.h,
+        batch.initial_states.c,
     )
+    if learner.compile_loss:
+        # The scalars that change between minibatches as 0-d tensors (graph inputs): as Python
+        # floats each new value would be a new graph.
+        loss, metrics, dist_params = compiled(loss_from_features)(
+            policy,
+            cfg,
+            # One layout for every minibatch (the plain LSTM call returns a time-major one):
+            # else a second graph.
+            lstm_seqs[0].contiguous(),
+            lstm_seqs[-1].contiguous(),
+            batch,
+            _scalars_as_tensors(ctx),
+            th.as_tensor(adv_mean, dtype=th.float64),
+            th.as_tensor(adv_std, dtype=th.float64),
+        )
+    else:
+        loss, metrics, dist_params = loss_from_features(
+            policy, cfg, lstm_seqs[0], lstm_seqs[-1], batch, ctx, adv_mean, adv_std
+        )
+    if ctx.robust is not None and ctx.robust.epsilon > 0 and (robust_part or (1,))[0] > 0:
+        # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
+        n_attacked, robust_weight = robust_part if robust_part is not None else (None, 1.0)
+        regularizer, robust_metrics = robust_regularizer(
+            policy, batch, dist_params, ctx.robust, n_attacked, robust_weight
+        )
+        loss = loss + ctx.robust.kappa * regularizer
+        metrics.update(robust_metrics)
+        metrics["loss"] = loss.detach()
+    return loss, metrics
+
+
+_CONTEXT_SCALARS = (
+    "ret_mean",
+    "ret_std",
+    "ent_coef",
+    "clip_range",
+    "sigma_bar",
+    "kl_beta",
+    "awr_coef",
+    "vf_coef",
+)
+
+
+def _scalars_as_tensors(ctx: UpdateContext) -> UpdateContext:
+    """``ctx`` with its per-minibatch scalars as 0-d float64 tensors (``None`` stays)."""
+    values = {name: getattr(ctx, name) for name in _CONTEXT_SCALARS}
+    return dataclasses.replace(
+        ctx,
+        **{
+            name: th.tensor(value, dtype=th.float64)
+            for name, value in values.items()
+            if value is not None
+        },
+    )
+
+
+def loss_from_features(
+    policy: RecurrentActorCritic,
+    cfg: PPOConfig,
+    actor_seq: th.Tensor,
+    critic_seq: th.Tensor,
+    batch: SequenceChunks,
+    ctx: UpdateContext,
+    adv_mean: th.Tensor | float,
+    adv_std: th.Tensor | float,
+) -> tuple[th.Tensor, dict[str, th.Tensor], th.Tensor]:
+    """The loss of :func:`minibatch_loss` from the LSTMs' outputs (C, L, H), without the
+    robust regularizer, its metrics and the new distribution parameters (which the
+    regularizer reads): a graph of small ops without data-dependent shapes, what
+    ``PPOConfig.compile`` compiles."""
+    evaluation = policy.evaluate_features(actor_seq, critic_seq, batch.raw_actions)
     n = evaluation.log_prob.shape[0]
 
     # Policy: clipped surrogate (optionally dual-clipped), log-ratio clamped before exp.
@@ -174,15 +258,6 @@ def minibatch_loss(
         # (The policy loss itself averages terms of both signs to ~0 under normalized
         # advantages, which made the ratio ill-conditioned.)
         metrics["ppo_objective_scale"] = surrogate.detach().abs().mean()
-    if ctx.robust is not None and ctx.robust.epsilon > 0 and (robust_part or (1,))[0] > 0:
-        # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
-        n_attacked, robust_weight = robust_part if robust_part is not None else (None, 1.0)
-        regularizer, robust_metrics = robust_regularizer(
-            policy, batch, evaluation.dist_params, ctx.robust, n_attacked, robust_weight
-        )
-        loss = loss + ctx.robust.kappa * regularizer
-        metrics.update(robust_metrics)
-
     with th.no_grad():
         metrics.update(
             loss=loss.detach(),
@@ -196,7 +271,7 @@ def minibatch_loss(
         )
         if critic_weights is not None:
             metrics["critic_weight"] = critic_weights.mean()
-    return loss, metrics
+    return loss, metrics, evaluation.dist_params
 
 
 def accumulate_gradients(

@@ -13,8 +13,7 @@ import numpy as np
 import torch as th
 
 from tradingbot.algo.buffer import SequenceChunks
-from tradingbot.algo.config import PPOConfig
-from tradingbot.algo.fast.compiled import compiled
+from tradingbot.algo.fast.compiled import call_compiled, call_eager
 from tradingbot.algo.fast.flat import clip_scales
 from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.guard import StepUndo
@@ -28,7 +27,6 @@ from tradingbot.algo.losses import (
     k3_kl,
     quantile_spread,
 )
-from tradingbot.algo.policy import RecurrentActorCritic
 from tradingbot.algo.robust import RobustStep, attacked_chunks, robust_regularizer
 
 
@@ -110,40 +108,15 @@ def minibatch_loss(
     """Total loss of a (micro)batch (means over its samples) and its detached metrics; the
     policy sees the advantages ``(A - adv_mean) / adv_std``. ``robust_part`` (microbatches):
     how many leading chunks the robust regularizer attacks and the weight of its mean KL (see
-    :func:`accumulate_gradients`); ``None``: the batch's own ``attacked_chunks``.
-
-    The LSTMs run eagerly (oneDNN; their segments have data-dependent shapes); the rest, the
-    heads and the losses (:func:`loss_from_features`), runs compiled when
-    ``learner.compile_loss`` is set (``PPOConfig.compile``), and so does not change the eager
-    path's numbers."""
-    cfg = learner.config
+    :func:`accumulate_gradients`); ``None``: the batch's own ``attacked_chunks``."""
     policy = learner.policy
     lstm_seqs = lstms_over_chunks(
-        policy.lstms,
-        batch.observations,
-        batch.episode_starts,
-        batch.initial_states.h,
-        batch.initial_states.c,
+        policy.lstms, batch.observations, batch.episode_starts, *batch.initial_states
     )
-    if learner.compile_loss:
-        # The scalars that change between minibatches as 0-d tensors (graph inputs): as Python
-        # floats each new value would be a new graph.
-        loss, metrics, dist_params = compiled(loss_from_features)(
-            policy,
-            cfg,
-            # One layout for every minibatch (the plain LSTM call returns a time-major one):
-            # else a second graph.
-            lstm_seqs[0].contiguous(),
-            lstm_seqs[-1].contiguous(),
-            batch,
-            _scalars_as_tensors(ctx),
-            th.as_tensor(adv_mean, dtype=th.float64),
-            th.as_tensor(adv_std, dtype=th.float64),
-        )
-    else:
-        loss, metrics, dist_params = loss_from_features(
-            policy, cfg, lstm_seqs[0], lstm_seqs[-1], batch, ctx, adv_mean, adv_std
-        )
+    call = call_compiled if learner.compile_loss else call_eager  # PPOConfig.compile
+    loss, metrics, dist_params = call(
+        loss_from_features, learner, lstm_seqs[0], lstm_seqs[-1], batch, ctx, adv_mean, adv_std
+    )
     if ctx.robust is not None and ctx.robust.epsilon > 0 and (robust_part or (1,))[0] > 0:
         # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
         n_attacked, robust_weight = robust_part if robust_part is not None else (None, 1.0)
@@ -156,45 +129,12 @@ def minibatch_loss(
     return loss, metrics
 
 
-_CONTEXT_SCALARS = (
-    "ret_mean",
-    "ret_std",
-    "ent_coef",
-    "clip_range",
-    "sigma_bar",
-    "kl_beta",
-    "awr_coef",
-    "vf_coef",
-)
-
-
-def _scalars_as_tensors(ctx: UpdateContext) -> UpdateContext:
-    """``ctx`` with its per-minibatch scalars as 0-d float64 tensors (``None`` stays)."""
-    values = {name: getattr(ctx, name) for name in _CONTEXT_SCALARS}
-    return dataclasses.replace(
-        ctx,
-        **{
-            name: th.tensor(value, dtype=th.float64)
-            for name, value in values.items()
-            if value is not None
-        },
-    )
-
-
 def loss_from_features(
-    policy: RecurrentActorCritic,
-    cfg: PPOConfig,
-    actor_seq: th.Tensor,
-    critic_seq: th.Tensor,
-    batch: SequenceChunks,
-    ctx: UpdateContext,
-    adv_mean: th.Tensor | float,
-    adv_std: th.Tensor | float,
-) -> tuple[th.Tensor, dict[str, th.Tensor], th.Tensor]:
-    """The loss of :func:`minibatch_loss` from the LSTMs' outputs (C, L, H), without the
-    robust regularizer, its metrics and the new distribution parameters (which the
-    regularizer reads): a graph of small ops without data-dependent shapes, what
-    ``PPOConfig.compile`` compiles."""
+    learner: Learner, actor_seq: th.Tensor, critic_seq: th.Tensor, batch: SequenceChunks,
+    ctx: UpdateContext, adv_mean: th.Tensor | float, adv_std: th.Tensor | float,
+) -> tuple[th.Tensor, dict[str, th.Tensor], th.Tensor]:  # fmt: skip
+    """The loss after the LSTMs, no robust term (and the new dist params): what compiles."""
+    cfg, policy = learner.config, learner.policy
     evaluation = policy.evaluate_features(actor_seq, critic_seq, batch.raw_actions)
     n = evaluation.log_prob.shape[0]
 

@@ -4,6 +4,7 @@ for a new shape or configuration, not per model)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Literal, TypeVar
 import torch as th
 
 F = TypeVar("F", bound=Callable[..., object])
+T = TypeVar("T")
 
 # Graphs per compiled function: one per (configuration, minibatch shape) seen in the process,
 # e.g. the full and the last, shorter minibatch, or microbatches. torch's default (8) would
@@ -37,6 +39,35 @@ def compiled(fn: F) -> F:
     """
     th._dynamo.config.recompile_limit = max(th._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     return th.compile(fn, dynamic=False)  # type: ignore[return-value]
+
+
+def graph_input(value: object) -> object:
+    """``value`` in the form one graph serves for every call: a float as a 0-d float64 tensor
+    (as a Python float each new value would be a new graph), a tensor contiguous (the plain
+    and the segmented LSTM call return different layouts), a dataclass with its float fields
+    so converted; anything else as it is."""
+    if isinstance(value, float):
+        return th.tensor(value, dtype=th.float64)
+    if isinstance(value, th.Tensor):
+        return value.contiguous()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        floats = {
+            field.name: th.tensor(getattr(value, field.name), dtype=th.float64)
+            for field in dataclasses.fields(value)
+            if isinstance(getattr(value, field.name), float)
+        }
+        return dataclasses.replace(value, **floats) if floats else value
+    return value
+
+
+def call_compiled(fn: Callable[..., T], *args: object) -> T:
+    """``compiled(fn)`` called with each argument as :func:`graph_input` makes it."""
+    return compiled(fn)(*(graph_input(arg) for arg in args))
+
+
+def call_eager(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)``: :func:`call_compiled`'s eager counterpart."""
+    return fn(*args)
 
 
 def compiler_available() -> bool:

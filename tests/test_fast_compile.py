@@ -75,3 +75,14 @@ def test_auto_compiles_only_long_runs() -> None:
     assert model.config.compile == "auto"
     model.learn(64)
     assert not model.learner.compile_loss
+    # (learn(0) decides without training, so nothing compiles here.) Under auto the decision
+    # counts the steps already trained and, once on, stays on; off turns it off.
+    config = model.config.model_copy(update={"compile_min_timesteps": 64})
+    model.set_hyperparameters(config)
+    model.learn(0, reset_num_timesteps=False)  # 64 trained + 0 = 64
+    assert model.learner.compile_loss == compiler_available()
+    model.learn(0)  # a run of 0 steps, from 0: on, because it was on
+    assert model.learner.compile_loss == compiler_available()
+    model.set_hyperparameters(config.model_copy(update={"compile": "off"}))
+    model.learn(0, reset_num_timesteps=False)
+    assert not model.learner.compile_loss

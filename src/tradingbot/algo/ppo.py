@@ -153,8 +153,8 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         # Running statistics of the lambda-returns; the critic predicts (G - mean) / std.
         self.return_rms = RunningMeanStd(shape=())
         self._last_lstm_states = self.policy.initial_state(self.n_envs)
-        # Compile the update's loss (PPOConfig.compile); decided per learn call, and once on,
-        # kept on (the compilation is paid).
+        # Compile the update's loss (PPOConfig.compile); decided per learn call, and under
+        # "auto", once on, kept on (the compilation is paid).
         self._compile_loss = False
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -370,7 +370,8 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         already trained when ``reset_num_timesteps`` is off) reaches ``compile_min_timesteps``."""
         cfg = self.config
         run_total = total_timesteps + (0 if reset_num_timesteps else self.num_timesteps)
-        self._compile_loss = self._compile_loss or use_compile(
+        kept = self._compile_loss and cfg.compile == "auto"
+        self._compile_loss = kept or use_compile(
             cfg.compile, run_total, cfg.compile_min_timesteps, self.device
         )
         return super().learn(

@@ -362,10 +362,15 @@ class RecurrentActorCritic(nn.Module):
         SequenceEvaluation
             Flattened (C * L, ...) log-probs, entropies, quantiles and distribution params.
         """
-        lstm_seqs = lstms_over_chunks(
-            self.lstms, obs, episode_starts, initial_states.h, initial_states.c
-        )
-        return self.evaluate_features(lstm_seqs[0], lstm_seqs[-1], raw_actions)
+        features = self.sequence_features(obs, episode_starts, initial_states)
+        return self.evaluate_features(*features, raw_actions)
+
+    def sequence_features(
+        self, obs: th.Tensor, episode_starts: th.Tensor, initial_states: LSTMStates
+    ) -> tuple[th.Tensor, ...]:
+        """The LSTMs' part of :meth:`evaluate_sequences`: the actor's and critic's outputs."""
+        lstm_seqs = lstms_over_chunks(self.lstms, obs, episode_starts, *initial_states)
+        return lstm_seqs[0], lstm_seqs[-1]
 
     def evaluate_features(
         self, actor_seq: th.Tensor, critic_seq: th.Tensor, raw_actions: th.Tensor

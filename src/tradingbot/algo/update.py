@@ -15,7 +15,6 @@ import torch as th
 from tradingbot.algo.buffer import SequenceChunks
 from tradingbot.algo.fast.compiled import call_compiled, call_eager
 from tradingbot.algo.fast.flat import clip_scales
-from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.guard import StepUndo
 from tradingbot.algo.learner import Learner
 from tradingbot.algo.losses import (
@@ -110,12 +109,12 @@ def minibatch_loss(
     how many leading chunks the robust regularizer attacks and the weight of its mean KL (see
     :func:`accumulate_gradients`); ``None``: the batch's own ``attacked_chunks``."""
     policy = learner.policy
-    lstm_seqs = lstms_over_chunks(
-        policy.lstms, batch.observations, batch.episode_starts, *batch.initial_states
+    features = policy.sequence_features(
+        batch.observations, batch.episode_starts, batch.initial_states
     )
     call = call_compiled if learner.compile_loss else call_eager  # PPOConfig.compile
     loss, metrics, dist_params = call(
-        loss_from_features, learner, lstm_seqs[0], lstm_seqs[-1], batch, ctx, adv_mean, adv_std
+        loss_from_features, learner, features, batch, ctx, adv_mean, adv_std
     )
     if ctx.robust is not None and ctx.robust.epsilon > 0 and (robust_part or (1,))[0] > 0:
         # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
@@ -130,12 +129,12 @@ def minibatch_loss(
 
 
 def loss_from_features(
-    learner: Learner, actor_seq: th.Tensor, critic_seq: th.Tensor, batch: SequenceChunks,
+    learner: Learner, features: tuple[th.Tensor, ...], batch: SequenceChunks,
     ctx: UpdateContext, adv_mean: th.Tensor | float, adv_std: th.Tensor | float,
 ) -> tuple[th.Tensor, dict[str, th.Tensor], th.Tensor]:  # fmt: skip
     """The loss after the LSTMs, no robust term (and the new dist params): what compiles."""
     cfg, policy = learner.config, learner.policy
-    evaluation = policy.evaluate_features(actor_seq, critic_seq, batch.raw_actions)
+    evaluation = policy.evaluate_features(*features, batch.raw_actions)
     n = evaluation.log_prob.shape[0]
 
     # Policy: clipped surrogate (optionally dual-clipped), log-ratio clamped before exp.

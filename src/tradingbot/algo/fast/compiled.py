@@ -44,12 +44,14 @@ def compiled(fn: F) -> F:
 def graph_input(value: object) -> object:
     """``value`` in the form one graph serves for every call: a float as a 0-d float64 tensor
     (as a Python float each new value would be a new graph), a tensor contiguous (the plain
-    and the segmented LSTM call return different layouts), a dataclass with its float fields
-    so converted; anything else as it is."""
+    and the segmented LSTM call return different layouts), a plain tuple and a dataclass with
+    their items and float fields so converted; anything else as it is."""
     if isinstance(value, float):
         return th.tensor(value, dtype=th.float64)
     if isinstance(value, th.Tensor):
         return value.contiguous()
+    if type(value) is tuple:
+        return tuple(graph_input(item) for item in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         floats = {
             field.name: th.tensor(getattr(value, field.name), dtype=th.float64)

@@ -12,6 +12,9 @@ is wall time including training. Two cases: Pendulum-v1 (DummyVecEnv) and the tr
 ``--full-features`` adds DistributionalPPO with every risk and stability option of the
 algorithm config switched on (``FULL_FEATURES``), to check they keep the throughput targets;
 and that set plus the variance gradient scaler, and plus 2 microbatches, each measured alone.
+``--compile`` adds the all-options set with ``compile="on"`` (the minibatch loss through
+torch.compile; every other row runs eagerly, ``compile="off"``); its compilation happens in the
+warm-up, whose time is printed for every algorithm and is not part of steps/s.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ OURS = "DistributionalPPO (32 quantiles, twin critics)"
 OURS_FULL = "DistributionalPPO, all options"
 OURS_FULL_SCALER = "DistributionalPPO, all options + gradient scaler"
 OURS_FULL_MICRO = "DistributionalPPO, all options + 2 microbatches"
+OURS_FULL_COMPILED = "DistributionalPPO, all options, compiled"
 
 # The all-options set and the gradient scaler measured on top of it (tradingbot.algo.presets,
 # shared with tests/test_ppo.py's memory test).
@@ -66,7 +70,9 @@ def _round_robin(
     models = {}
     for label, make in makers.items():
         model = make(make_env())
+        start = time.perf_counter()
         model.learn(rollout)  # warm-up: one rollout and one update (allocations, caches)
+        print(f"warm-up of {label}: {time.perf_counter() - start:.1f} s")
         models[label] = model
     elapsed = dict.fromkeys(models, 0.0)
     for _ in range(rounds):
@@ -84,6 +90,7 @@ def benchmark_env(
     skip_recurrent_ppo: bool = False,
     rounds: int = 8,
     full_features: bool = False,
+    compile_loss: bool = False,
 ) -> dict[str, float]:
     """Measure the three algorithms on one VecEnv factory, interleaved in ``rounds`` slices
     (see ``_round_robin``), and print a table.
@@ -103,7 +110,7 @@ def benchmark_env(
             n_quantiles=32,
             twin_critics=True,
             seed=0,
-            **options,
+            **{"compile": "off", **options},
         )
 
     peers: dict[str, Callable[[VecEnv], object]] = {
@@ -116,6 +123,8 @@ def benchmark_env(
         peers[OURS_FULL] = functools.partial(make_ours, **FULL_FEATURES)
         peers[OURS_FULL_SCALER] = functools.partial(make_ours, **FULL_FEATURES, **GRAD_SCALER)
         peers[OURS_FULL_MICRO] = functools.partial(make_ours, **FULL_FEATURES, n_microbatches=2)
+    if compile_loss:
+        peers[OURS_FULL_COMPILED] = functools.partial(make_ours, **FULL_FEATURES, compile="on")
     if not skip_recurrent_ppo:
         peers["sb3-contrib RecurrentPPO"] = lambda env: RecurrentPPO(
             "MlpLstmPolicy",
@@ -145,6 +154,7 @@ def benchmark_env(
             ("all options", OURS_FULL),
             ("all options + scaler", OURS_FULL_SCALER),
             ("all options + microbatches", OURS_FULL_MICRO),
+            ("all options compiled", OURS_FULL_COMPILED),
         )
         for short, label in peer_labels
         if label_ours in results and label in results
@@ -171,6 +181,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="interleaved slices of the run")
     parser.add_argument("--full-features", action="store_true", help="add FULL_FEATURES run")
     parser.add_argument(
+        "--compile", action="store_true", help="add the all-options set with compile='on'"
+    )
+    parser.add_argument(
         "--envs", nargs="+", choices=("pendulum", "trading"), default=["pendulum", "trading"]
     )
     parser.add_argument(
@@ -193,6 +206,7 @@ def main() -> None:
             args.skip_recurrent_ppo,
             args.rounds,
             args.full_features,
+            args.compile,
         )
     if "trading" in args.envs:
         benchmark_env(
@@ -202,6 +216,7 @@ def main() -> None:
             args.skip_recurrent_ppo,
             args.rounds,
             args.full_features,
+            args.compile,
         )
 
 

@@ -62,14 +62,15 @@ def test_microbatches_give_the_whole_minibatch_gradient(normalization: str) -> N
     assert any(g.abs().max() > 1e-3 for g in whole)
     # train() does split: 4 evaluations per minibatch step instead of 1, plus one over the
     # rollout for the KL after the update (kl_penalty).
+    # (Counted at evaluate_features, the part after the LSTMs, which both paths call.)
     calls = {"n": 0}
-    evaluate = model.policy.evaluate_sequences
+    evaluate = model.policy.evaluate_features
 
     def counting(*args, **kwargs):
         calls["n"] += 1
         return evaluate(*args, **kwargs)
 
-    model.policy.evaluate_sequences = counting  # type: ignore[method-assign]
+    model.policy.evaluate_features = counting  # type: ignore[method-assign]
     n_before = model.n_updates
     model.train()
     assert calls["n"] - 1 == 4 * (model.n_updates - n_before) > 0

@@ -140,6 +140,15 @@ class PPOConfig(BaseModel):
     vf_coef_warmup : float
         Fraction of training over which the value-loss coefficient grows linearly from
         ``vf_coef_initial`` to ``vf_coef`` (0: no warm-up, ``vf_coef`` throughout).
+    compile : Literal['off', 'auto', 'on']
+        Run the minibatch loss after the LSTMs (heads, distributions, losses, forward and
+        backward) through ``torch.compile`` (inductor): ``on``, ``off``, or ``auto``: when a
+        ``learn`` call trains at least ``compile_min_timesteps`` steps and a C++ compiler is
+        present. Compiling takes tens of seconds once per process and configuration
+        (docs/benchmarks.md); the numbers differ from the eager path's by float32 rounding.
+    compile_min_timesteps : int
+        The run length from which ``compile = 'auto'`` compiles (where the measured saving per
+        step has paid for the compilation).
     seed : int | None
         Seed of the random generators (``None``: not seeded).
     device : str
@@ -197,6 +206,8 @@ class PPOConfig(BaseModel):
     clip_adapt: ClipAdaptConfig = Field(default_factory=ClipAdaptConfig)
     vf_coef_initial: float = Field(0.0, ge=0)
     vf_coef_warmup: float = Field(0.0, ge=0, le=1)
+    compile: Literal["off", "auto", "on"] = "auto"
+    compile_min_timesteps: int = Field(5_000_000, gt=0)
     seed: int | None = None
     device: str = "cpu"
 

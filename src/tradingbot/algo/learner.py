@@ -34,6 +34,9 @@ class Learner:
         Statistics carried from update to update (the gradient scaler among them).
     config : PPOConfig
         The hyperparameters.
+    compile_loss : bool
+        Run the minibatch loss after the LSTMs compiled (set per ``learn`` call from
+        ``PPOConfig.compile``, see :func:`~tradingbot.algo.fast.compiled.use_compile`).
     """
 
     policy: RecurrentActorCritic
@@ -41,6 +44,7 @@ class Learner:
     optimizer: th.optim.Optimizer
     train_state: TrainState
     config: PPOConfig
+    compile_loss: bool = False
 
 
 def build_optimizer(cfg: PPOConfig, gradients: FlatGradients) -> th.optim.Optimizer:

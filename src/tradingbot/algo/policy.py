@@ -362,12 +362,23 @@ class RecurrentActorCritic(nn.Module):
         SequenceEvaluation
             Flattened (C * L, ...) log-probs, entropies, quantiles and distribution params.
         """
-        n_chunks, seq_len = episode_starts.shape
-        lstm_seqs = lstms_over_chunks(
-            self.lstms, obs, episode_starts, initial_states.h, initial_states.c
-        )
-        actor_seq, critic_seq = lstm_seqs[0], lstm_seqs[-1]
-        batch = n_chunks * seq_len
+        features = self.sequence_features(obs, episode_starts, initial_states)
+        return self.evaluate_features(*features, raw_actions)
+
+    def sequence_features(
+        self, obs: th.Tensor, episode_starts: th.Tensor, initial_states: LSTMStates
+    ) -> tuple[th.Tensor, ...]:
+        """The LSTMs' part of :meth:`evaluate_sequences`: the actor's and critic's outputs."""
+        lstm_seqs = lstms_over_chunks(self.lstms, obs, episode_starts, *initial_states)
+        return lstm_seqs[0], lstm_seqs[-1]
+
+    def evaluate_features(
+        self, actor_seq: th.Tensor, critic_seq: th.Tensor, raw_actions: th.Tensor
+    ) -> SequenceEvaluation:
+        """The part of :meth:`evaluate_sequences` after the LSTMs, from their outputs
+        ``actor_seq`` and ``critic_seq`` (C, L, H): the heads and the distributions, a graph of
+        small ops without data-dependent shapes (what ``compile`` compiles)."""
+        batch = actor_seq.shape[0] * actor_seq.shape[1]
         actor_out = self.actor_head(self.actor_mlp(actor_seq.reshape(batch, -1)))
         quantiles = self.critic_head(critic_seq.reshape(batch, -1))
         raw_actions = raw_actions.reshape(batch, -1)

@@ -190,6 +190,13 @@ class PortfolioActorCritic(RecurrentActorCritic):
         raw_actions: th.Tensor,
     ) -> SequenceEvaluation:
         """Evaluate stored actions over sequence chunks (C, L, ...), with gradients."""
+        features = self.sequence_features(obs, episode_starts, initial_states)
+        return self.evaluate_features(*features, raw_actions)
+
+    def sequence_features(
+        self, obs: th.Tensor, episode_starts: th.Tensor, initial_states: LSTMStates
+    ) -> tuple[th.Tensor, ...]:
+        """The encoder and the LSTMs: per-asset embeddings, actor and critic LSTM outputs."""
         n_chunks, seq_len = episode_starts.shape
         batch = n_chunks * seq_len
         embedded, pooled = self.encode(obs.reshape(batch, -1))
@@ -200,8 +207,19 @@ class PortfolioActorCritic(RecurrentActorCritic):
             initial_states.h,
             initial_states.c,
         )
-        actor_out = self.actor_scores(embedded, lstm_seqs[0].reshape(batch, -1))
-        quantiles = self.critic_head(lstm_seqs[-1].reshape(batch, -1))
+        return embedded, lstm_seqs[0], lstm_seqs[-1]
+
+    def evaluate_features(  # type: ignore[override]
+        self,
+        embedded: th.Tensor,
+        actor_seq: th.Tensor,
+        critic_seq: th.Tensor,
+        raw_actions: th.Tensor,
+    ) -> SequenceEvaluation:
+        """The heads and distributions of :meth:`evaluate_sequences` from ``sequence_features``."""
+        batch = actor_seq.shape[0] * actor_seq.shape[1]
+        actor_out = self.actor_scores(embedded, actor_seq.reshape(batch, -1))
+        quantiles = self.critic_head(critic_seq.reshape(batch, -1))
         log_std = self.log_std().expand_as(actor_out)
         entropy = gaussian_entropy(log_std)
         log_prob = squashed_gaussian_log_prob(

@@ -16,6 +16,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from tradingbot.algo.buffer import RecurrentRolloutBuffer
 from tradingbot.algo.config import PPOConfig
+from tradingbot.algo.fast.compiled import use_compile
 from tradingbot.algo.learner import Learner, build_learner
 from tradingbot.algo.losses import explained_variance
 from tradingbot.algo.model_io import ModelIO
@@ -152,6 +153,9 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         # Running statistics of the lambda-returns; the critic predicts (G - mean) / std.
         self.return_rms = RunningMeanStd(shape=())
         self._last_lstm_states = self.policy.initial_state(self.n_envs)
+        # Compile the update's loss (PPOConfig.compile); decided per learn call, and under
+        # "auto", once on, kept on (the compilation is paid).
+        self._compile_loss = False
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         # SB3's get_parameters/set_parameters: the policy (OnPolicyAlgorithm would also name
@@ -169,7 +173,14 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
     def learner(self) -> Learner:
         """What an update reads and changes: policy, flat parameters, optimizer, train state
         and config (a view of the model's own; built on each access)."""
-        return Learner(self.policy, self.gradients, self.optimizer, self.train_state, self.config)
+        return Learner(
+            self.policy,
+            self.gradients,
+            self.optimizer,
+            self.train_state,
+            self.config,
+            self._compile_loss,
+        )
 
     @property
     def n_updates(self) -> int:
@@ -354,7 +365,15 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         progress_bar: bool = False,
     ) -> SelfDistributionalPPO:
         """Train for at least ``total_timesteps`` env steps (whole rollouts): SB3's
-        ``OnPolicyAlgorithm.learn`` under this algorithm's TensorBoard name."""
+        ``OnPolicyAlgorithm.learn`` under this algorithm's TensorBoard name. Under
+        ``PPOConfig.compile = 'auto'`` the update compiles when the run's total (with the steps
+        already trained when ``reset_num_timesteps`` is off) reaches ``compile_min_timesteps``."""
+        cfg = self.config
+        run_total = total_timesteps + (0 if reset_num_timesteps else self.num_timesteps)
+        kept = self._compile_loss and cfg.compile == "auto"
+        self._compile_loss = kept or use_compile(
+            cfg.compile, run_total, cfg.compile_min_timesteps, self.device
+        )
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,

@@ -13,6 +13,7 @@ import numpy as np
 import torch as th
 
 from tradingbot.algo.buffer import SequenceChunks
+from tradingbot.algo.fast.compiled import call_compiled, call_eager
 from tradingbot.algo.fast.flat import clip_scales
 from tradingbot.algo.guard import StepUndo
 from tradingbot.algo.learner import Learner
@@ -107,11 +108,33 @@ def minibatch_loss(
     policy sees the advantages ``(A - adv_mean) / adv_std``. ``robust_part`` (microbatches):
     how many leading chunks the robust regularizer attacks and the weight of its mean KL (see
     :func:`accumulate_gradients`); ``None``: the batch's own ``attacked_chunks``."""
-    cfg = learner.config
     policy = learner.policy
-    evaluation = policy.evaluate_sequences(
-        batch.observations, batch.episode_starts, batch.initial_states, batch.raw_actions
+    features = policy.sequence_features(
+        batch.observations, batch.episode_starts, batch.initial_states
     )
+    call = call_compiled if learner.compile_loss else call_eager  # PPOConfig.compile
+    loss, metrics, dist_params = call(
+        loss_from_features, learner, features, batch, ctx, adv_mean, adv_std
+    )
+    if ctx.robust is not None and ctx.robust.epsilon > 0 and (robust_part or (1,))[0] > 0:
+        # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
+        n_attacked, robust_weight = robust_part if robust_part is not None else (None, 1.0)
+        regularizer, robust_metrics = robust_regularizer(
+            policy, batch, dist_params, ctx.robust, n_attacked, robust_weight
+        )
+        loss = loss + ctx.robust.kappa * regularizer
+        metrics.update(robust_metrics)
+        metrics["loss"] = loss.detach()
+    return loss, metrics
+
+
+def loss_from_features(
+    learner: Learner, features: tuple[th.Tensor, ...], batch: SequenceChunks,
+    ctx: UpdateContext, adv_mean: th.Tensor | float, adv_std: th.Tensor | float,
+) -> tuple[th.Tensor, dict[str, th.Tensor], th.Tensor]:  # fmt: skip
+    """The loss after the LSTMs, no robust term (and the new dist params): what compiles."""
+    cfg, policy = learner.config, learner.policy
+    evaluation = policy.evaluate_features(*features, batch.raw_actions)
     n = evaluation.log_prob.shape[0]
 
     # Policy: clipped surrogate (optionally dual-clipped), log-ratio clamped before exp.
@@ -174,15 +197,6 @@ def minibatch_loss(
         # (The policy loss itself averages terms of both signs to ~0 under normalized
         # advantages, which made the ratio ill-conditioned.)
         metrics["ppo_objective_scale"] = surrogate.detach().abs().mean()
-    if ctx.robust is not None and ctx.robust.epsilon > 0 and (robust_part or (1,))[0] > 0:
-        # SA-PPO: kappa * KL(pi(clean) || pi(PGD-perturbed)), actor only (tradingbot.algo.robust).
-        n_attacked, robust_weight = robust_part if robust_part is not None else (None, 1.0)
-        regularizer, robust_metrics = robust_regularizer(
-            policy, batch, evaluation.dist_params, ctx.robust, n_attacked, robust_weight
-        )
-        loss = loss + ctx.robust.kappa * regularizer
-        metrics.update(robust_metrics)
-
     with th.no_grad():
         metrics.update(
             loss=loss.detach(),
@@ -196,7 +210,7 @@ def minibatch_loss(
         )
         if critic_weights is not None:
             metrics["critic_weight"] = critic_weights.mean()
-    return loss, metrics
+    return loss, metrics, evaluation.dist_params
 
 
 def accumulate_gradients(

@@ -39,6 +39,7 @@ from tradingbot.config import ConfigError, EnvConfig, PortfolioConfig
 from tradingbot.data.calendar import periods_per_year
 from tradingbot.data.portfolio import PortfolioMarket
 from tradingbot.data.splits import DateRange
+from tradingbot.env.simulator import restore_generators
 from tradingbot.env.vec_env import SharedStateVecEnv, StepInfos
 
 MIN_EQUITY = 1e-12
@@ -289,14 +290,7 @@ class PortfolioVecEnv(SharedStateVecEnv):
             if bad.any():
                 envs = np.flatnonzero(bad).tolist()
                 raise ValueError(f"env state {name!r} is invalid in environment(s) {envs}")
-        rngs = state.get("rngs") if isinstance(state, dict) else None
-        if not isinstance(rngs, list) or len(rngs) != n:
-            raise ValueError(f"env state 'rngs' must list {n} generator states")
-        generators = []
-        for rng, rng_state in zip(self.rngs, rngs, strict=True):
-            generator = np.random.Generator(type(rng.bit_generator)())
-            generator.bit_generator.state = rng_state  # raises on a malformed state
-            generators.append(generator)
+        generators = restore_generators(self.rngs, state)
         for name in self.STATE_ARRAYS:
             setattr(self, name, values[name])
         self._episode_return = values["episode_return"]

@@ -126,14 +126,7 @@ class MarketSimulator:
                 )
             values[name] = value.astype(getattr(self, name).dtype, copy=True)
         self._check_state(values)
-        rngs = state.get("rngs") if isinstance(state, dict) else None
-        if not isinstance(rngs, list) or len(rngs) != self.n_envs:
-            raise ValueError(f"env state 'rngs' must list {self.n_envs} generator states")
-        generators = []
-        for rng, rng_state in zip(self.rngs, rngs, strict=True):
-            generator = np.random.Generator(type(rng.bit_generator)())
-            generator.bit_generator.state = rng_state  # raises on a malformed state
-            generators.append(generator)
+        generators = restore_generators(self.rngs, state)
         for name, value in values.items():
             setattr(self, name, value)
         self.rngs = generators
@@ -224,6 +217,24 @@ class MarketSimulator:
         terminated = new_equity < self._ruin_equity
         truncated = self.steps >= self.end_step
         return reward, terminated, truncated & ~terminated, trade, cost
+
+
+def restore_generators(current: list[np.random.Generator], state: Any) -> list[np.random.Generator]:
+    """New generators, one per environment, from the ``"rngs"`` entry of a saved env state.
+
+    Each takes the bit generator type of the matching one in ``current``; ``ValueError`` when
+    the entry is not a list of ``len(current)`` states or a state is malformed. Nothing in
+    ``current`` changes, so a failed restore leaves the environment as it was.
+    """
+    rngs = state.get("rngs") if isinstance(state, dict) else None
+    if not isinstance(rngs, list) or len(rngs) != len(current):
+        raise ValueError(f"env state 'rngs' must list {len(current)} generator states")
+    generators = []
+    for rng, rng_state in zip(current, rngs, strict=True):
+        generator = np.random.Generator(type(rng.bit_generator)())
+        generator.bit_generator.state = rng_state  # raises on a malformed state
+        generators.append(generator)
+    return generators
 
 
 def cash_returns(market: PreparedMarket, annual_rate: float) -> np.ndarray:

@@ -31,7 +31,7 @@ from torch import nn
 
 from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.distributions import gaussian_entropy, squashed_gaussian_log_prob
-from tradingbot.algo.fast.inference import LSTMStates, RolloutWeights
+from tradingbot.algo.fast.inference import LSTMStates, RolloutWeights, reset_started
 from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
@@ -163,10 +163,7 @@ class PortfolioActorCritic(RecurrentActorCritic):
     ) -> tuple[th.Tensor, th.Tensor, LSTMStates]:
         """One step of the network for a batch of environments (see
         :meth:`RecurrentActorCritic.rollout_step` for the contract)."""
-        h, c = states
-        if keep is not None:
-            h = th.where(keep > 0, h, 0.0)
-            c = th.where(keep > 0, c, 0.0)
+        h, c = reset_started(states, keep)
         embedded, pooled = self.encode(obs)
         n = self.hidden_size
         hs, cs = [], []
@@ -181,17 +178,6 @@ class PortfolioActorCritic(RecurrentActorCritic):
         actor_out = self.actor_scores(embedded, hs[0])
         critic_raw = critic_raw_output(self.critic_head, hs[-1])
         return actor_out, critic_raw, LSTMStates(th.cat(hs, dim=1), th.cat(cs, dim=1))
-
-    def evaluate_sequences(
-        self,
-        obs: th.Tensor,
-        episode_starts: th.Tensor,
-        initial_states: LSTMStates,
-        raw_actions: th.Tensor,
-    ) -> SequenceEvaluation:
-        """Evaluate stored actions over sequence chunks (C, L, ...), with gradients."""
-        features = self.sequence_features(obs, episode_starts, initial_states)
-        return self.evaluate_features(*features, raw_actions)
 
     def sequence_features(
         self, obs: th.Tensor, episode_starts: th.Tensor, initial_states: LSTMStates

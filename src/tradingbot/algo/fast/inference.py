@@ -109,6 +109,20 @@ def derive_rollout_weights(
     return RolloutWeights(weight_ih, weight_hh, bias, layers, log_std, std, n, n_actor, n_critics)
 
 
+def reset_started(states: LSTMStates, keep: th.Tensor | None) -> LSTMStates:
+    """The LSTM states with those of environments that start an episode set to zeros.
+
+    ``keep``: ``1 - episode_starts`` of shape (n_envs, 1), or ``None`` when no environment
+    starts one (the states are returned as they are).
+    """
+    if keep is None:
+        return states
+    # Replace, not multiply: a state made NaN by a bad observation must not outlive the
+    # episode (NaN * 0 is NaN).
+    h, c = states
+    return LSTMStates(th.where(keep > 0, h, 0.0), th.where(keep > 0, c, 0.0))
+
+
 def fused_step(
     obs: th.Tensor, states: LSTMStates, keep: th.Tensor | None, weights: RolloutWeights
 ) -> tuple[th.Tensor, th.Tensor, LSTMStates]:
@@ -134,12 +148,7 @@ def fused_step(
         Actor output (Gaussian mean or logits) (n_envs, out), the critics' pre-quantile output
         (n_envs, n_critics, n_quantiles) and the new LSTM states.
     """
-    h, c = states
-    if keep is not None:
-        # Replace, not multiply: a state made NaN by a bad observation must not outlive
-        # the episode (NaN * 0 is NaN).
-        h = th.where(keep > 0, h, 0.0)
-        c = th.where(keep > 0, c, 0.0)
+    h, c = reset_started(states, keep)
     batch, n, n_lstms = h.shape[0], weights.hidden_size, len(weights.lstm_weight_hh)
     gates = th.addmm(weights.lstm_bias, obs, weights.lstm_weight_ih)
     for k, weight_hh in enumerate(weights.lstm_weight_hh):

@@ -47,7 +47,7 @@ from tradingbot.evaluate.backtest import backtest_metrics
 from tradingbot.evaluate.comparison import compare_policies
 from tradingbot.evaluate.metrics import periods_per_year
 from tradingbot.evaluate.selection import run_selection
-from tradingbot.evaluate.warmup import warm_up_portfolio
+from tradingbot.evaluate.warmup import deterministic_step, warm_up_portfolio, whole_universe_env
 from tradingbot.normalization_file import load_normalizer
 from tradingbot.run import create_run_dir
 from tradingbot.safe_write import atomic_path, make_dirs, write_bytes, write_text
@@ -183,13 +183,7 @@ def agent_targets(
     warm-up over ``warmup_bars`` bars before it (0: fresh states; see
     :func:`~tradingbot.evaluate.warmup.warm_up_portfolio`). ``include_last`` adds the
     decision at the bar after the last step (its fill lies beyond the data: signals)."""
-    env = PortfolioVecEnv(
-        market,
-        split,
-        env_cfg.model_copy(update={"n_envs": 1, "episode_length": None}),
-        cfg.model_copy(update={"assets_per_episode": None}),
-        random_start=False,
-    )
+    env = whole_universe_env(market, split, env_cfg, cfg)
     obs = env.reset()
     lo, hi = market.rows(split)
     rows = decision_rows(lo, hi, cfg.rebalance_every)
@@ -199,16 +193,14 @@ def agent_targets(
     states, start = warm_up_portfolio(policy, market, lo, warmup_bars, env_cfg, cfg)
     for i, row in enumerate(rows):
         assert env.row[0] == row
-        obs_t = th.as_tensor(obs, dtype=th.float32).reshape(1, -1)
-        step = policy.step(obs_t, states, start, deterministic=True)
+        step = deterministic_step(policy, obs, states, start)
         obs, _, done, infos = env.step(step.action.numpy())
         targets[i] = infos[0]["target"]
         states, start = step.states, th.zeros(1)
         if done[0] and i < len(rows) - 1:
             raise RuntimeError(f"the agent's equity fell below the ruin floor at bar {row}")
     if include_last:
-        last = np.asarray(infos[0]["terminal_observation"], dtype=np.float32)
-        step = policy.step(th.as_tensor(last).reshape(1, -1), states, start, deterministic=True)
+        step = deterministic_step(policy, infos[0]["terminal_observation"], states, start)
         final = actions_to_weights(step.action.numpy(), cfg)
         rows = np.append(rows, rows[-1] + cfg.rebalance_every)
         targets = np.concatenate([targets, final])

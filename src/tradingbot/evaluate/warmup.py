@@ -106,17 +106,31 @@ def warm_up_portfolio(
     first = portfolio_warmup_start(market, first_scored, warmup_bars, cfg.rebalance_every)
     if first == first_scored:
         return states, start
-    env = PortfolioVecEnv(
+    span = DateRange(market.timestamps[first], market.timestamps[first_scored])
+    env = whole_universe_env(market, span, env_cfg, cfg)
+    obs = env.reset()
+    for _ in range((first_scored - first) // cfg.rebalance_every):
+        step = deterministic_step(policy, obs, states, start)
+        obs, _, _, _ = env.step(step.action.numpy())
+        states, start = step.states, th.zeros(1)
+    return states, start
+
+
+def whole_universe_env(
+    market: PortfolioMarket, span: str | DateRange, env_cfg: EnvConfig, cfg: PortfolioConfig
+) -> PortfolioVecEnv:
+    """The environment a portfolio agent is run in outside training: one environment over all
+    of the market's assets, from the first bar of ``span`` to its end (no episode length)."""
+    return PortfolioVecEnv(
         market,
-        DateRange(market.timestamps[first], market.timestamps[first_scored]),
+        span,
         env_cfg.model_copy(update={"n_envs": 1, "episode_length": None}),
         cfg.model_copy(update={"assets_per_episode": None}),
         random_start=False,
     )
-    obs = env.reset()
-    for _ in range((first_scored - first) // cfg.rebalance_every):
-        obs_t = th.as_tensor(obs, dtype=th.float32).reshape(1, -1)
-        step = policy.step(obs_t, states, start, deterministic=True)
-        obs, _, _, _ = env.step(step.action.numpy())
-        states, start = step.states, th.zeros(1)
-    return states, start
+
+
+def deterministic_step(policy: Any, obs: np.ndarray, states: LSTMStates, start: th.Tensor) -> Any:
+    """A portfolio ``policy``'s deterministic ``step`` on one environment's observation."""
+    obs_t = th.as_tensor(obs, dtype=th.float32).reshape(1, -1)
+    return policy.step(obs_t, states, start, deterministic=True)

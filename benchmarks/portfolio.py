@@ -48,7 +48,8 @@ from tradingbot.evaluate.comparison import aligned_returns, compare_policies
 from tradingbot.evaluate.metrics import periods_per_year
 from tradingbot.evaluate.selection import read_selection, write_selection
 from tradingbot.evaluate.statistics import seed_spread
-from tradingbot.portfolio_run import agent_targets, allocation_frame, build_portfolio_model
+from tradingbot.portfolio_run import agent_targets, allocation_frame
+from tradingbot.training_run import build_model
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "universe.yaml"
 FIRST_YEAR, LAST_YEAR = 2005, 2022
@@ -73,7 +74,7 @@ def train_and_run(
     torch.set_num_threads(1)
     market = prepare_portfolio(load_market(cfg.data.source), cfg.data, fit_on=train)
     env = PortfolioVecEnv(market, train, cfg.env, cfg.portfolio, seed=seed)
-    model = build_portfolio_model(cfg, env)
+    model = build_model(cfg, env)
     model.learn(steps)
     warmup = cfg.evaluation.warmup_bars
     rows, targets = agent_targets(model, market, scored, cfg.env, cfg.portfolio, warmup_bars=warmup)
@@ -210,7 +211,7 @@ def throughput(args: argparse.Namespace) -> None:
                 device="cpu",
             )
         else:
-            model = build_portfolio_model(cfg, env)
+            model = build_model(cfg, env)
         model.learn(2 * cfg.algo.n_steps * cfg.env.n_envs)  # warm-up
         start, cpu = time.perf_counter(), time.process_time()
         model.learn(args.steps)

@@ -223,11 +223,11 @@ def test_portfolio_member_exploit_restores_the_donor(tmp_path: Path) -> None:
     has the donor's weights, and scores what the donor scored."""
     from tradingbot.pbt.member import score_member
     from tradingbot.pbt.trainable import member_market
-    from tradingbot.portfolio_run import build_portfolio_model, model_policy
+    from tradingbot.training_run import build_model, model_policy
 
     cfg = load_config(PORTFOLIO_CI_CONFIG, [f"run.out_dir={tmp_path}"])
     market, env = member_market(cfg, seed=0)
-    donor = build_portfolio_model(cfg, env)
+    donor = build_model(cfg, env)
     donor.learn(64, reset_num_timesteps=False)
     save_member(donor, tmp_path / "donor", MemberState(trial_id="t_00000", seed=0), cfg)
     _, other_env = member_market(cfg, seed=1000)

@@ -25,9 +25,9 @@ from tradingbot.evaluate.backtest import backtest_metrics
 from tradingbot.portfolio_run import (
     agent_targets,
     allocation_frame,
-    build_portfolio_model,
     random_policy_frame,
 )
+from tradingbot.training_run import build_model
 
 LEAKED_FEATURE = 0  # the feature column replaced by the next step's return
 
@@ -77,7 +77,7 @@ def test_short_training_learns_the_known_allocation_on_validation() -> None:
     h = cfg.portfolio.rebalance_every
     market = with_future_feature(load_portfolio(cfg.data), h)
     env = PortfolioVecEnv(market, "train", cfg.env, cfg.portfolio, seed=0)
-    model = build_portfolio_model(cfg, env)
+    model = build_model(cfg, env)
 
     def validation_sharpe() -> float:
         rows, targets = agent_targets(model, market, "validation", cfg.env, cfg.portfolio)

@@ -13,7 +13,8 @@ from tradingbot.data.portfolio import PortfolioMarket, load_portfolio
 from tradingbot.data.splits import DateRange
 from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.evaluate.warmup import portfolio_warmup_start
-from tradingbot.portfolio_run import agent_targets, allocation_frame, build_portfolio_model
+from tradingbot.portfolio_run import agent_targets, allocation_frame
+from tradingbot.training_run import build_model
 
 TINY = ["env.n_envs=2", "algo.n_steps=32", "algo.batch_size=64", "algo.lstm_hidden_size=8",
         "algo.net_arch=[8]", "algo.n_quantiles=8", "portfolio.asset_embedding=8"]  # fmt: skip
@@ -43,7 +44,7 @@ _MARKET = load_portfolio(_CFG.data)
 
 def _targets(market: PortfolioMarket, warmup: int) -> tuple[np.ndarray, np.ndarray, DateRange]:
     env = PortfolioVecEnv(market, "train", _CFG.env, _CFG.portfolio, seed=0)
-    model = build_portfolio_model(_CFG, env)  # untrained: its LSTM state still moves its output
+    model = build_model(_CFG, env)  # untrained: its LSTM state still moves its output
     ts = market.timestamps
     span = DateRange(ts[3000], ts[3030])
     rows, targets = agent_targets(model, market, span, _CFG.env, _CFG.portfolio, warmup_bars=warmup)

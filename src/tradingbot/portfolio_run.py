@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,9 +54,11 @@ from tradingbot.training_run import (
     MODEL_FILE,
     NORMALIZATION_FILE,
     TrainResult,
+    build_model,
     check_device,
     checkpoints_to_resume,
     learn_with_checkpoints,
+    model_policy,
     resume_from,
 )
 
@@ -70,23 +71,6 @@ def portfolio_section(config: TradingConfig) -> PortfolioConfig:
     if config.portfolio is None:
         raise ValueError("not a portfolio config: it has no 'portfolio' section")
     return config.portfolio
-
-
-def build_portfolio_model(
-    config: TradingConfig, env: PortfolioVecEnv, tensorboard_log: str | None = None
-) -> DistributionalPPO:
-    """DistributionalPPO with the permutation-equivariant policy, seeded by ``run.seed``."""
-    hyperparameters = config.algo.model_copy(update={"seed": config.run.seed})
-    policy = portfolio_policy(portfolio_section(config).asset_embedding)
-    return DistributionalPPO(policy, env, config=hyperparameters, tensorboard_log=tensorboard_log)
-
-
-def model_policy(config: TradingConfig) -> Any:
-    """The policy a run's model is built and loaded with: the permutation-equivariant policy
-    for a portfolio config, ``MlpLstmPolicy`` for a single-instrument one."""
-    if config.portfolio is None:
-        return "MlpLstmPolicy"
-    return portfolio_policy(config.portfolio.asset_embedding)
 
 
 def load_portfolio_model(path: Path, config: TradingConfig) -> DistributionalPPO:
@@ -105,7 +89,7 @@ def train_portfolio(config: TradingConfig, progress_bar: bool = False) -> TrainR
     )
     run_dir = create_run_dir(config)
     write_portfolio_files(market, run_dir)
-    model = build_portfolio_model(config, env, tensorboard_log=str(run_dir / "tb"))
+    model = build_model(config, env, tensorboard_log=str(run_dir / "tb"))
     learn_with_checkpoints(model, config, run_dir, progress_bar, fresh=True)
     return TrainResult(run_dir=run_dir, model=model, market=market)
 

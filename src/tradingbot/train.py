@@ -23,6 +23,7 @@ from tradingbot.training_run import (  # the names every kind of run shares, kep
     MODEL_FILE,
     NORMALIZATION_FILE,
     TrainResult,
+    build_model,
     check_config_unchanged,
     check_device,
     checkpoints_to_resume,
@@ -65,16 +66,6 @@ def write_var_model(market: PreparedMarket, run_dir: Path) -> Path | None:
         return fit_market_var_model(market, "train").save(run_dir / VAR_MODEL_FILE)
     except ValueError:
         return None
-
-
-def build_model(
-    config: TradingConfig, env: MarketVecEnv, tensorboard_log: str | None = None
-) -> DistributionalPPO:
-    """DistributionalPPO with the config's hyperparameters, seeded by ``run.seed``."""
-    hyperparameters = config.algo.model_copy(update={"seed": config.run.seed})
-    return DistributionalPPO(
-        "MlpLstmPolicy", env, config=hyperparameters, tensorboard_log=tensorboard_log
-    )
 
 
 def train(config: TradingConfig, progress_bar: bool = False) -> TrainResult:

@@ -1,7 +1,8 @@
 """What every kind of training run shares (single-instrument in :mod:`tradingbot.train`,
 portfolio in :mod:`tradingbot.portfolio_run`): the run directory's file names, the learning
-loop with periodic checkpoints, the result, the device check and resuming from the newest
-valid checkpoint. Nothing here knows which environment a run trains in."""
+loop with periodic checkpoints, the result, the model a config builds, the device check and
+resuming from the newest valid checkpoint. Nothing here knows which environment a run trains
+in."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
+from tradingbot.algo.portfolio_policy import portfolio_policy
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.checkpoint import CheckpointError, read_manifest
 from tradingbot.config import ConfigError, TradingConfig
@@ -40,6 +42,25 @@ class TrainResult:
     model: DistributionalPPO
     market: PreparedMarket | PortfolioMarket
     members: list[DistributionalPPO] = field(default_factory=list)
+
+
+def model_policy(config: TradingConfig) -> Any:
+    """The policy a run's model is built and loaded with: the permutation-equivariant policy
+    for a portfolio config, ``MlpLstmPolicy`` for a single-instrument one."""
+    if config.portfolio is None:
+        return "MlpLstmPolicy"
+    return portfolio_policy(config.portfolio.asset_embedding)
+
+
+def build_model(
+    config: TradingConfig, env: Any, tensorboard_log: str | None = None
+) -> DistributionalPPO:
+    """DistributionalPPO with the config's hyperparameters and :func:`model_policy`, seeded by
+    ``run.seed``, on ``env`` (the run's training environments)."""
+    hyperparameters = config.algo.model_copy(update={"seed": config.run.seed})
+    return DistributionalPPO(
+        model_policy(config), env, config=hyperparameters, tensorboard_log=tensorboard_log
+    )
 
 
 class PeriodicCheckpoint(BaseCallback):

@@ -34,11 +34,11 @@ from tradingbot.portfolio_run import (
     INSTRUMENT,
     agent_targets,
     allocation_frame,
-    build_portfolio_model,
     portfolio_section,
 )
 from tradingbot.run import create_run_dir
 from tradingbot.safe_write import atomic_path, make_dirs
+from tradingbot.training_run import build_model
 
 
 def fold_agent_bars(config: TradingConfig, data: MarketData, fold: Fold, seed: int) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def fold_agent_bars(config: TradingConfig, data: MarketData, fold: Fold, seed: i
     cfg = config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})})
     market = prepare_portfolio(data, cfg.data, fit_on=fold.train)
     env = PortfolioVecEnv(market, fold.train, cfg.env, portfolio_section(cfg), seed=seed)
-    model = build_portfolio_model(cfg, env)
+    model = build_model(cfg, env)
     model.learn(cfg.run.total_timesteps)
     warmup = cfg.evaluation.warmup_bars  # bars before the test year, as single-instrument runs
     rows, targets = agent_targets(

@@ -162,7 +162,7 @@ def restore_member(
     way ``values`` are applied afterwards. ``seed`` is the trial's own seed, recorded in the
     new state (default: the checkpoint's). ``env`` is the member's training environment
     (a portfolio's with the portfolio ``policy``, see
-    :func:`tradingbot.portfolio_run.model_policy`).
+    :func:`tradingbot.training_run.model_policy`).
     """
     directory = Path(directory)
     stored = read_member(directory)

@@ -34,9 +34,8 @@ from tradingbot.pbt.member import (
     score_member,
     with_hyperparameters,
 )
-from tradingbot.portfolio_run import build_portfolio_model, model_policy
 from tradingbot.runtime import configure_process
-from tradingbot.train import build_model
+from tradingbot.training_run import build_model, model_policy
 
 HP_PREFIX = "hp/"
 SEED_STRIDE = 1000  # member i seeds its environments with run.seed + 1000 * i (+ env index)
@@ -124,10 +123,7 @@ def pbt_trainable(
     restored_from = ""
     if checkpoint is None:
         member_cfg = member_run_config(cfg, with_hyperparameters(cfg.algo, values), seed=seed)
-        if cfg.portfolio is not None:
-            model = build_portfolio_model(member_cfg, env)  # type: ignore[arg-type]
-        else:
-            model = build_model(member_cfg, env)  # type: ignore[arg-type]
+        model = build_model(member_cfg, env)
         apply_hyperparameters(model, values)
         state = MemberState(trial_id=trial_id, hyperparameters=values, seed=seed)
     else:

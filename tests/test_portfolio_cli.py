@@ -61,6 +61,11 @@ def test_train_backtest_report_signals(tmp_path) -> None:
         "agent", "equal_weight", "inverse_volatility", "hrp", "min_variance", "momentum", "index",
     }  # fmt: skip
     assert (split / "tests_portfolio.json").exists()
+    # --attack covers single-instrument agents only: a clear message, exit 2, no traceback.
+    result = runner.invoke(app, ["backtest", str(run), "--attack", "pgd"], terminal_width=200)
+    assert result.exit_code == 1 and "portfolio run" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (run / "backtest" / "test_pgd_eps0.1").exists()
     result = runner.invoke(app, ["report", str(run)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "Agent weights" in (run / "report.html").read_text()

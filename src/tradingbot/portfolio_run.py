@@ -22,7 +22,7 @@ import pandas as pd
 import torch as th
 from safetensors.numpy import save
 
-from tradingbot.algo.portfolio_policy import policy_for_assets, portfolio_policy
+from tradingbot.algo.portfolio_policy import policy_for_assets
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.config import EnvConfig, PortfolioConfig, TradingConfig
 from tradingbot.config_loading import load_config
@@ -75,8 +75,8 @@ def portfolio_section(config: TradingConfig) -> PortfolioConfig:
 
 def load_portfolio_model(path: Path, config: TradingConfig) -> DistributionalPPO:
     """A portfolio model saved by :func:`train_portfolio` (safe loader, never unpickles)."""
-    policy = portfolio_policy(portfolio_section(config).asset_embedding)
-    return DistributionalPPO.load(path, policy=policy)
+    portfolio_section(config)  # a clear error for a single-instrument config
+    return DistributionalPPO.load(path, policy=model_policy(config))
 
 
 def train_portfolio(config: TradingConfig, progress_bar: bool = False) -> TrainResult:

@@ -180,7 +180,10 @@ def backtest_run(
     """
     if load_config(Path(run_dir) / "config.yaml").portfolio is not None:
         if attack is not None:
-            raise ValueError("--attack is not supported for portfolio runs")
+            raise UserError(
+                f"{run_dir}: --attack perturbs a single-instrument agent's observations; this "
+                "run is a portfolio run (config.portfolio), which it does not cover"
+            )
         return backtest_portfolio_run(run_dir, split, source)
     run = load_run(run_dir)
     market = prepare_for_run(run, source)
@@ -189,7 +192,7 @@ def backtest_run(
         from tradingbot.evaluate.attack import ATTACKS
 
         if attack not in ATTACKS:
-            raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+            raise UserError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
         if run.members:
             raise UserError(
                 f"{run.run_dir}: --attack perturbs one model's observations; this run is a seed "

@@ -7,7 +7,7 @@ is wall time including training. Two cases: Pendulum-v1 (DummyVecEnv) and the tr
 
     python benchmarks/throughput.py [--timesteps 16384] [--threads 1] [--skip-recurrent-ppo]
                                     [--envs pendulum trading] [--rounds 8] [--full-features]
-                                    [--default-malloc]
+                                    [--default-malloc] [--compile] [--trading-envs 8 32 64]
 
 ``--full-features`` adds DistributionalPPO with every risk and stability option of the
 algorithm config switched on (``FULL_FEATURES``), to check they keep the throughput targets;
@@ -15,6 +15,10 @@ and that set plus the variance gradient scaler, and plus 2 microbatches, each me
 ``--compile`` adds the all-options set with ``compile="on"`` (the minibatch loss through
 torch.compile; every other row runs eagerly, ``compile="off"``); its compilation happens in the
 warm-up, whose time is printed for every algorithm and is not part of steps/s.
+``--trading-envs`` measures the trading env at several env counts, each with n_steps such
+that envs x n_steps stays 2,048 samples per update (64 envs: n_steps 32), for every algorithm
+alike; all of them in one round-robin. Each env count gets a like-for-like table; a last table
+sets our rows at each count against the peers at the first count (not like for like).
 """
 
 from __future__ import annotations
@@ -31,22 +35,37 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
+from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.ppo import DistributionalPPO
 from tradingbot.algo.presets import ALL_RISK_AND_STABILITY, GRAD_SCALER_ON
 from tradingbot.runtime import retain_freed_memory
 
+ROLLOUT_SAMPLES = 2048  # samples per update, for every algorithm and every env count
 N_ENVS = 8
-N_STEPS = 256
+N_STEPS = ROLLOUT_SAMPLES // N_ENVS
 BATCH_SIZE = 512
 N_EPOCHS = 4
 LSTM_HIDDEN = 64
+# Our training chunks: n_steps must be a whole number of them (PPOConfig validation).
+SEQ_LEN = PPOConfig.model_fields["seq_len"].default
 
-VecEnvFactory = Callable[[], VecEnv]
+VecEnvFactory = Callable[[int], VecEnv]  # the number of envs -> the VecEnv
+Maker = Callable[[VecEnv], object]
 OURS = "DistributionalPPO (32 quantiles, twin critics)"
 OURS_FULL = "DistributionalPPO, all options"
 OURS_FULL_SCALER = "DistributionalPPO, all options + gradient scaler"
 OURS_FULL_MICRO = "DistributionalPPO, all options + 2 microbatches"
 OURS_FULL_COMPILED = "DistributionalPPO, all options, compiled"
+SB3_PPO = "SB3 PPO (MLP)"
+RPPO = "sb3-contrib RecurrentPPO"
+OUR_ROWS = (
+    ("ours", OURS),
+    ("all options", OURS_FULL),
+    ("all options + scaler", OURS_FULL_SCALER),
+    ("all options + microbatches", OURS_FULL_MICRO),
+    ("all options compiled", OURS_FULL_COMPILED),
+)
+PEER_ROWS = (("RecurrentPPO", RPPO), ("PPO", SB3_PPO))
 
 # The all-options set and the gradient scaler measured on top of it (tradingbot.algo.presets,
 # shared with tests/test_ppo.py's memory test).
@@ -54,33 +73,141 @@ FULL_FEATURES = ALL_RISK_AND_STABILITY
 GRAD_SCALER = GRAD_SCALER_ON
 
 
+def rollout_steps(n_envs: int) -> int:
+    """
+    Steps per env of one rollout with ``n_envs`` envs, so that every env count trains on
+    ``ROLLOUT_SAMPLES`` samples per update (8 envs: 256, 64 envs: 32).
+
+    Parameters
+    ----------
+    n_envs : int
+        Environments per rollout.
+
+    Returns
+    -------
+    int
+        ``ROLLOUT_SAMPLES // n_envs``.
+
+    Raises
+    ------
+    ValueError
+        If ``n_envs`` does not divide ``ROLLOUT_SAMPLES`` or the steps are not a whole number
+        of our ``SEQ_LEN`` chunks.
+    """
+    if n_envs < 1 or ROLLOUT_SAMPLES % n_envs:
+        raise ValueError(f"n_envs ({n_envs}) must divide {ROLLOUT_SAMPLES} samples per update")
+    n_steps = ROLLOUT_SAMPLES // n_envs
+    if n_steps % SEQ_LEN:
+        raise ValueError(
+            f"n_envs ({n_envs}) gives n_steps {n_steps}, not a multiple of seq_len ({SEQ_LEN}); "
+            f"at most {ROLLOUT_SAMPLES // SEQ_LEN} envs"
+        )
+    return n_steps
+
+
+def peer_makers(
+    full_features: bool = False, compile_loss: bool = False, skip_recurrent_ppo: bool = False
+) -> dict[str, Maker]:
+    """
+    The algorithms of the table, each a function of its VecEnv; every one takes its
+    ``n_steps`` from the env's count (:func:`rollout_steps`), so all of them train on the same
+    samples per update with the same envs.
+
+    Parameters
+    ----------
+    full_features : bool
+        Add the all-options rows (alone, + gradient scaler, + 2 microbatches).
+    compile_loss : bool
+        Add the all-options row with ``compile="on"``.
+    skip_recurrent_ppo : bool
+        Leave out sb3-contrib's RecurrentPPO.
+
+    Returns
+    -------
+    dict
+        Row label -> maker.
+    """
+
+    def make_ours(env: VecEnv, **options: object) -> DistributionalPPO:
+        return DistributionalPPO(
+            "MlpLstmPolicy",
+            env,
+            n_steps=rollout_steps(env.num_envs),
+            batch_size=BATCH_SIZE,
+            n_epochs=N_EPOCHS,
+            lstm_hidden_size=LSTM_HIDDEN,
+            n_quantiles=32,
+            twin_critics=True,
+            seed=0,
+            **{"compile": "off", **options},
+        )
+
+    peers: dict[str, Maker] = {
+        OURS: make_ours,
+        SB3_PPO: lambda env: PPO(
+            "MlpPolicy",
+            env,
+            n_steps=rollout_steps(env.num_envs),
+            batch_size=BATCH_SIZE,
+            n_epochs=N_EPOCHS,
+            seed=0,
+        ),
+    }
+    if full_features:
+        peers[OURS_FULL] = functools.partial(make_ours, **FULL_FEATURES)
+        peers[OURS_FULL_SCALER] = functools.partial(make_ours, **FULL_FEATURES, **GRAD_SCALER)
+        peers[OURS_FULL_MICRO] = functools.partial(make_ours, **FULL_FEATURES, n_microbatches=2)
+    if compile_loss:
+        peers[OURS_FULL_COMPILED] = functools.partial(make_ours, **FULL_FEATURES, compile="on")
+    if not skip_recurrent_ppo:
+        peers[RPPO] = lambda env: RecurrentPPO(
+            "MlpLstmPolicy",
+            env,
+            n_steps=rollout_steps(env.num_envs),
+            batch_size=BATCH_SIZE,
+            n_epochs=N_EPOCHS,
+            policy_kwargs={"lstm_hidden_size": LSTM_HIDDEN},
+            seed=0,
+        )
+    return peers
+
+
 def _round_robin(
-    makers: dict[str, Callable[[VecEnv], object]],
+    makers: dict[tuple[str, int], Maker],
     make_env: VecEnvFactory,
     timesteps: int,
     rounds: int,
-) -> dict[str, float]:
-    """Steps per second of each algorithm, measured in ``rounds`` interleaved slices: in each
-    round every algorithm trains ``timesteps / rounds`` more steps (whole rollouts). Each one's
-    time is summed over all rounds, so every algorithm sees the same mix of machine speed (a
-    shared machine drifts over minutes; timing the algorithms one after another would compare
-    different machines)."""
-    rollout = N_STEPS * N_ENVS
-    per_round = max(rollout, timesteps // rounds // rollout * rollout)
+) -> dict[tuple[str, int], float]:
+    """Steps per second of each (algorithm, env count), measured in ``rounds`` interleaved
+    slices: in each round every one trains ``timesteps / rounds`` more steps (whole rollouts
+    of ``ROLLOUT_SAMPLES``). Each one's time is summed over all rounds, so every one sees the
+    same mix of machine speed (a shared machine drifts over minutes; timing the algorithms one
+    after another would compare different machines)."""
+    per_round = max(ROLLOUT_SAMPLES, timesteps // rounds // ROLLOUT_SAMPLES * ROLLOUT_SAMPLES)
     models = {}
-    for label, make in makers.items():
-        model = make(make_env())
+    for (label, n_envs), make in makers.items():
+        model = make(make_env(n_envs))
         start = time.perf_counter()
-        model.learn(rollout)  # warm-up: one rollout and one update (allocations, caches)
-        print(f"warm-up of {label}: {time.perf_counter() - start:.1f} s")
-        models[label] = model
+        model.learn(ROLLOUT_SAMPLES)  # warm-up: one rollout and one update (allocations, caches)
+        print(f"warm-up of {label}, {n_envs} envs: {time.perf_counter() - start:.1f} s")
+        models[label, n_envs] = model
     elapsed = dict.fromkeys(models, 0.0)
     for _ in range(rounds):
-        for label, model in models.items():
+        for key, model in models.items():
             start = time.perf_counter()
             model.learn(per_round, reset_num_timesteps=False)
-            elapsed[label] += time.perf_counter() - start
-    return {label: per_round * rounds / seconds for label, seconds in elapsed.items()}
+            elapsed[key] += time.perf_counter() - start
+    return {key: per_round * rounds / seconds for key, seconds in elapsed.items()}
+
+
+def _ratios(results: dict[str, float], peers: dict[str, float]) -> str:
+    """``ours / peer`` for every our row and peer row present."""
+    return ", ".join(
+        f"{mine} / {short} = {results[ours] / peers[peer]:.2f}"
+        for mine, ours in OUR_ROWS
+        for short, peer in PEER_ROWS
+        if ours in results and peer in peers
+    )
 
 
 def benchmark_env(
@@ -91,86 +218,63 @@ def benchmark_env(
     rounds: int = 8,
     full_features: bool = False,
     compile_loss: bool = False,
-) -> dict[str, float]:
-    """Measure the three algorithms on one VecEnv factory, interleaved in ``rounds`` slices
-    (see ``_round_robin``), and print a table.
-
-    Hook: call this with any factory returning an ``N_ENVS``-env VecEnv (e.g. the trading env)
-    to add a benchmark case; see ``main``.
+    env_counts: tuple[int, ...] = (N_ENVS,),
+) -> dict[tuple[str, int], float]:
     """
+    Measure the algorithms on one VecEnv factory at each env count, all of them interleaved in
+    ``rounds`` slices (see ``_round_robin``), and print the tables.
 
-    def make_ours(env: VecEnv, **options: object) -> DistributionalPPO:
-        return DistributionalPPO(
-            "MlpLstmPolicy",
-            env,
-            n_steps=N_STEPS,
-            batch_size=BATCH_SIZE,
-            n_epochs=N_EPOCHS,
-            lstm_hidden_size=LSTM_HIDDEN,
-            n_quantiles=32,
-            twin_critics=True,
-            seed=0,
-            **{"compile": "off", **options},
-        )
+    Every env count runs every algorithm with ``rollout_steps(n_envs)`` steps per env, so a
+    table per env count compares like with like. With several env counts, a last table gives
+    our rows at each count against the peers at the first count (``env_counts[0]``): what more
+    envs buy our algorithm if the peers stayed where they were, which is not a like-for-like
+    comparison (the peers gain from more envs too).
 
-    peers: dict[str, Callable[[VecEnv], object]] = {
-        OURS: make_ours,
-        "SB3 PPO (MLP)": lambda env: PPO(
-            "MlpPolicy", env, n_steps=N_STEPS, batch_size=BATCH_SIZE, n_epochs=N_EPOCHS, seed=0
-        ),
-    }
-    if full_features:
-        peers[OURS_FULL] = functools.partial(make_ours, **FULL_FEATURES)
-        peers[OURS_FULL_SCALER] = functools.partial(make_ours, **FULL_FEATURES, **GRAD_SCALER)
-        peers[OURS_FULL_MICRO] = functools.partial(make_ours, **FULL_FEATURES, n_microbatches=2)
-    if compile_loss:
-        peers[OURS_FULL_COMPILED] = functools.partial(make_ours, **FULL_FEATURES, compile="on")
-    if not skip_recurrent_ppo:
-        peers["sb3-contrib RecurrentPPO"] = lambda env: RecurrentPPO(
-            "MlpLstmPolicy",
-            env,
-            n_steps=N_STEPS,
-            batch_size=BATCH_SIZE,
-            n_epochs=N_EPOCHS,
-            policy_kwargs={"lstm_hidden_size": LSTM_HIDDEN},
-            seed=0,
-        )
-    results = _round_robin(peers, make_env, timesteps, rounds)
+    Hook: call this with any factory returning a VecEnv of the given number of envs (e.g. the
+    trading env) to add a benchmark case; see ``main``.
 
-    ours = results[OURS]
-    print(
-        f"\n{name}: {N_ENVS} envs, n_steps {N_STEPS}, batch {BATCH_SIZE}, {N_EPOCHS} epochs, "
-        f"{timesteps} timesteps in {rounds} interleaved rounds, torch threads "
-        f"{th.get_num_threads()}"
-    )
-    print(f"{'algorithm':<50} {'steps/s':>9} {'ours / it':>10}")
-    for label, sps in results.items():
-        print(f"{label:<50} {sps:>9.0f} {ours / sps:>10.2f}")
-    peer_labels = (("RecurrentPPO", "sb3-contrib RecurrentPPO"), ("PPO", "SB3 PPO (MLP)"))
-    ratios = [
-        f"{mine} / {short} = {results[label_ours] / results[label]:.2f}"
-        for mine, label_ours in (
-            ("ours", OURS),
-            ("all options", OURS_FULL),
-            ("all options + scaler", OURS_FULL_SCALER),
-            ("all options + microbatches", OURS_FULL_MICRO),
-            ("all options compiled", OURS_FULL_COMPILED),
+    Returns
+    -------
+    dict
+        (row label, env count) -> steps per second.
+    """
+    steps = {n_envs: rollout_steps(n_envs) for n_envs in env_counts}  # fail before any work
+    peers = peer_makers(full_features, compile_loss, skip_recurrent_ppo)
+    makers = {(label, n_envs): make for n_envs in env_counts for label, make in peers.items()}
+    results = _round_robin(makers, make_env, timesteps, rounds)
+
+    for n_envs in env_counts:
+        at_n = {label: sps for (label, count), sps in results.items() if count == n_envs}
+        ours = at_n[OURS]
+        print(
+            f"\n{name}: {n_envs} envs, n_steps {steps[n_envs]}, batch {BATCH_SIZE}, "
+            f"{N_EPOCHS} epochs, {timesteps} timesteps in {rounds} interleaved rounds, torch "
+            f"threads {th.get_num_threads()} (like for like: every algorithm at {n_envs} envs)"
         )
-        for short, label in peer_labels
-        if label_ours in results and label in results
-    ]
-    print(", ".join(ratios))
+        print(f"{'algorithm':<50} {'steps/s':>9} {'ours / it':>10}")
+        for label, sps in at_n.items():
+            print(f"{label:<50} {sps:>9.0f} {ours / sps:>10.2f}")
+        print(_ratios(at_n, at_n))
+    base = env_counts[0]
+    at_base = {label: sps for (label, count), sps in results.items() if count == base}
+    for n_envs in env_counts[1:]:
+        at_n = {label: sps for (label, count), sps in results.items() if count == n_envs}
+        print(
+            f"\n{name}: ours at {n_envs} envs against the peers at {base} envs "
+            "(NOT like for like: the peers at the same envs are in the table above)"
+        )
+        print(_ratios(at_n, at_base))
     return results
 
 
-def make_trading_vec_env() -> VecEnv:
-    """The trading env on the prepared sp500 data (train split), ``N_ENVS`` envs."""
+def make_trading_vec_env(n_envs: int = N_ENVS) -> VecEnv:
+    """The trading env on the prepared sp500 data (train split), ``n_envs`` envs."""
     from tradingbot.config import DataConfig, EnvConfig
     from tradingbot.data.market import load_prepared
     from tradingbot.env import MarketVecEnv
 
     market = load_prepared(DataConfig(source="sp500"))
-    return MarketVecEnv(market, "train", EnvConfig(n_envs=N_ENVS), seed=0)
+    return MarketVecEnv(market, "train", EnvConfig(n_envs=n_envs), seed=0)
 
 
 def main() -> None:
@@ -182,6 +286,14 @@ def main() -> None:
     parser.add_argument("--full-features", action="store_true", help="add FULL_FEATURES run")
     parser.add_argument(
         "--compile", action="store_true", help="add the all-options set with compile='on'"
+    )
+    parser.add_argument(
+        "--trading-envs",
+        nargs="+",
+        type=int,
+        default=[N_ENVS],
+        help=f"env counts of the trading env, each with n_steps {ROLLOUT_SAMPLES} / count for "
+        "every algorithm; the first is the baseline of the cross table (e.g. 8 32 64)",
     )
     parser.add_argument(
         "--envs", nargs="+", choices=("pendulum", "trading"), default=["pendulum", "trading"]
@@ -201,7 +313,7 @@ def main() -> None:
     if "pendulum" in args.envs:
         benchmark_env(
             "Pendulum-v1",
-            lambda: make_vec_env("Pendulum-v1", n_envs=N_ENVS, seed=0),
+            lambda n_envs: make_vec_env("Pendulum-v1", n_envs=n_envs, seed=0),
             args.timesteps,
             args.skip_recurrent_ppo,
             args.rounds,
@@ -217,6 +329,7 @@ def main() -> None:
             args.rounds,
             args.full_features,
             args.compile,
+            tuple(args.trading_envs),
         )
 
 

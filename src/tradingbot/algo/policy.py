@@ -15,7 +15,15 @@ from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.distributions import (
     categorical_log_prob,
     gaussian_entropy,
+    gaussian_log_prob,
     squashed_gaussian_log_prob,
+)
+from tradingbot.algo.exploration import (
+    clip_to_box,
+    draw_noise_matrices,
+    head_with_features,
+    state_dependent_noise,
+    state_dependent_std,
 )
 from tradingbot.algo.fast.inference import (
     LSTMStates,
@@ -34,8 +42,8 @@ class PolicyStep(NamedTuple):
     ``action`` is what the env receives (squashed into the Box, or a Discrete index);
     ``raw_action`` is what the buffer stores (the pre-squash Gaussian sample, or the index as
     float); ``quantiles`` (batch, n_critics, n_quantiles) and ``value`` (batch,) are in the
-    critic's normalized return units; ``dist_params`` are mean and std concatenated (Box) or
-    logits (Discrete)."""
+    critic's normalized return units; ``dist_params`` are mean and std concatenated (Box; the
+    per-state std under gSDE) or logits (Discrete)."""
 
     action: th.Tensor
     raw_action: th.Tensor
@@ -65,7 +73,11 @@ class RecurrentActorCritic(nn.Module):
     and fused output layers (see :meth:`rollout_weights`). The actor is a diagonal Gaussian with a
     state-independent log-std bounded to ``[log_std_min, log_std_max]`` by a sigmoid, squashed by
     tanh into the Box action range (log-probabilities include the change of variables), or a
-    categorical for Discrete actions. The critic has 2 (twin) or 1 quantile heads reading the
+    categorical for Discrete actions. Under ``exploration.mode = 'gsde'`` the Gaussian's std
+    depends on the state (:mod:`tradingbot.algo.exploration`): ``log_std`` is a (features x
+    actions) matrix and the actor's output in rollouts is its mean followed by its features;
+    ``exploration.squash = 'clip'`` clips the sample to the Box instead of squashing it. The
+    critic has 2 (twin) or 1 quantile heads reading the
     critic LSTM; each head has its own MLP and outputs monotone quantiles at midpoint taus. LSTM
     states are replaced by zeros where an episode starts, before a step, in rollouts and in
     training (replaced, not multiplied by ``1 - episode_start``: a NaN state times 0 stays NaN).
@@ -78,7 +90,8 @@ class RecurrentActorCritic(nn.Module):
         Box (finite bounds) or Discrete action space.
     config : PPOConfig
         Hyperparameters; the policy reads ``lstm_hidden_size``, ``shared_lstm``, ``net_arch``,
-        ``n_quantiles``, ``twin_critics``, ``critic_value`` and the ``log_std_*``.
+        ``n_quantiles``, ``twin_critics``, ``critic_value``, the ``log_std_*`` and
+        ``exploration``.
     """
 
     def __init__(
@@ -93,6 +106,11 @@ class RecurrentActorCritic(nn.Module):
         self.critic_value = config.critic_value
         self.n_critics = 2 if config.twin_critics else 1
         self.discrete = isinstance(action_space, spaces.Discrete)
+        self.gsde = config.exploration.mode == "gsde"
+        self.sample_freq = config.exploration.sample_freq
+        self.squash_mode = config.exploration.squash
+        if self.discrete and self.gsde:
+            raise ValueError("exploration.mode 'gsde' needs a Box action space, got Discrete")
 
         # Separate actor and critic LSTMs (one shared LSTM optional). Their states travel
         # together as (batch, n_lstms * H): columns [0, H) the actor's, [H, 2H) the critic's.
@@ -119,8 +137,10 @@ class RecurrentActorCritic(nn.Module):
             self.log_std_min = config.log_std_min
             self.log_std_range = config.log_std_max - config.log_std_min
             init_fraction = (config.log_std_init - config.log_std_min) / self.log_std_range
+            # gSDE: one log-std per (feature, action) pair.
+            shape = (actor_out, self.action_dim) if self.gsde else (self.action_dim,)
             self.log_std_logit = nn.Parameter(
-                th.full((self.action_dim,), math.log(init_fraction / (1 - init_fraction)))
+                th.full(shape, math.log(init_fraction / (1 - init_fraction)))
             )
         else:
             raise TypeError(f"action space must be Box or Discrete, got {action_space}")
@@ -170,7 +190,8 @@ class RecurrentActorCritic(nn.Module):
         return LSTMStates(zeros, zeros.clone())
 
     def log_std(self) -> th.Tensor:
-        """Bounded log standard deviation of the pre-squash Gaussian, shape (action_dim,)."""
+        """Bounded log standard deviation of the pre-squash Gaussian, shape (action_dim,);
+        under gSDE the log of ``sigma``, (n_features, action_dim)."""
         return self.log_std_min + self.log_std_range * th.sigmoid(self.log_std_logit)
 
     def value_from_quantiles(self, quantiles: th.Tensor) -> th.Tensor:
@@ -179,8 +200,34 @@ class RecurrentActorCritic(nn.Module):
         return means.min(dim=-1).values if self.critic_value == "min" else means.mean(dim=-1)
 
     def squash(self, raw_action: th.Tensor) -> th.Tensor:
-        """Map pre-squash Gaussian samples into the Box action range."""
+        """Map pre-squash Gaussian samples into the Box action range (tanh, or a clip)."""
+        if self.squash_mode == "clip":
+            return clip_to_box(raw_action, self.action_center, self.action_half_range)
         return th.addcmul(self.action_center, self.action_half_range, th.tanh(raw_action))
+
+    def action_log_prob(
+        self,
+        mean: th.Tensor,
+        raw_action: th.Tensor,
+        log_std: th.Tensor,
+        noise: th.Tensor | None = None,
+    ) -> th.Tensor:
+        """Log-probability of a Box action given its pre-squash sample ``raw_action`` (with the
+        tanh's change of variables, or the Gaussian's alone under the clip)."""
+        if self.squash_mode == "clip":
+            return gaussian_log_prob(mean, raw_action, log_std, noise)
+        return squashed_gaussian_log_prob(mean, raw_action, log_std, self.action_half_range, noise)
+
+    def rollout_noise(self, n_steps: int, n_envs: int, weights: RolloutWeights) -> th.Tensor | None:
+        """The noise of a rollout's steps, drawn at its start: standard normal samples
+        (n_steps, n_envs, action_dim), gSDE's noise matrices (n_steps, n_envs, n_features,
+        action_dim), or ``None`` (categorical)."""
+        if self.discrete:
+            return None
+        assert weights.std is not None
+        if self.gsde:
+            return draw_noise_matrices(weights.std, n_steps, n_envs, self.sample_freq)
+        return th.randn(n_steps, n_envs, self.action_dim, device=weights.std.device)
 
     # ----------------------------------------------------------------------------------------
     def rollout_weights(self) -> RolloutWeights:
@@ -199,9 +246,11 @@ class RecurrentActorCritic(nn.Module):
         :meth:`step` and :meth:`predict_values`, and return them."""
         head = self.critic_head
         actor_linears = [m for m in self.actor_mlp if isinstance(m, nn.Linear)]
+        # gSDE: the actor's output carries its features after the mean (an identity block).
+        actor_head = head_with_features(self.actor_head) if self.gsde else self.actor_head
         weights = derive_rollout_weights(
             self.lstms,
-            [*actor_linears, self.actor_head],
+            [*actor_linears, actor_head],
             head.first,
             list(head.weights),
             list(head.biases),
@@ -233,14 +282,23 @@ class RecurrentActorCritic(nn.Module):
         deterministic: bool = False,
     ) -> tuple[th.Tensor, th.Tensor]:
         """(env action, raw action) from the actor output. ``noise`` is the standard normal
-        sample of a Gaussian policy (drawn here when ``None``)."""
+        sample of a Gaussian policy, or under gSDE each env's noise matrix (drawn here when
+        ``None``)."""
         if self.discrete:
             if deterministic:
                 index = actor_out.argmax(dim=-1, keepdim=True)
             else:
                 index = th.multinomial(F.softmax(actor_out, dim=-1), 1)
             return index.squeeze(-1), index.to(th.float32)
-        if deterministic:
+        if self.gsde:
+            mean, features = actor_out[:, : self.action_dim], actor_out[:, self.action_dim :]
+            raw_action = mean
+            if not deterministic:
+                if noise is None:
+                    assert weights.std is not None
+                    noise = draw_noise_matrices(weights.std, 1, actor_out.shape[0], 0)[0]
+                raw_action = mean + state_dependent_noise(features, noise)
+        elif deterministic:
             raw_action = actor_out
         else:
             if noise is None:
@@ -264,7 +322,7 @@ class RecurrentActorCritic(nn.Module):
         ----------
         noise : th.Tensor | None
             The standard normal sample behind ``raw_action`` (Gaussian policy): the log-probability
-            then uses it instead of recomputing it from ``raw_action``.
+            then uses it instead of recomputing it from ``raw_action``. Not read under gSDE.
         """
         quantiles = TwinQuantileHead.monotone(critic_raw)
         if self.discrete:
@@ -272,10 +330,14 @@ class RecurrentActorCritic(nn.Module):
             dist_params = actor_out
         else:
             assert weights.log_std is not None and weights.std is not None
-            log_prob = squashed_gaussian_log_prob(
-                actor_out, raw_action, weights.log_std, self.action_half_range, noise
-            )
-            dist_params = th.cat([actor_out, weights.std.expand_as(actor_out)], dim=-1)
+            if self.gsde:
+                mean, features = actor_out.split([self.action_dim, weights.std.shape[0]], -1)
+                std = state_dependent_std(features, weights.std)
+                log_std, noise = th.log(std), None
+            else:
+                mean, log_std, std = actor_out, weights.log_std, weights.std.expand_as(actor_out)
+            log_prob = self.action_log_prob(mean, raw_action, log_std, noise)
+            dist_params = th.cat([mean, std], dim=-1)
         return log_prob, self.value_from_quantiles(quantiles), quantiles, dist_params
 
     @th.inference_mode()
@@ -308,11 +370,12 @@ class RecurrentActorCritic(nn.Module):
             weights = self.rollout_weights()
         keep = (1.0 - episode_starts).unsqueeze(-1)
         actor_out, critic_raw, new_states = self.rollout_step(obs, states, keep, weights)
-        noise = None
-        if not self.discrete and not deterministic:
+        noise = None  # gSDE: sample_action draws one noise matrix per env
+        independent = not self.discrete and not self.gsde
+        if independent and not deterministic:
             noise = th.randn_like(actor_out)
         action, raw_action = self.sample_action(actor_out, weights, noise, deterministic)
-        if deterministic and not self.discrete:
+        if deterministic and independent:
             noise = th.zeros_like(actor_out)
         log_prob, value, quantiles, dist_params = self.rollout_outputs(
             actor_out, critic_raw, raw_action, weights, noise
@@ -379,7 +442,8 @@ class RecurrentActorCritic(nn.Module):
         ``actor_seq`` and ``critic_seq`` (C, L, H): the heads and the distributions, a graph of
         small ops without data-dependent shapes (what ``compile`` compiles)."""
         batch = actor_seq.shape[0] * actor_seq.shape[1]
-        actor_out = self.actor_head(self.actor_mlp(actor_seq.reshape(batch, -1)))
+        features = self.actor_mlp(actor_seq.reshape(batch, -1))
+        actor_out = self.actor_head(features)
         quantiles = self.critic_head(critic_seq.reshape(batch, -1))
         raw_actions = raw_actions.reshape(batch, -1)
         if self.discrete:
@@ -388,10 +452,14 @@ class RecurrentActorCritic(nn.Module):
             log_prob = categorical_log_prob(log_probs, raw_actions)
             dist_params = actor_out
         else:
-            log_std = self.log_std().expand_as(actor_out)
+            if self.gsde:  # detached features, as SB3's default (learn_features=False)
+                std = state_dependent_std(features.detach(), th.exp(self.log_std()))
+                log_std = th.log(std)
+            else:
+                log_std = self.log_std().expand_as(actor_out)
             entropy = gaussian_entropy(log_std)  # of the pre-squash Gaussian (see there)
-            log_prob = squashed_gaussian_log_prob(
-                actor_out, raw_actions, log_std, self.action_half_range
-            )
+            log_prob = self.action_log_prob(actor_out, raw_actions, log_std)
+            # exp after the log-prob, as before gSDE: the order of the graph's nodes fixes the
+            # order in which backward sums gradients, so the default path stays bit-identical.
             dist_params = th.cat([actor_out, th.exp(log_std)], dim=-1)
         return SequenceEvaluation(log_prob, entropy, quantiles, dist_params)

@@ -246,9 +246,7 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         policy, device = self.policy, self.device
         n_steps, n_envs = rollout_buffer.n_steps, env.num_envs
         weights = policy.refresh_rollout_weights()
-        noise = None
-        if not policy.discrete:
-            noise = th.randn(n_steps, n_envs, policy.action_dim, device=device)
+        noise = policy.rollout_noise(n_steps, n_envs, weights)
         terminal_values = th.zeros(n_steps, n_envs, device=device)
         steps = RolloutSteps()
         states = self._last_lstm_states

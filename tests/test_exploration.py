@@ -253,7 +253,7 @@ def test_gsde_rollout_path_matches_sequence_evaluation(net_arch: list[int], shar
 
 
 def test_gsde_config_errors() -> None:
-    with pytest.raises(ValueError, match="gsde.*Discrete"):
+    with pytest.raises(ValueError, match=r"gsde.*Discrete"):
         make_policy(spaces.Discrete(3), exploration=GSDE)
     with pytest.raises(ValueError, match="sample_freq"):
         PPOConfig(exploration={"mode": "gsde", "sample_freq": -1})

@@ -17,6 +17,8 @@ import math
 import torch as th
 from torch import nn
 
+from tradingbot.algo.distributions import gaussian_log_prob, squashed_gaussian_log_prob
+
 # Added to the state-dependent variance, as SB3 does: features near zero would otherwise give
 # a zero std and an infinite log-probability.
 VARIANCE_EPS = 1e-6
@@ -70,6 +72,15 @@ def draw_noise_matrices(
     return blocks.repeat_interleave(sample_freq, dim=0)[:n_steps]
 
 
+def rollout_noise(std: th.Tensor, n_steps: int, n_envs: int, sample_freq: int | None) -> th.Tensor:
+    """The noise of a rollout's steps, drawn at its start: standard normal samples
+    (n_steps, n_envs, action_dim) when ``sample_freq`` is ``None`` (independent noise; ``std``
+    gives the shape), else gSDE's noise matrices (:func:`draw_noise_matrices`)."""
+    if sample_freq is None:
+        return th.randn(n_steps, n_envs, *std.shape, device=std.device)
+    return draw_noise_matrices(std, n_steps, n_envs, sample_freq)
+
+
 def state_dependent_noise(features: th.Tensor, noise_matrices: th.Tensor) -> th.Tensor:
     """
     gSDE's noise ``phi(s) @ theta`` of each env: (n_envs, n_features) features times each
@@ -78,9 +89,86 @@ def state_dependent_noise(features: th.Tensor, noise_matrices: th.Tensor) -> th.
     return th.bmm(features.unsqueeze(1), noise_matrices).squeeze(1)
 
 
-def clip_to_box(raw_action: th.Tensor, center: th.Tensor, half_range: th.Tensor) -> th.Tensor:
-    """The Gaussian sample clipped to the Box ``[center - half_range, center + half_range]``."""
-    return th.clamp(raw_action, center - half_range, center + half_range)
+def squash_action(
+    raw_action: th.Tensor, squash: str, center: th.Tensor, half_range: th.Tensor
+) -> th.Tensor:
+    """The Gaussian sample mapped into the Box ``center +- half_range``: ``tanh``
+    (``center + half_range * tanh(u)``) or ``clip`` (``u`` clipped to the Box)."""
+    if squash == "clip":
+        return th.clamp(raw_action, center - half_range, center + half_range)
+    return th.addcmul(center, half_range, th.tanh(raw_action))
+
+
+def box_log_prob(
+    squash: str,
+    mean: th.Tensor,
+    raw_action: th.Tensor,
+    log_std: th.Tensor,
+    half_range: th.Tensor,
+    noise: th.Tensor | None = None,
+) -> th.Tensor:
+    """Log-probability of a Box action from its Gaussian sample ``raw_action``: with the tanh's
+    change of variables (``squash = 'tanh'``) or the Gaussian's alone (``'clip'``)."""
+    if squash == "clip":
+        return gaussian_log_prob(mean, raw_action, log_std, noise)
+    return squashed_gaussian_log_prob(mean, raw_action, log_std, half_range, noise)
+
+
+def gaussian_raw_action(
+    actor_out: th.Tensor,
+    std: th.Tensor,
+    noise: th.Tensor | None,
+    deterministic: bool,
+    gsde_actions: int | None,
+) -> th.Tensor:
+    """
+    The Gaussian sample of one rollout step (the mean when ``deterministic``).
+
+    Parameters
+    ----------
+    actor_out : Tensor
+        The actor's output, (n_envs, action_dim), or under gSDE the mean followed by the
+        features, (n_envs, action_dim + n_features).
+    std : Tensor
+        The std (action_dim,), or gSDE's ``sigma`` (n_features, action_dim).
+    noise : Tensor or None
+        Standard normal samples (n_envs, action_dim), or gSDE's noise matrices (n_envs,
+        n_features, action_dim); drawn here when ``None``.
+    deterministic : bool
+        Return the mean.
+    gsde_actions : int or None
+        The number of actions under gSDE, ``None`` for independent noise.
+
+    Returns
+    -------
+    Tensor
+        (n_envs, action_dim).
+    """
+    if gsde_actions is None:
+        if deterministic:
+            return actor_out
+        if noise is None:
+            noise = th.randn_like(actor_out)
+        return th.addcmul(actor_out, std, noise)
+    mean, features = actor_out[:, :gsde_actions], actor_out[:, gsde_actions:]
+    if deterministic:
+        return mean
+    if noise is None:
+        noise = draw_noise_matrices(std, 1, actor_out.shape[0], 0)[0]
+    return mean + state_dependent_noise(features, noise)
+
+
+def rollout_distribution(
+    actor_out: th.Tensor, log_std: th.Tensor, std: th.Tensor, gsde_actions: int | None
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """(mean, log-std, std) of the Gaussian of rollout steps' actor outputs (any leading
+    shape; see :func:`gaussian_raw_action` for the layout); the std expanded to the mean's
+    shape (under gSDE the per-state std)."""
+    if gsde_actions is None:
+        return actor_out, log_std, std.expand_as(actor_out)
+    mean, features = actor_out[..., :gsde_actions], actor_out[..., gsde_actions:]
+    state_std = state_dependent_std(features, std)
+    return mean, th.log(state_std), state_std
 
 
 @th.no_grad()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 import torch as th
@@ -12,17 +11,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from tradingbot.algo.config import PPOConfig
-from tradingbot.algo.distributions import (
-    categorical_log_prob,
-    gaussian_entropy,
-    gaussian_log_prob,
-    squashed_gaussian_log_prob,
-)
+from tradingbot.algo.distributions import categorical_log_prob, gaussian_entropy
 from tradingbot.algo.exploration import (
-    clip_to_box,
-    draw_noise_matrices,
+    box_log_prob,
+    gaussian_raw_action,
     head_with_features,
-    state_dependent_noise,
+    rollout_distribution,
+    rollout_noise,
+    squash_action,
     state_dependent_std,
 )
 from tradingbot.algo.fast.inference import (
@@ -34,34 +30,7 @@ from tradingbot.algo.fast.inference import (
 from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
-
-
-class PolicyStep(NamedTuple):
-    """Output of one rollout step for a batch of environments.
-
-    ``action`` is what the env receives (squashed into the Box, or a Discrete index);
-    ``raw_action`` is what the buffer stores (the pre-squash Gaussian sample, or the index as
-    float); ``quantiles`` (batch, n_critics, n_quantiles) and ``value`` (batch,) are in the
-    critic's normalized return units; ``dist_params`` are mean and std concatenated (Box; the
-    per-state std under gSDE) or logits (Discrete)."""
-
-    action: th.Tensor
-    raw_action: th.Tensor
-    log_prob: th.Tensor
-    value: th.Tensor
-    quantiles: th.Tensor
-    dist_params: th.Tensor
-    states: LSTMStates
-
-
-class SequenceEvaluation(NamedTuple):
-    """Training-time evaluation of stored actions over sequence chunks, flattened to
-    (chunks * seq_len, ...)."""
-
-    log_prob: th.Tensor
-    entropy: th.Tensor
-    quantiles: th.Tensor
-    dist_params: th.Tensor
+from tradingbot.algo.policy_outputs import PolicyStep, SequenceEvaluation
 
 
 class RecurrentActorCritic(nn.Module):
@@ -73,14 +42,12 @@ class RecurrentActorCritic(nn.Module):
     and fused output layers (see :meth:`rollout_weights`). The actor is a diagonal Gaussian with a
     state-independent log-std bounded to ``[log_std_min, log_std_max]`` by a sigmoid, squashed by
     tanh into the Box action range (log-probabilities include the change of variables), or a
-    categorical for Discrete actions. Under ``exploration.mode = 'gsde'`` the Gaussian's std
-    depends on the state (:mod:`tradingbot.algo.exploration`): ``log_std`` is a (features x
-    actions) matrix and the actor's output in rollouts is its mean followed by its features;
-    ``exploration.squash = 'clip'`` clips the sample to the Box instead of squashing it. The
-    critic has 2 (twin) or 1 quantile heads reading the
-    critic LSTM; each head has its own MLP and outputs monotone quantiles at midpoint taus. LSTM
-    states are replaced by zeros where an episode starts, before a step, in rollouts and in
-    training (replaced, not multiplied by ``1 - episode_start``: a NaN state times 0 stays NaN).
+    categorical for Discrete actions; ``exploration`` offers a state-dependent std (gSDE) and a
+    clip instead of the tanh (:mod:`tradingbot.algo.exploration`). The critic has 2 (twin) or
+    1 quantile heads reading the critic LSTM; each head has its own MLP and outputs monotone
+    quantiles at midpoint taus. LSTM states are replaced by zeros where an episode starts,
+    before a step, in rollouts and in training (replaced, not multiplied by
+    ``1 - episode_start``: a NaN state times 0 stays NaN).
 
     Parameters
     ----------
@@ -111,7 +78,6 @@ class RecurrentActorCritic(nn.Module):
         self.squash_mode = config.exploration.squash
         if self.discrete and self.gsde:
             raise ValueError("exploration.mode 'gsde' needs a Box action space, got Discrete")
-
         # Separate actor and critic LSTMs (one shared LSTM optional). Their states travel
         # together as (batch, n_lstms * H): columns [0, H) the actor's, [H, 2H) the critic's.
         self.actor_lstm, critic_lstm = actor_critic_lstms(
@@ -137,7 +103,6 @@ class RecurrentActorCritic(nn.Module):
             self.log_std_min = config.log_std_min
             self.log_std_range = config.log_std_max - config.log_std_min
             init_fraction = (config.log_std_init - config.log_std_min) / self.log_std_range
-            # gSDE: one log-std per (feature, action) pair.
             shape = (actor_out, self.action_dim) if self.gsde else (self.action_dim,)
             self.log_std_logit = nn.Parameter(
                 th.full(shape, math.log(init_fraction / (1 - init_fraction)))
@@ -201,33 +166,15 @@ class RecurrentActorCritic(nn.Module):
 
     def squash(self, raw_action: th.Tensor) -> th.Tensor:
         """Map pre-squash Gaussian samples into the Box action range (tanh, or a clip)."""
-        if self.squash_mode == "clip":
-            return clip_to_box(raw_action, self.action_center, self.action_half_range)
-        return th.addcmul(self.action_center, self.action_half_range, th.tanh(raw_action))
-
-    def action_log_prob(
-        self,
-        mean: th.Tensor,
-        raw_action: th.Tensor,
-        log_std: th.Tensor,
-        noise: th.Tensor | None = None,
-    ) -> th.Tensor:
-        """Log-probability of a Box action given its pre-squash sample ``raw_action`` (with the
-        tanh's change of variables, or the Gaussian's alone under the clip)."""
-        if self.squash_mode == "clip":
-            return gaussian_log_prob(mean, raw_action, log_std, noise)
-        return squashed_gaussian_log_prob(mean, raw_action, log_std, self.action_half_range, noise)
+        center, half_range = self.action_center, self.action_half_range
+        return squash_action(raw_action, self.squash_mode, center, half_range)
 
     def rollout_noise(self, n_steps: int, n_envs: int, weights: RolloutWeights) -> th.Tensor | None:
-        """The noise of a rollout's steps, drawn at its start: standard normal samples
-        (n_steps, n_envs, action_dim), gSDE's noise matrices (n_steps, n_envs, n_features,
-        action_dim), or ``None`` (categorical)."""
-        if self.discrete:
+        """The noise of a rollout's steps, drawn at its start
+        (:func:`~tradingbot.algo.exploration.rollout_noise`; ``None``: categorical)."""
+        if weights.std is None:
             return None
-        assert weights.std is not None
-        if self.gsde:
-            return draw_noise_matrices(weights.std, n_steps, n_envs, self.sample_freq)
-        return th.randn(n_steps, n_envs, self.action_dim, device=weights.std.device)
+        return rollout_noise(weights.std, n_steps, n_envs, self.sample_freq if self.gsde else None)
 
     # ----------------------------------------------------------------------------------------
     def rollout_weights(self) -> RolloutWeights:
@@ -290,20 +237,9 @@ class RecurrentActorCritic(nn.Module):
             else:
                 index = th.multinomial(F.softmax(actor_out, dim=-1), 1)
             return index.squeeze(-1), index.to(th.float32)
-        if self.gsde:
-            mean, features = actor_out[:, : self.action_dim], actor_out[:, self.action_dim :]
-            raw_action = mean
-            if not deterministic:
-                if noise is None:
-                    assert weights.std is not None
-                    noise = draw_noise_matrices(weights.std, 1, actor_out.shape[0], 0)[0]
-                raw_action = mean + state_dependent_noise(features, noise)
-        elif deterministic:
-            raw_action = actor_out
-        else:
-            if noise is None:
-                noise = th.randn_like(actor_out)
-            raw_action = th.addcmul(actor_out, weights.std, noise)
+        assert weights.std is not None
+        gsde_actions = self.action_dim if self.gsde else None
+        raw_action = gaussian_raw_action(actor_out, weights.std, noise, deterministic, gsde_actions)
         return self.squash(raw_action), raw_action
 
     def rollout_outputs(
@@ -329,14 +265,11 @@ class RecurrentActorCritic(nn.Module):
             log_prob = categorical_log_prob(F.log_softmax(actor_out, dim=-1), raw_action)
             dist_params = actor_out
         else:
-            assert weights.log_std is not None and weights.std is not None
-            if self.gsde:
-                mean, features = actor_out.split([self.action_dim, weights.std.shape[0]], -1)
-                std = state_dependent_std(features, weights.std)
-                log_std, noise = th.log(std), None
-            else:
-                mean, log_std, std = actor_out, weights.log_std, weights.std.expand_as(actor_out)
-            log_prob = self.action_log_prob(mean, raw_action, log_std, noise)
+            w, gsde_actions = weights, self.action_dim if self.gsde else None
+            assert w.log_std is not None and w.std is not None
+            mean, log_std, std = rollout_distribution(actor_out, w.log_std, w.std, gsde_actions)
+            noise, half_range = None if self.gsde else noise, self.action_half_range
+            log_prob = box_log_prob(self.squash_mode, mean, raw_action, log_std, half_range, noise)
             dist_params = th.cat([mean, std], dim=-1)
         return log_prob, self.value_from_quantiles(quantiles), quantiles, dist_params
 
@@ -453,12 +386,13 @@ class RecurrentActorCritic(nn.Module):
             dist_params = actor_out
         else:
             if self.gsde:  # detached features, as SB3's default (learn_features=False)
-                std = state_dependent_std(features.detach(), th.exp(self.log_std()))
-                log_std = th.log(std)
+                log_std = th.log(state_dependent_std(features.detach(), th.exp(self.log_std())))
             else:
                 log_std = self.log_std().expand_as(actor_out)
             entropy = gaussian_entropy(log_std)  # of the pre-squash Gaussian (see there)
-            log_prob = self.action_log_prob(actor_out, raw_actions, log_std)
+            log_prob = box_log_prob(
+                self.squash_mode, actor_out, raw_actions, log_std, self.action_half_range
+            )
             # exp after the log-prob, as before gSDE: the order of the graph's nodes fixes the
             # order in which backward sums gradients, so the default path stays bit-identical.
             dist_params = th.cat([actor_out, th.exp(log_std)], dim=-1)

@@ -235,7 +235,7 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         ``new_obs``, ``rewards``, ...).
 
         Per rollout, not per step: the inference weights (derived here from the current
-        parameters), the Gaussian noise of every step, and (after the loop, in
+        parameters), the noise of every step (``policy.rollout_noise``), and (after the loop, in
         :meth:`RolloutSteps.store`) log-probs, quantiles, values and distribution parameters
         from the stacked raw network outputs.
         """

@@ -14,7 +14,7 @@ from torch.distributions import Normal
 
 from conftest import BOX_ACTIONS, OBS_SPACE, make_policy
 from tradingbot.algo.config import PPOConfig
-from tradingbot.algo.exploration import draw_noise_matrices
+from tradingbot.algo.exploration import draw_noise_matrices, state_dependent_std
 from tradingbot.algo.policy import LSTMStates, RecurrentActorCritic
 
 GSDE = {"mode": "gsde", "sample_freq": 4}
@@ -71,6 +71,15 @@ def test_gsde_log_prob_and_entropy_against_normal_with_per_state_std(squash: str
     assert th.allclose(evaluation.dist_params[:, :2], mean, atol=1e-6)
     # The per-state std differs between states (it would not with a state-independent std).
     assert float(std[:, 0].std()) > 1e-3
+
+
+def test_state_dependent_std_by_hand() -> None:
+    """sqrt(phi^2 @ sigma^2 + 1e-6): features (3, 4) with sigma columns (1, 1) and (2, 0.5)
+    give sqrt(25) and sqrt(36 + 4); zero features give SB3's floor sqrt(1e-6), not 0."""
+    sigma = th.tensor([[1.0, 2.0], [1.0, 0.5]], dtype=th.float64)
+    phi = th.tensor([[3.0, 4.0], [0.0, 0.0]], dtype=th.float64)
+    expected = th.tensor([[25.0, 40.0], [0.0, 0.0]], dtype=th.float64).add(1e-6).sqrt()
+    assert th.allclose(state_dependent_std(phi, sigma), expected, rtol=1e-12, atol=0)
 
 
 def test_gsde_unsquashed_distribution_equals_sb3s() -> None:

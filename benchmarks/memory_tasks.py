@@ -204,16 +204,16 @@ def _tanh_by_sigmoid(x: torch.Tensor) -> torch.Tensor:
 def perturb_tanh() -> None:
     """Compute the tanh of our policy's hidden layers as ``2 sigmoid(2x) - 1`` in this process:
     ``nn.Tanh`` (the MLPs in training) and ``th.tanh`` where the algorithm's modules call it
-    (the fused rollout step, the critic heads, the action squash). Equal in exact arithmetic,
-    not in rounding."""
+    (the fused rollout step, the critic heads, the action squash in ``exploration``). Equal in
+    exact arithmetic, not in rounding."""
     from types import SimpleNamespace
 
-    from tradingbot.algo import heads, policy
+    from tradingbot.algo import exploration, heads, policy
     from tradingbot.algo.fast import inference
 
     torch.nn.Tanh.forward = lambda self, x: _tanh_by_sigmoid(x)  # type: ignore[method-assign]
     patched = SimpleNamespace(**{**vars(torch), "tanh": _tanh_by_sigmoid})
-    for module in (policy, heads, inference):
+    for module in (policy, heads, inference, exploration):
         module.th = patched  # type: ignore[attr-defined]
 
 

@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "log_std_init": 0.0,
     "log_std_min": -5.0,
     "log_std_max": 2.0,
+    "exploration": {"mode": "independent", "sample_freq": 4, "squash": "tanh"},
     "normalize_returns": True,
     "risk": {
         "mode": "none",

@@ -14,6 +14,7 @@ from tradingbot.algo.config_sections import (
     ClipAdaptConfig,
     CriticAdjustConfig,
     EntropyConfig,
+    ExplorationConfig,
     GradScalerConfig,
     RiskConfig,
     RobustConfig,
@@ -105,6 +106,9 @@ class PPOConfig(BaseModel):
         Lower bound of the log standard deviation.
     log_std_max : float
         Upper bound of the log standard deviation.
+    exploration : ExplorationConfig
+        State-independent or state-dependent (gSDE) exploration noise and the action's
+        bounding (:class:`ExplorationConfig`).
     normalize_returns : bool
         Critic predicts returns normalized by running mean/std.
     risk : RiskConfig
@@ -192,6 +196,7 @@ class PPOConfig(BaseModel):
     log_std_init: float = 0.0
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     normalize_returns: bool = True
     risk: RiskConfig = Field(default_factory=RiskConfig)
     critic_adjust: CriticAdjustConfig = Field(default_factory=CriticAdjustConfig)

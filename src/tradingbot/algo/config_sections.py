@@ -269,3 +269,32 @@ class ClipAdaptConfig(_Section):
     factor: float = Field(1.5, gt=1)
     min_clip: float = Field(0.02, gt=0)
     max_clip: float = Field(0.5, gt=0)
+
+
+class ExplorationConfig(_Section):
+    """
+    Exploration noise of a Gaussian (Box) policy and how its actions are bounded.
+
+    Parameters
+    ----------
+    mode : Literal['independent', 'gsde']
+        ``independent``: a state-independent diagonal Gaussian, ``std = exp(log_std)`` per
+        action dimension, fresh noise at every step. ``gsde``: generalized state-dependent
+        exploration (Raffin et al. 2021, arXiv 2005.05719): the noise is ``phi(s) @ theta``,
+        ``phi`` the actor's last hidden features (detached) and ``theta`` a per-env matrix
+        drawn from ``N(0, sigma^2)`` every ``sample_freq`` steps, ``sigma = exp(log_std)`` a
+        learned (features x actions) matrix; the action's Gaussian has the per-state variance
+        ``sum_j phi_j^2 sigma_jk^2``. ``PPOConfig.log_std_init/min/max`` apply to every entry
+        of ``log_std`` in both modes.
+    sample_freq : int
+        gSDE: draw new noise matrices every ``sample_freq`` env steps of a rollout (and at its
+        start); 0: once per rollout.
+    squash : Literal['tanh', 'clip']
+        ``tanh``: the action is ``center + half_range * tanh(u)`` and its log-probability
+        includes the change of variables; ``clip``: the env receives ``u`` clipped to the Box
+        and the log-probability is the Gaussian's of ``u`` (as SB3 does without squashing).
+    """
+
+    mode: Literal["independent", "gsde"] = "independent"
+    sample_freq: int = Field(4, ge=0)
+    squash: Literal["tanh", "clip"] = "tanh"

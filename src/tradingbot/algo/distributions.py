@@ -87,3 +87,30 @@ def gaussian_entropy(log_std: th.Tensor) -> th.Tensor:
         Shape (...).
     """
     return (0.5 + 0.5 * LOG_2PI + log_std).sum(dim=-1)
+
+
+def gaussian_log_prob(
+    mean: th.Tensor, raw_action: th.Tensor, log_std: th.Tensor, noise: th.Tensor | None = None
+) -> th.Tensor:
+    """
+    Log-probability of ``raw_action`` under the diagonal Gaussian ``N(mean, exp(log_std)^2)``,
+    summed over the last dimension: the policy's when the env receives the sample clipped to
+    the Box (``ExplorationConfig.squash = 'clip'``, as SB3 does without squashing; the clip is
+    not a change of variables).
+
+    Parameters
+    ----------
+    mean, raw_action : Tensor
+        (..., action_dim).
+    log_std : Tensor
+        Broadcastable to ``mean``.
+    noise : Tensor, optional
+        The standardized sample ``(raw_action - mean) / std`` when known.
+
+    Returns
+    -------
+    Tensor
+        Shape (...).
+    """
+    z = (raw_action - mean) * th.exp(-log_std) if noise is None else noise
+    return (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(dim=-1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 import torch as th
@@ -12,10 +11,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from tradingbot.algo.config import PPOConfig
-from tradingbot.algo.distributions import (
-    categorical_log_prob,
-    gaussian_entropy,
-    squashed_gaussian_log_prob,
+from tradingbot.algo.distributions import categorical_log_prob, gaussian_entropy
+from tradingbot.algo.exploration import (
+    box_log_prob,
+    gaussian_raw_action,
+    head_with_features,
+    rollout_distribution,
+    rollout_noise,
+    squash_action,
+    state_dependent_std,
 )
 from tradingbot.algo.fast.inference import (
     LSTMStates,
@@ -26,34 +30,7 @@ from tradingbot.algo.fast.inference import (
 from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
-
-
-class PolicyStep(NamedTuple):
-    """Output of one rollout step for a batch of environments.
-
-    ``action`` is what the env receives (squashed into the Box, or a Discrete index);
-    ``raw_action`` is what the buffer stores (the pre-squash Gaussian sample, or the index as
-    float); ``quantiles`` (batch, n_critics, n_quantiles) and ``value`` (batch,) are in the
-    critic's normalized return units; ``dist_params`` are mean and std concatenated (Box) or
-    logits (Discrete)."""
-
-    action: th.Tensor
-    raw_action: th.Tensor
-    log_prob: th.Tensor
-    value: th.Tensor
-    quantiles: th.Tensor
-    dist_params: th.Tensor
-    states: LSTMStates
-
-
-class SequenceEvaluation(NamedTuple):
-    """Training-time evaluation of stored actions over sequence chunks, flattened to
-    (chunks * seq_len, ...)."""
-
-    log_prob: th.Tensor
-    entropy: th.Tensor
-    quantiles: th.Tensor
-    dist_params: th.Tensor
+from tradingbot.algo.policy_outputs import PolicyStep, SequenceEvaluation
 
 
 class RecurrentActorCritic(nn.Module):
@@ -65,10 +42,12 @@ class RecurrentActorCritic(nn.Module):
     and fused output layers (see :meth:`rollout_weights`). The actor is a diagonal Gaussian with a
     state-independent log-std bounded to ``[log_std_min, log_std_max]`` by a sigmoid, squashed by
     tanh into the Box action range (log-probabilities include the change of variables), or a
-    categorical for Discrete actions. The critic has 2 (twin) or 1 quantile heads reading the
-    critic LSTM; each head has its own MLP and outputs monotone quantiles at midpoint taus. LSTM
-    states are replaced by zeros where an episode starts, before a step, in rollouts and in
-    training (replaced, not multiplied by ``1 - episode_start``: a NaN state times 0 stays NaN).
+    categorical for Discrete actions; ``exploration`` offers a state-dependent std (gSDE) and a
+    clip instead of the tanh (:mod:`tradingbot.algo.exploration`). The critic has 2 (twin) or
+    1 quantile heads reading the critic LSTM; each head has its own MLP and outputs monotone
+    quantiles at midpoint taus. LSTM states are replaced by zeros where an episode starts,
+    before a step, in rollouts and in training (replaced, not multiplied by
+    ``1 - episode_start``: a NaN state times 0 stays NaN).
 
     Parameters
     ----------
@@ -78,7 +57,8 @@ class RecurrentActorCritic(nn.Module):
         Box (finite bounds) or Discrete action space.
     config : PPOConfig
         Hyperparameters; the policy reads ``lstm_hidden_size``, ``shared_lstm``, ``net_arch``,
-        ``n_quantiles``, ``twin_critics``, ``critic_value`` and the ``log_std_*``.
+        ``n_quantiles``, ``twin_critics``, ``critic_value``, the ``log_std_*`` and
+        ``exploration``.
     """
 
     def __init__(
@@ -93,7 +73,11 @@ class RecurrentActorCritic(nn.Module):
         self.critic_value = config.critic_value
         self.n_critics = 2 if config.twin_critics else 1
         self.discrete = isinstance(action_space, spaces.Discrete)
-
+        self.gsde = config.exploration.mode == "gsde"
+        self.sample_freq = config.exploration.sample_freq
+        self.squash_mode = config.exploration.squash
+        if self.discrete and self.gsde:
+            raise ValueError("exploration.mode 'gsde' needs a Box action space, got Discrete")
         # Separate actor and critic LSTMs (one shared LSTM optional). Their states travel
         # together as (batch, n_lstms * H): columns [0, H) the actor's, [H, 2H) the critic's.
         self.actor_lstm, critic_lstm = actor_critic_lstms(
@@ -119,8 +103,9 @@ class RecurrentActorCritic(nn.Module):
             self.log_std_min = config.log_std_min
             self.log_std_range = config.log_std_max - config.log_std_min
             init_fraction = (config.log_std_init - config.log_std_min) / self.log_std_range
+            shape = (actor_out, self.action_dim) if self.gsde else (self.action_dim,)
             self.log_std_logit = nn.Parameter(
-                th.full((self.action_dim,), math.log(init_fraction / (1 - init_fraction)))
+                th.full(shape, math.log(init_fraction / (1 - init_fraction)))
             )
         else:
             raise TypeError(f"action space must be Box or Discrete, got {action_space}")
@@ -170,7 +155,8 @@ class RecurrentActorCritic(nn.Module):
         return LSTMStates(zeros, zeros.clone())
 
     def log_std(self) -> th.Tensor:
-        """Bounded log standard deviation of the pre-squash Gaussian, shape (action_dim,)."""
+        """Bounded log standard deviation of the pre-squash Gaussian, shape (action_dim,);
+        under gSDE the log of ``sigma``, (n_features, action_dim)."""
         return self.log_std_min + self.log_std_range * th.sigmoid(self.log_std_logit)
 
     def value_from_quantiles(self, quantiles: th.Tensor) -> th.Tensor:
@@ -179,8 +165,16 @@ class RecurrentActorCritic(nn.Module):
         return means.min(dim=-1).values if self.critic_value == "min" else means.mean(dim=-1)
 
     def squash(self, raw_action: th.Tensor) -> th.Tensor:
-        """Map pre-squash Gaussian samples into the Box action range."""
-        return th.addcmul(self.action_center, self.action_half_range, th.tanh(raw_action))
+        """Map pre-squash Gaussian samples into the Box action range (tanh, or a clip)."""
+        center, half_range = self.action_center, self.action_half_range
+        return squash_action(raw_action, self.squash_mode, center, half_range)
+
+    def rollout_noise(self, n_steps: int, n_envs: int, weights: RolloutWeights) -> th.Tensor | None:
+        """The noise of a rollout's steps, drawn at its start
+        (:func:`~tradingbot.algo.exploration.rollout_noise`; ``None``: categorical)."""
+        if weights.std is None:
+            return None
+        return rollout_noise(weights.std, n_steps, n_envs, self.sample_freq if self.gsde else None)
 
     # ----------------------------------------------------------------------------------------
     def rollout_weights(self) -> RolloutWeights:
@@ -199,9 +193,11 @@ class RecurrentActorCritic(nn.Module):
         :meth:`step` and :meth:`predict_values`, and return them."""
         head = self.critic_head
         actor_linears = [m for m in self.actor_mlp if isinstance(m, nn.Linear)]
+        # gSDE: the actor's output carries its features after the mean (an identity block).
+        actor_head = head_with_features(self.actor_head) if self.gsde else self.actor_head
         weights = derive_rollout_weights(
             self.lstms,
-            [*actor_linears, self.actor_head],
+            [*actor_linears, actor_head],
             head.first,
             list(head.weights),
             list(head.biases),
@@ -233,19 +229,17 @@ class RecurrentActorCritic(nn.Module):
         deterministic: bool = False,
     ) -> tuple[th.Tensor, th.Tensor]:
         """(env action, raw action) from the actor output. ``noise`` is the standard normal
-        sample of a Gaussian policy (drawn here when ``None``)."""
+        sample of a Gaussian policy, or under gSDE each env's noise matrix (drawn here when
+        ``None``)."""
         if self.discrete:
             if deterministic:
                 index = actor_out.argmax(dim=-1, keepdim=True)
             else:
                 index = th.multinomial(F.softmax(actor_out, dim=-1), 1)
             return index.squeeze(-1), index.to(th.float32)
-        if deterministic:
-            raw_action = actor_out
-        else:
-            if noise is None:
-                noise = th.randn_like(actor_out)
-            raw_action = th.addcmul(actor_out, weights.std, noise)
+        assert weights.std is not None
+        gsde_actions = self.action_dim if self.gsde else None
+        raw_action = gaussian_raw_action(actor_out, weights.std, noise, deterministic, gsde_actions)
         return self.squash(raw_action), raw_action
 
     def rollout_outputs(
@@ -264,18 +258,19 @@ class RecurrentActorCritic(nn.Module):
         ----------
         noise : th.Tensor | None
             The standard normal sample behind ``raw_action`` (Gaussian policy): the log-probability
-            then uses it instead of recomputing it from ``raw_action``.
+            then uses it instead of recomputing it from ``raw_action``. Not read under gSDE.
         """
         quantiles = TwinQuantileHead.monotone(critic_raw)
         if self.discrete:
             log_prob = categorical_log_prob(F.log_softmax(actor_out, dim=-1), raw_action)
             dist_params = actor_out
         else:
-            assert weights.log_std is not None and weights.std is not None
-            log_prob = squashed_gaussian_log_prob(
-                actor_out, raw_action, weights.log_std, self.action_half_range, noise
-            )
-            dist_params = th.cat([actor_out, weights.std.expand_as(actor_out)], dim=-1)
+            w, gsde_actions = weights, self.action_dim if self.gsde else None
+            assert w.log_std is not None and w.std is not None
+            mean, log_std, std = rollout_distribution(actor_out, w.log_std, w.std, gsde_actions)
+            noise, half_range = None if self.gsde else noise, self.action_half_range
+            log_prob = box_log_prob(self.squash_mode, mean, raw_action, log_std, half_range, noise)
+            dist_params = th.cat([mean, std], dim=-1)
         return log_prob, self.value_from_quantiles(quantiles), quantiles, dist_params
 
     @th.inference_mode()
@@ -308,11 +303,12 @@ class RecurrentActorCritic(nn.Module):
             weights = self.rollout_weights()
         keep = (1.0 - episode_starts).unsqueeze(-1)
         actor_out, critic_raw, new_states = self.rollout_step(obs, states, keep, weights)
-        noise = None
-        if not self.discrete and not deterministic:
+        noise = None  # gSDE: sample_action draws one noise matrix per env
+        independent = not self.discrete and not self.gsde
+        if independent and not deterministic:
             noise = th.randn_like(actor_out)
         action, raw_action = self.sample_action(actor_out, weights, noise, deterministic)
-        if deterministic and not self.discrete:
+        if deterministic and independent:
             noise = th.zeros_like(actor_out)
         log_prob, value, quantiles, dist_params = self.rollout_outputs(
             actor_out, critic_raw, raw_action, weights, noise
@@ -379,7 +375,8 @@ class RecurrentActorCritic(nn.Module):
         ``actor_seq`` and ``critic_seq`` (C, L, H): the heads and the distributions, a graph of
         small ops without data-dependent shapes (what ``compile`` compiles)."""
         batch = actor_seq.shape[0] * actor_seq.shape[1]
-        actor_out = self.actor_head(self.actor_mlp(actor_seq.reshape(batch, -1)))
+        features = self.actor_mlp(actor_seq.reshape(batch, -1))
+        actor_out = self.actor_head(features)
         quantiles = self.critic_head(critic_seq.reshape(batch, -1))
         raw_actions = raw_actions.reshape(batch, -1)
         if self.discrete:
@@ -388,10 +385,15 @@ class RecurrentActorCritic(nn.Module):
             log_prob = categorical_log_prob(log_probs, raw_actions)
             dist_params = actor_out
         else:
-            log_std = self.log_std().expand_as(actor_out)
+            if self.gsde:  # detached features, as SB3's default (learn_features=False)
+                log_std = th.log(state_dependent_std(features.detach(), th.exp(self.log_std())))
+            else:
+                log_std = self.log_std().expand_as(actor_out)
             entropy = gaussian_entropy(log_std)  # of the pre-squash Gaussian (see there)
-            log_prob = squashed_gaussian_log_prob(
-                actor_out, raw_actions, log_std, self.action_half_range
+            log_prob = box_log_prob(
+                self.squash_mode, actor_out, raw_actions, log_std, self.action_half_range
             )
+            # exp after the log-prob, as before gSDE: the order of the graph's nodes fixes the
+            # order in which backward sums gradients, so the default path stays bit-identical.
             dist_params = th.cat([actor_out, th.exp(log_std)], dim=-1)
         return SequenceEvaluation(log_prob, entropy, quantiles, dist_params)

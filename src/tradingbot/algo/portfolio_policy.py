@@ -78,6 +78,12 @@ class PortfolioActorCritic(RecurrentActorCritic):
         self.critic_value = config.critic_value
         self.n_critics = 2 if config.twin_critics else 1
         self.discrete = False
+        if config.exploration != type(config.exploration)():
+            raise ValueError(
+                "the portfolio policy explores with a state-independent, tanh-squashed Gaussian; "
+                f"exploration must keep its defaults, got {config.exploration.model_dump()}"
+            )
+        self.gsde, self.squash_mode = False, "tanh"
         self.config, self.asset_embedding = config, asset_embedding
         width = asset_embedding
 

@@ -235,7 +235,7 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         ``new_obs``, ``rewards``, ...).
 
         Per rollout, not per step: the inference weights (derived here from the current
-        parameters), the Gaussian noise of every step, and (after the loop, in
+        parameters), the noise of every step (``policy.rollout_noise``), and (after the loop, in
         :meth:`RolloutSteps.store`) log-probs, quantiles, values and distribution parameters
         from the stacked raw network outputs.
         """
@@ -246,9 +246,7 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         policy, device = self.policy, self.device
         n_steps, n_envs = rollout_buffer.n_steps, env.num_envs
         weights = policy.refresh_rollout_weights()
-        noise = None
-        if not policy.discrete:
-            noise = th.randn(n_steps, n_envs, policy.action_dim, device=device)
+        noise = policy.rollout_noise(n_steps, n_envs, weights)
         terminal_values = th.zeros(n_steps, n_envs, device=device)
         steps = RolloutSteps()
         states = self._last_lstm_states

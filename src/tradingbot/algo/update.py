@@ -270,9 +270,10 @@ def _with_awr_ratio(metrics: dict[str, th.Tensor], ctx: UpdateContext) -> dict[s
 
 
 def apply_step(learner: Learner, square_norms: list[float]) -> dict[str, float]:
-    """Scaler, per-network norm clip (one multiply for both) and optimizer step, on the
-    accumulated, finite gradients whose per-network squared norms are ``square_norms`` (actor,
-    critic). Returns the step's gradient statistics."""
+    """Scaler, per-network norm clip of the raw gradient, then the scaler's factor (one
+    multiply for both) and optimizer step, on the accumulated, finite gradients whose
+    per-network squared norms are ``square_norms`` (actor, critic). Returns the step's gradient
+    statistics (the logged norms are the raw gradient's)."""
     stats: dict[str, float] = {}
     factor = 1.0
     scaler = learner.train_state.scaler

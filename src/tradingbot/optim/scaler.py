@@ -82,10 +82,11 @@ class VarianceGradientScaler:
     """
     Scale all gradients down when their stochastic variance is large relative to their mean.
 
-    Call :meth:`update` with the flat gradient after ``backward()`` and before gradient-norm
-    clipping, and multiply the gradients by the factor it returns (the update does so through
-    ``clip_scales``). The caller calls it only with finite gradients (a non-finite step is
-    skipped before the scaler, changing none of its statistics). Each call advances the step
+    Call :meth:`update` with the flat (raw, unclipped) gradient after ``backward()`` and
+    multiply the gradients by the factor it returns (DistributionalPPO's update does so through
+    ``clip_scales``, after the norm clip of the raw gradient). The caller calls it only with
+    finite gradients (a non-finite step is skipped before the scaler, changing none of its
+    statistics). Each call advances the step
     count ``t`` and, for each tensor, the per-element EMAs ``m <- beta m + (1 - beta) g`` and
     ``q <- beta q + (1 - beta) g^2`` (bias-corrected by ``1 - beta^k``, ``k`` the number of
     updates of that tensor). Then ``s = max(q_hat - m_hat^2, 0)``, the per-tensor ratio is

@@ -80,14 +80,17 @@ class FlatGradients:
 def clip_scales(
     square_norms: Sequence[float], max_norm: float, factor: float = 1.0, mode: str = "per_network"
 ) -> tuple[list[float], list[float]]:
-    """Per-network gradient multipliers: the gradient is first multiplied by ``factor`` (the
-    variance scaler's), then each network's norm (``mode="per_network"``) or the norm over all
-    networks (``"global"``) is clipped to ``max_norm`` as ``torch.nn.utils.clip_grad_norm_``
-    does (``scale = min(1, max_norm / (norm + 1e-6))``). Returns (the multipliers, the
-    per-network norms after ``factor`` and before clipping)."""
-    norms = [factor * float(square) ** 0.5 for square in square_norms]
+    """Per-network gradient multipliers: each network's norm (``mode="per_network"``) or the
+    norm over all networks (``"global"``) of the *raw* gradient is clipped to ``max_norm`` as
+    ``torch.nn.utils.clip_grad_norm_`` does (``scale = min(1, max_norm / (norm + 1e-6))``),
+    then the result is multiplied by ``factor`` (the variance scaler's). Clipping first makes
+    the clip bound the raw gradient whatever the factor: clipping after it compared
+    ``factor * norm`` with ``max_norm``, so a scaler at its floor (0.1) raised the effective
+    bound tenfold and the clip never fired (docs/benchmarks.md, issue 24, third round).
+    Returns (the multipliers, the per-network norms of the raw gradient)."""
+    norms = [float(square) ** 0.5 for square in square_norms]
     if mode == "global":
-        total = factor * float(sum(square_norms)) ** 0.5
+        total = float(sum(square_norms)) ** 0.5
         return [factor * min(1.0, max_norm / (total + 1e-6))] * len(norms), norms
     scales = [factor * min(1.0, max_norm / (norm + 1e-6)) for norm in norms]
     return scales, norms

@@ -61,8 +61,7 @@ def squashed_gaussian_log_prob(
     Tensor
         Shape (...).
     """
-    z = (raw_action - mean) * th.exp(-log_std) if noise is None else noise
-    gaussian = -0.5 * z.square() - log_std - 0.5 * LOG_2PI
+    gaussian = _gaussian_log_density(mean, raw_action, log_std, noise)
     # log |d action / d u| of action = center + half_range * tanh(u), stable form of
     # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
     log_det = 2.0 * (LOG_2 - raw_action - F.softplus(-2.0 * raw_action))
@@ -112,5 +111,13 @@ def gaussian_log_prob(
     Tensor
         Shape (...).
     """
+    return _gaussian_log_density(mean, raw_action, log_std, noise).sum(dim=-1)
+
+
+def _gaussian_log_density(
+    mean: th.Tensor, raw_action: th.Tensor, log_std: th.Tensor, noise: th.Tensor | None
+) -> th.Tensor:
+    """Per-dimension log-density of ``raw_action`` under ``N(mean, exp(log_std)^2)`` (``noise``:
+    the standardized sample when known)."""
     z = (raw_action - mean) * th.exp(-log_std) if noise is None else noise
-    return (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(dim=-1)
+    return -0.5 * z.square() - log_std - 0.5 * LOG_2PI

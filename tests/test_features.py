@@ -8,6 +8,7 @@ import pytest
 from tradingbot.config import DataConfig, EnvConfig, FeatureConfig
 from tradingbot.data.bundled import load_vix_close
 from tradingbot.data.features import (
+    MIN_BAR_VOLATILITY,
     compute_features,
     feature_lookback,
     first_valid_row,
@@ -176,6 +177,24 @@ def test_long_horizon_known_values():
     assert np.isfinite(f.iloc[3:].to_numpy()).all()
     assert f["ret_2"].iloc[2] == pytest.approx(math.log(99 / 100))
     assert np.isnan(f["ret_2"].iloc[1]) and np.isnan(f["drawdown_3"].iloc[1])
+
+
+def test_long_horizon_flat_window_uses_the_volatility_floor():
+    """Closes unchanged over the whole long window (a thinly traded stock): the ratio is 1,
+    the gap is the log distance from the average over the floor, and nothing is NaN. Before
+    the floor, vol_ratio and ma_gap were NaN here and the feature set refused the data."""
+    closes = [100.0, 104.0, 103.0, 103.0, 103.0, 103.0, 103.0, 106.0]
+    f = long_horizon_features(pd.Series(closes), (2,), (5,), (2, 3), 3)
+    t = 5  # the returns of bars 3..5 are all 0; the 5-bar average (bars 1..5) includes 104
+    assert f["vol_3"].iloc[t] == 0.0 and f["vol_2"].iloc[t] == 0.0
+    assert f["vol_ratio"].iloc[t] == 1.0
+    gap = math.log(103) - math.log((104 + 4 * 103) / 5)
+    assert gap < 0
+    assert f["ma_gap_5"].iloc[t] == pytest.approx(gap / MIN_BAR_VOLATILITY)
+    assert np.isfinite(f.iloc[5:].to_numpy()).all()
+    # A volatility above the floor is used as it is: bar 7's jump.
+    r = [math.log(closes[i] / closes[i - 1]) for i in (5, 6, 7)]
+    assert f["vol_ratio"].iloc[7] == pytest.approx(statistics.stdev(r[1:]) / statistics.stdev(r))
 
 
 def test_long_horizon_feature_set_columns_and_defaults():

@@ -1,4 +1,5 @@
-"""Portfolio runs through the CLI: data list/show, train, backtest, report, signals."""
+"""Portfolio runs through the CLI: data list/show, train, backtest, report, signals,
+walkforward and its resume."""
 
 from __future__ import annotations
 
@@ -109,6 +110,29 @@ def test_walkforward_on_the_universe(tmp_path) -> None:
     assert (out / "tests_portfolio_seed0.json").exists()
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["metric"]) >= {"sharpe", "max_drawdown", "cvar_5"}
+
+    # --resume after an interruption in fold 1: fold 0's bars are read back, not retrained
+    # (its file is untouched), fold 1 is trained again, and every table is what the
+    # uninterrupted run wrote, to the last digit.
+    tables = ("folds.csv", "summary.csv", "stitched.csv", "seed_spread.csv")
+    before = {name: (out / name).read_bytes() for name in tables}
+    fold1 = (out / "bars" / "agent_fold1_seed0.csv").read_bytes()
+    fold0_stat = (out / "bars" / "agent_fold0_seed0.csv").stat()
+    for name in tables:
+        (out / name).unlink()
+    (out / "bars" / "agent_fold1_seed0.csv").unlink()
+    resumed = runner.invoke(app, ["walkforward", "--resume", str(tmp_path / "wf")])
+    assert resumed.exit_code == 0, resumed.output
+    assert {name: (out / name).read_bytes() for name in tables} == before
+    assert (out / "bars" / "agent_fold1_seed0.csv").read_bytes() == fold1
+    assert (out / "bars" / "agent_fold0_seed0.csv").stat().st_mtime_ns == fold0_stat.st_mtime_ns
+    # A resume with a config that computes other jobs is refused, naming the key.
+    refused = runner.invoke(
+        app, ["walkforward", "--config", str(tmp_path / "wf" / "config.yaml"), "--resume",
+              str(tmp_path / "wf"), "--set", "run.total_timesteps=1024"],
+        terminal_width=200,
+    )  # fmt: skip
+    assert refused.exit_code == 1 and "run.total_timesteps" in refused.output
 
 
 def test_portfolio_config_errors_name_the_problem(tmp_path) -> None:

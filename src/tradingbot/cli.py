@@ -134,12 +134,12 @@ def walkforward_command(
     if data is not None:
         cfg.data.source = data
     configure_process(cfg.run)
-    if cfg.portfolio is not None:  # sequential, in this process (no Ray, no --resume yet)
+    if cfg.portfolio is not None:  # sequential, in this process (no Ray)
         from tradingbot.evaluate.portfolio_walkforward import portfolio_walk_forward
 
-        if address is not None or resume is not None:
-            raise UserError("--address and --resume are not supported for portfolio configs")
-        run_dir = portfolio_walk_forward(cfg)
+        if address is not None:
+            raise UserError("--address is not supported for portfolio configs")
+        run_dir = portfolio_walk_forward(cfg, resume=resume)
     else:
         run_dir = walk_forward(cfg, address=address, resume=resume)
     summary = pd.read_csv(run_dir / "evaluation" / "summary.csv")

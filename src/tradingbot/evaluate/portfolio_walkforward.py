@@ -13,6 +13,11 @@ run once, continuously, over the test folds' whole span (same schedule and costs
 beside the baselines on the same bars), ``seed_spread.csv``,
 ``statistics_portfolio_seed<s>.csv`` / ``tests_portfolio_seed<s>.json`` (bootstrap intervals,
 SPA, deflated Sharpe) and the bars under ``bars/``.
+
+``resume``: an interrupted run directory (started with the same config, checked as for
+single-instrument runs). A fold x seed whose agent bars ``bars/agent_fold<F>_seed<S>.csv``
+exist (each is written atomically once its job is done) is read back instead of trained
+again; the tables are rebuilt from all of them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from tradingbot.data.splits import DateRange, Fold, walk_forward_folds
 from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.evaluate.allocation import index_closes, run_allocation_baselines
 from tradingbot.evaluate.backtest import backtest_metrics
+from tradingbot.evaluate.distribute import check_resumable
 from tradingbot.evaluate.selection import read_selection
 from tradingbot.evaluate.walkforward import compare_stitched, seed_spread_table, summarize
 from tradingbot.portfolio_run import (
@@ -56,14 +62,24 @@ def fold_agent_bars(config: TradingConfig, data: MarketData, fold: Fold, seed: i
     return allocation_frame(market, rows, targets, cfg.env, portfolio_section(cfg))
 
 
-def portfolio_walk_forward(config: TradingConfig, seeds: list[int] | None = None) -> Path:
-    """Run every fold x seed and write the ``evaluation/`` tables; returns the run directory."""
+def read_agent_bars(path: Path) -> pd.DataFrame:
+    """Agent bars saved by an earlier, interrupted run (float64 round-trips through CSV)."""
+    return pd.read_csv(path, index_col="timestamp", parse_dates=["timestamp"])
+
+
+def portfolio_walk_forward(
+    config: TradingConfig, seeds: list[int] | None = None, resume: Path | None = None
+) -> Path:
+    """Run every fold x seed (those not finished in ``resume``) and write the ``evaluation/``
+    tables; returns the run directory."""
     seeds = seeds if seeds is not None else config.evaluation.seeds
     cfg = portfolio_section(config)
+    if resume is not None:
+        check_resumable(resume, config)
     data = load_market(config.data.source, config.data.synthetic, config.data.instruments)
     stamps = next(iter(data.bars.values())).index
     folds = walk_forward_folds(stamps, config.data.walk_forward)
-    run_dir = create_run_dir(config)
+    run_dir = Path(resume) if resume is not None else create_run_dir(config)
     out = run_dir / "evaluation"
     make_dirs(out / "bars", root=run_dir)
     whole = DateRange(folds[0].test.start, folds[-1].test.end)
@@ -77,11 +93,13 @@ def portfolio_walk_forward(config: TradingConfig, seeds: list[int] | None = None
     for seed in seeds:
         parts = []
         for fold in folds:
-            agent = fold_agent_bars(config, data, fold, seed)
-            with atomic_path(
-                out / "bars" / f"agent_fold{fold.index}_seed{seed}.csv", root=run_dir
-            ) as tmp:
-                agent.to_csv(tmp, index_label="timestamp")
+            saved = out / "bars" / f"agent_fold{fold.index}_seed{seed}.csv"
+            if resume is not None and saved.is_file():
+                agent = read_agent_bars(saved)
+            else:
+                agent = fold_agent_bars(config, data, fold, seed)
+                with atomic_path(saved, root=run_dir) as tmp:
+                    agent.to_csv(tmp, index_label="timestamp")
             parts.append(agent)
             for name, bars in {"agent": agent, **baselines}.items():
                 same = bars.loc[bars.index.isin(agent.index)]

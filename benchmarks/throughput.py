@@ -7,12 +7,14 @@ is wall time including training. Two cases: Pendulum-v1 (DummyVecEnv) and the tr
 
     python benchmarks/throughput.py [--timesteps 16384] [--threads 1] [--skip-recurrent-ppo]
                                     [--envs pendulum trading] [--rounds 8] [--full-features]
-                                    [--default-malloc] [--compile] [--trading-envs 8 32 64]
+                                    [--default-malloc] [--compile] [--shared-lstm]
+                                    [--trading-envs 8 32 64]
 
 ``--full-features`` adds DistributionalPPO with every risk and stability option of the
 algorithm config switched on (``FULL_FEATURES``), to check they keep the throughput targets;
 and that set plus the variance gradient scaler, and plus 2 microbatches, each measured alone.
-``--compile`` adds the all-options set with ``compile="on"`` (the minibatch loss through
+``--shared-lstm`` adds the all-options set with ``shared_lstm=True`` (and, with ``--compile``,
+compiled). ``--compile`` adds the all-options set with ``compile="on"`` (the minibatch loss through
 torch.compile; every other row runs eagerly, ``compile="off"``); its compilation happens in the
 warm-up, whose time is printed for every algorithm and is not part of steps/s.
 ``--trading-envs`` measures the trading env at several env counts, each with n_steps such
@@ -56,6 +58,8 @@ OURS_FULL = "DistributionalPPO, all options"
 OURS_FULL_SCALER = "DistributionalPPO, all options + gradient scaler"
 OURS_FULL_MICRO = "DistributionalPPO, all options + 2 microbatches"
 OURS_FULL_COMPILED = "DistributionalPPO, all options, compiled"
+OURS_FULL_SHARED = "DistributionalPPO, all options, one shared LSTM"
+OURS_FULL_SHARED_COMPILED = "DistributionalPPO, all options, one shared LSTM, compiled"
 SB3_PPO = "SB3 PPO (MLP)"
 RPPO = "sb3-contrib RecurrentPPO"
 OUR_ROWS = (
@@ -64,6 +68,8 @@ OUR_ROWS = (
     ("all options + scaler", OURS_FULL_SCALER),
     ("all options + microbatches", OURS_FULL_MICRO),
     ("all options compiled", OURS_FULL_COMPILED),
+    ("all options shared LSTM", OURS_FULL_SHARED),
+    ("all options shared LSTM compiled", OURS_FULL_SHARED_COMPILED),
 )
 PEER_ROWS = (("RecurrentPPO", RPPO), ("PPO", SB3_PPO))
 
@@ -106,7 +112,10 @@ def rollout_steps(n_envs: int) -> int:
 
 
 def peer_makers(
-    full_features: bool = False, compile_loss: bool = False, skip_recurrent_ppo: bool = False
+    full_features: bool = False,
+    compile_loss: bool = False,
+    skip_recurrent_ppo: bool = False,
+    shared_lstm: bool = False,
 ) -> dict[str, Maker]:
     """
     The algorithms of the table, each a function of its VecEnv; every one takes its
@@ -121,6 +130,9 @@ def peer_makers(
         Add the all-options row with ``compile="on"``.
     skip_recurrent_ppo : bool
         Leave out sb3-contrib's RecurrentPPO.
+    shared_lstm : bool
+        Add the all-options row with ``shared_lstm=True`` (one LSTM for actor and critics
+        instead of one each), and with ``compile_loss`` its compiled row.
 
     Returns
     -------
@@ -159,6 +171,12 @@ def peer_makers(
         peers[OURS_FULL_MICRO] = functools.partial(make_ours, **FULL_FEATURES, n_microbatches=2)
     if compile_loss:
         peers[OURS_FULL_COMPILED] = functools.partial(make_ours, **FULL_FEATURES, compile="on")
+    if shared_lstm:
+        peers[OURS_FULL_SHARED] = functools.partial(make_ours, **FULL_FEATURES, shared_lstm=True)
+        if compile_loss:
+            peers[OURS_FULL_SHARED_COMPILED] = functools.partial(
+                make_ours, **FULL_FEATURES, shared_lstm=True, compile="on"
+            )
     if not skip_recurrent_ppo:
         peers[RPPO] = lambda env: RecurrentPPO(
             "MlpLstmPolicy",
@@ -219,6 +237,7 @@ def benchmark_env(
     full_features: bool = False,
     compile_loss: bool = False,
     env_counts: tuple[int, ...] = (N_ENVS,),
+    shared_lstm: bool = False,
 ) -> dict[tuple[str, int], float]:
     """
     Measure the algorithms on one VecEnv factory at each env count, all of them interleaved in
@@ -239,7 +258,7 @@ def benchmark_env(
         (row label, env count) -> steps per second.
     """
     steps = {n_envs: rollout_steps(n_envs) for n_envs in env_counts}  # fail before any work
-    peers = peer_makers(full_features, compile_loss, skip_recurrent_ppo)
+    peers = peer_makers(full_features, compile_loss, skip_recurrent_ppo, shared_lstm)
     makers = {(label, n_envs): make for n_envs in env_counts for label, make in peers.items()}
     results = _round_robin(makers, make_env, timesteps, rounds)
 
@@ -288,6 +307,12 @@ def main() -> None:
         "--compile", action="store_true", help="add the all-options set with compile='on'"
     )
     parser.add_argument(
+        "--shared-lstm",
+        action="store_true",
+        help="add the all-options set with one LSTM shared by actor and critics (compiled too "
+        "with --compile)",
+    )
+    parser.add_argument(
         "--trading-envs",
         nargs="+",
         type=int,
@@ -319,6 +344,7 @@ def main() -> None:
             args.rounds,
             args.full_features,
             args.compile,
+            shared_lstm=args.shared_lstm,
         )
     if "trading" in args.envs:
         benchmark_env(
@@ -330,6 +356,7 @@ def main() -> None:
             args.full_features,
             args.compile,
             tuple(args.trading_envs),
+            shared_lstm=args.shared_lstm,
         )
 
 

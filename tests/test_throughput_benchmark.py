@@ -35,8 +35,11 @@ def test_rollout_steps_rejects_counts_our_chunks_cannot_take(n_envs: int, messag
 
 
 def test_every_algorithm_gets_the_env_count_and_2048_samples() -> None:
-    makers = throughput.peer_makers(full_features=True, compile_loss=True)
+    makers = throughput.peer_makers(full_features=True, compile_loss=True, shared_lstm=True)
     assert set(makers) >= {throughput.OURS, throughput.SB3_PPO, throughput.RPPO}
+    assert makers[throughput.OURS_FULL_SHARED_COMPILED](
+        make_vec_env("Pendulum-v1", n_envs=8, seed=0)
+    ).config.shared_lstm
     for label, make in makers.items():
         model = make(make_vec_env("Pendulum-v1", n_envs=64, seed=0))
         assert model.env.num_envs == 64, label

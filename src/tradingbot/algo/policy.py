@@ -30,6 +30,7 @@ from tradingbot.algo.fast.inference import (
 from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
+from tradingbot.algo.obs_normalization import ObservationNormalizer
 from tradingbot.algo.policy_outputs import PolicyStep, SequenceEvaluation
 
 
@@ -121,6 +122,11 @@ class RecurrentActorCritic(nn.Module):
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
         # The fused inference weights (see rollout_weights), derived on demand.
         self._rollout_weights: RolloutWeights | None = None
+        # Observation statistics owned by the algorithm (None: the observations as they come).
+        norm = config.observation_normalization
+        self.obs_normalizer = (
+            ObservationNormalizer(self.obs_dim, norm.clip, norm.epsilon) if norm.enabled else None
+        )
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -175,6 +181,15 @@ class RecurrentActorCritic(nn.Module):
         if weights.std is None:
             return None
         return rollout_noise(weights.std, n_steps, n_envs, self.sample_freq if self.gsde else None)
+
+    def normalize_observations(self, obs: th.Tensor) -> th.Tensor:
+        """The policy's input for raw observations ``obs`` (n, obs_dim): normalized with the
+        current statistics under ``observation_normalization``, else ``obs`` itself.
+        :meth:`step` and :meth:`predict_values` take raw observations and call it;
+        :meth:`rollout_step` and :meth:`evaluate_sequences` take its output."""
+        if self.obs_normalizer is None:
+            return obs
+        return self.obs_normalizer(obs)
 
     # ----------------------------------------------------------------------------------------
     def rollout_weights(self) -> RolloutWeights:
@@ -289,7 +304,7 @@ class RecurrentActorCritic(nn.Module):
         Parameters
         ----------
         obs : th.Tensor
-            Observations, shape (n_envs, obs_dim).
+            Raw observations (:meth:`normalize_observations` applies), shape (n_envs, obs_dim).
         states : LSTMStates
             LSTM states before this step (not yet reset).
         episode_starts : th.Tensor
@@ -302,6 +317,7 @@ class RecurrentActorCritic(nn.Module):
         if weights is None:
             weights = self.rollout_weights()
         keep = (1.0 - episode_starts).unsqueeze(-1)
+        obs = self.normalize_observations(obs)
         actor_out, critic_raw, new_states = self.rollout_step(obs, states, keep, weights)
         noise = None  # gSDE: sample_action draws one noise matrix per env
         independent = not self.discrete and not self.gsde
@@ -325,10 +341,12 @@ class RecurrentActorCritic(nn.Module):
         episode_starts: th.Tensor,
         weights: RolloutWeights | None = None,
     ) -> th.Tensor:
-        """Critic value (normalized units) of ``obs`` given the states before it, shape (batch,)."""
+        """Critic value (normalized units) of raw observations ``obs`` given the states before
+        them, shape (batch,)."""
         if weights is None:
             weights = self.rollout_weights()
         keep = (1.0 - episode_starts).unsqueeze(-1)
+        obs = self.normalize_observations(obs)
         _, critic_raw, _ = self.rollout_step(obs, states, keep, weights)
         return self.value_from_quantiles(TwinQuantileHead.monotone(critic_raw))
 
@@ -345,7 +363,8 @@ class RecurrentActorCritic(nn.Module):
         Parameters
         ----------
         obs : th.Tensor
-            Observations, shape (C, L, obs_dim).
+            Observations as the rollout stored them (normalized: :meth:`normalize_observations`),
+            shape (C, L, obs_dim).
         episode_starts : th.Tensor
             Episode-start flags, shape (C, L).
         initial_states : LSTMStates

@@ -319,8 +319,15 @@ class ObservationNormalizationConfig(_Section):
         Bound of the normalized observation (``VecNormalize``'s ``clip_obs``).
     epsilon : float
         Added to the variance before the square root (``VecNormalize``'s ``epsilon``).
+    compensate_initial : bool
+        Rewrite the input weights at the first statistics update too (from ``RunningMeanStd``'s
+        start, mean 0 and variance 1, which the first rollout is normalized with). ``False``:
+        the first update of the statistics sets them and leaves the weights, which were drawn
+        for inputs of unit scale, to read inputs of unit scale (the policy's function of raw
+        observations changes once, after the first update, as under ``VecNormalize``).
     """
 
     enabled: bool = False
     clip: float = Field(10.0, gt=0)
     epsilon: float = Field(1e-8, gt=0)
+    compensate_initial: bool = True

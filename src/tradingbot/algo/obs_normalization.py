@@ -29,6 +29,7 @@ import torch as th
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from torch import nn
 
+from tradingbot.algo.config_sections import ObservationNormalizationConfig
 from tradingbot.algo.fast.flat import FlatGradients
 
 
@@ -151,6 +152,15 @@ class ObservationNormalizer(nn.Module):
         self.var.copy_(th.as_tensor(rms.var))
         self.count.fill_(float(rms.count))
         return old, (self.mean.clone(), self.std())
+
+
+def observation_normalizer(
+    obs_dim: int, config: ObservationNormalizationConfig
+) -> ObservationNormalizer | None:
+    """The policy's :class:`ObservationNormalizer` under ``config`` (``None`` when it is off)."""
+    if not config.enabled:
+        return None
+    return ObservationNormalizer(obs_dim, config.clip, config.epsilon)
 
 
 @th.no_grad()

@@ -20,7 +20,6 @@ from tradingbot.algo.fast.compiled import use_compile
 from tradingbot.algo.learner import Learner, build_learner
 from tradingbot.algo.losses import explained_variance
 from tradingbot.algo.model_io import ModelIO
-from tradingbot.algo.obs_normalization import absorb_observations, input_weight_moments
 from tradingbot.algo.policy import RecurrentActorCritic
 from tradingbot.algo.rollout import (
     RolloutSteps,
@@ -30,6 +29,7 @@ from tradingbot.algo.rollout import (
 )
 from tradingbot.algo.schedules import linear_schedule
 from tradingbot.algo.train_steps import (
+    absorb_rollout_observations,
     begin_update,
     end_update,
     return_scale,
@@ -154,8 +154,7 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         # Running statistics of the lambda-returns; the critic predicts (G - mean) / std.
         self.return_rms = RunningMeanStd(shape=())
         self._last_lstm_states = self.policy.initial_state(self.n_envs)
-        # The last rollout's raw observations, for the observation statistics (None: the
-        # option is off, or no rollout is waiting for its update).
+        # The last rollout's raw observations for the observation statistics (None: none).
         self._rollout_raw_obs: list[th.Tensor] | None = None
         # Compile the update's loss (PPOConfig.compile); decided per learn call, and under
         # "auto", once on, kept on (the compilation is paid).
@@ -263,7 +262,7 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
             obs = obs_tensor(self._last_obs, policy.obs_dim, device)  # type: ignore[arg-type]
             if raw_obs is not None:  # stored normalized: the update sees what the policy saw
                 raw_obs.append(obs.clone())
-                obs = policy.normalize_observations(obs)
+                obs = policy.obs_normalizer(obs)
             rollout_buffer.observations[t] = obs
             with th.inference_mode():
                 actor_out, critic_raw, new_states = policy.rollout_step(obs, states, keep, weights)
@@ -348,15 +347,8 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         result = run_epochs(self.learner, chunks, ctx, self.verbose)
         self._n_updates += result.n_steps
         adapted = end_update(self.learner, chunks, result.stats)
-        if self.policy.obs_normalizer is not None and self._rollout_raw_obs:
-            lstms = self.policy.lstms
-            absorb_observations(
-                self.policy.obs_normalizer,
-                lstms,
-                th.cat(self._rollout_raw_obs),
-                input_weight_moments(self.optimizer, self.gradients, lstms),
-            )
-            self._rollout_raw_obs = None
+        absorb_rollout_observations(self.learner, self._rollout_raw_obs)
+        self._rollout_raw_obs = None
         self.policy.refresh_rollout_weights()
 
         metrics = update_metrics(

@@ -24,6 +24,11 @@ check that a result does not hang on rounding. With ``--out DIR`` each run write
 ``DIR/<task>_<algo>_seed<k>.json`` (and its per-update log ``.csv``); runs whose file is there
 already are not run again, and the tables cover every requested run in ``DIR``.
 
+Our algorithm's own observation normalization (``PPOConfig.observation_normalization``, issue
+24): ``--set '{"observation_normalization": {"enabled": true}}' --label NAME``. With it on,
+``VecNormalize`` normalizes the rewards only (``norm_obs=False``) for ours, and the evaluation
+feeds raw observations to the model, which normalizes them with its own trained statistics.
+
     .venv/bin/python benchmarks/memory_tasks.py --workers 2 --out out/memory   # 10 + 5 seeds
     .venv/bin/python benchmarks/memory_tasks.py --tasks cartpole --algos ours --seeds 0
     .venv/bin/python benchmarks/memory_tasks.py --out out/memory --report   # tables only

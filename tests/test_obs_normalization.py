@@ -302,3 +302,25 @@ def test_first_statistics_update_rewrites_nothing_without_compensate_initial() -
     )
     absorb_rollout_observations(model.learner, [th.randn(2, 3) * 9 - 3 for _ in range(8)])
     assert not th.equal(policy.lstms[0].weight_ih_l0, weights[0])
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [("var", -1.0, "negative"), ("count", 0.0, "must be positive")],
+)
+def test_checkpoint_with_broken_statistics_is_refused(tmp_path, name, value, words) -> None:
+    from hostile.tiny_run import rewrite
+    from tradingbot.algo.ppo import DistributionalPPO
+    from tradingbot.checkpoint import CheckpointError
+
+    model = small_model(**ON)
+    model.learn(64)
+    model.save(tmp_path / "m")
+    key = f"policy.obs_normalizer.{name}"
+
+    def poison(tensors: dict[str, th.Tensor]) -> None:
+        tensors[key] = th.full_like(tensors[key], value)
+
+    rewrite(tmp_path / "m.safetensors", poison)
+    with pytest.raises(CheckpointError, match=f"{key}.*{words}"):
+        DistributionalPPO.load(tmp_path / "m")

@@ -24,6 +24,11 @@ check that a result does not hang on rounding. With ``--out DIR`` each run write
 ``DIR/<task>_<algo>_seed<k>.json`` (and its per-update log ``.csv``); runs whose file is there
 already are not run again, and the tables cover every requested run in ``DIR``.
 
+Our algorithm's own observation normalization (``PPOConfig.observation_normalization``, issue
+24): ``--set '{"observation_normalization": {"enabled": true}}' --label NAME``. With it on,
+``VecNormalize`` normalizes the rewards only (``norm_obs=False``) for ours, and the evaluation
+feeds raw observations to the model, which normalizes them with its own trained statistics.
+
     .venv/bin/python benchmarks/memory_tasks.py --workers 2 --out out/memory   # 10 + 5 seeds
     .venv/bin/python benchmarks/memory_tasks.py --tasks cartpole --algos ours --seeds 0
     .venv/bin/python benchmarks/memory_tasks.py --out out/memory --report   # tables only
@@ -191,7 +196,12 @@ DEFAULT_SEEDS = {"cartpole": list(range(10)), "pendulum": list(range(5))}
 
 
 def make_env(
-    task: dict[str, Any], n_envs: int, seed: int, normalize: bool, gamma: float = 0.99
+    task: dict[str, Any],
+    n_envs: int,
+    seed: int,
+    normalize: bool,
+    gamma: float = 0.99,
+    norm_obs: bool = True,
 ) -> VecEnv:
     env = make_vec_env(
         task["env_id"],
@@ -201,7 +211,8 @@ def make_env(
         wrapper_kwargs={"hidden": task["hidden"]},
     )
     # Reward normalization discounts with the algorithm's gamma, as rl-baselines3-zoo does.
-    return VecNormalize(env, gamma=gamma) if normalize else env
+    # norm_obs=False: the algorithm normalizes the observations itself (rewards only here).
+    return VecNormalize(env, gamma=gamma, norm_obs=norm_obs) if normalize else env
 
 
 def _tanh_by_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -238,6 +249,12 @@ class FreezeObsStats(BaseCallback):
         return True
 
 
+def owns_obs_normalization(kwargs: dict[str, Any]) -> bool:
+    """Whether our settings turn on ``observation_normalization`` (the algorithm's own)."""
+    section = kwargs.get("observation_normalization") or {}
+    return bool(section.get("enabled", False))
+
+
 def run_name(task_name: str, algo: str, seed: int, perturbed: bool = False, label: str = "") -> str:
     """File stem of one run's results: ``<task>_<algo>[_<label>][_tanh_sigmoid]_seed<k>``."""
     label = f"_{label}" if label else ""
@@ -271,7 +288,11 @@ def run_one(
         kwargs.update(ALL_OPTIONS)
     if algo != "recurrent":
         kwargs.update(overrides or {})
-    env = make_env(task, setup["n_envs"], seed, setup["normalize"], kwargs["gamma"])
+    # Under the algorithm's own observation normalization VecNormalize keeps the rewards only,
+    # and the evaluation uses the trained model's statistics (inside the model).
+    own_obs_norm = algo != "recurrent" and owns_obs_normalization(kwargs)
+    norm_obs = not own_obs_norm
+    env = make_env(task, setup["n_envs"], seed, setup["normalize"], kwargs["gamma"], norm_obs)
     cls: Callable[..., Any] = RecurrentPPO if algo == "recurrent" else DistributionalPPO
     model = cls("MlpLstmPolicy", env, seed=seed, verbose=0, **kwargs)
     if out is not None:
@@ -286,9 +307,10 @@ def run_one(
         callback = FreezeObsStats(env, freeze_obs_stats_at)
     model.learn(steps, callback=callback)
     seconds = time.perf_counter() - start
-    eval_env = make_env(task, 1, 1000 + seed, setup["normalize"])
+    eval_env = make_env(task, 1, 1000 + seed, setup["normalize"], norm_obs=norm_obs)
     if setup["normalize"]:
-        eval_env.obs_rms = env.obs_rms
+        if norm_obs:
+            eval_env.obs_rms = env.obs_rms
         eval_env.training, eval_env.norm_reward = False, False
     rewards, _ = evaluate_policy(
         model, eval_env, n_eval_episodes=20, deterministic=True, return_episode_rewards=True
@@ -303,6 +325,7 @@ def run_one(
         "reward": float(np.mean(rewards)),
         "seconds": seconds,
         "freeze_obs_stats_at": freeze_obs_stats_at,
+        "algorithm_obs_normalization": own_obs_norm,
     }
     if out is not None:
         path = Path(out) / f"{run_name(task_name, algo, seed, perturbed, label)}.json"

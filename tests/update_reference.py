@@ -146,6 +146,12 @@ DEFAULTS: dict[str, Any] = {
     # The reference pins the eager path (compiled code differs by float32 rounding).
     "compile": "off",
     "compile_min_timesteps": 1_000_000,
+    "observation_normalization": {
+        "enabled": False,
+        "clip": 10.0,
+        "epsilon": 1e-8,
+        "compensate_initial": True,
+    },
     "seed": 0,
     "device": "cpu",
 }

@@ -16,6 +16,7 @@ from tradingbot.algo.config_sections import (
     EntropyConfig,
     ExplorationConfig,
     GradScalerConfig,
+    ObservationNormalizationConfig,
     RiskConfig,
     RobustConfig,
     UPGDConfig,
@@ -153,6 +154,9 @@ class PPOConfig(BaseModel):
     compile_min_timesteps : int
         The run length from which ``compile = 'auto'`` compiles (where the measured saving per
         step has paid for the compilation).
+    observation_normalization : ObservationNormalizationConfig
+        Running observation statistics owned by the algorithm, the policy's input weights
+        rewritten as they move (:class:`ObservationNormalizationConfig`).
     seed : int | None
         Seed of the random generators (``None``: not seeded).
     device : str
@@ -213,6 +217,9 @@ class PPOConfig(BaseModel):
     vf_coef_warmup: float = Field(0.0, ge=0, le=1)
     compile: Literal["off", "auto", "on"] = "auto"
     compile_min_timesteps: int = Field(5_000_000, gt=0)
+    observation_normalization: ObservationNormalizationConfig = Field(
+        default_factory=ObservationNormalizationConfig
+    )
     seed: int | None = None
     device: str = "cpu"
 
@@ -272,5 +279,12 @@ class PPOConfig(BaseModel):
             raise ValueError(
                 f"clip_adapt.min_clip ({self.clip_adapt.min_clip}) exceeds clip_adapt.max_clip "
                 f"({self.clip_adapt.max_clip})"
+            )
+        if self.observation_normalization.enabled and self.robust.enabled:
+            # The attack's bounds are the raw observation space's; the update would see
+            # normalized observations.
+            raise ValueError(
+                "observation_normalization.enabled cannot be combined with robust.enabled: the "
+                "robust attack clamps to the raw observation bounds"
             )
         return self

@@ -299,3 +299,35 @@ class ExplorationConfig(_Section):
     mode: Literal["independent", "gsde"] = "independent"
     sample_freq: int = Field(4, ge=0)
     squash: Literal["tanh", "clip"] = "tanh"
+
+
+class ObservationNormalizationConfig(_Section):
+    """
+    Observation normalization owned by the algorithm (see :mod:`tradingbot.algo.obs_normalization`):
+    the policy reads ``clip((obs - mean) / sqrt(var + epsilon), -clip, clip)`` with running
+    statistics of the raw observations (SB3's ``RunningMeanStd``), held constant within a rollout
+    and updated after each update, when the LSTMs' input weights are rewritten so that the
+    function of the raw observation stays the same (exact where the clip does not bind): moving
+    statistics do not move a policy that has stopped learning. Use it instead of ``VecNormalize``'s
+    observation normalization, not on top of it.
+
+    Parameters
+    ----------
+    enabled : bool
+        Normalize the observations inside the algorithm.
+    clip : float
+        Bound of the normalized observation (``VecNormalize``'s ``clip_obs``).
+    epsilon : float
+        Added to the variance before the square root (``VecNormalize``'s ``epsilon``).
+    compensate_initial : bool
+        Rewrite the input weights at the first statistics update too (from ``RunningMeanStd``'s
+        start, mean 0 and variance 1, which the first rollout is normalized with). ``False``:
+        the first update of the statistics sets them and leaves the weights, which were drawn
+        for inputs of unit scale, to read inputs of unit scale (the policy's function of raw
+        observations changes once, after the first update, as under ``VecNormalize``).
+    """
+
+    enabled: bool = False
+    clip: float = Field(10.0, gt=0)
+    epsilon: float = Field(1e-8, gt=0)
+    compensate_initial: bool = True

@@ -30,6 +30,7 @@ from tradingbot.algo.fast.inference import (
 from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
+from tradingbot.algo.obs_normalization import observation_normalizer
 from tradingbot.algo.policy_outputs import PolicyStep, SequenceEvaluation
 
 
@@ -121,14 +122,14 @@ class RecurrentActorCritic(nn.Module):
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
         # The fused inference weights (see rollout_weights), derived on demand.
         self._rollout_weights: RolloutWeights | None = None
+        # Observation statistics owned by the algorithm (None: off; see obs_normalization).
+        self.obs_normalizer = observation_normalizer(self.obs_dim, config.observation_normalization)
 
     # ----------------------------------------------------------------------------------------
     @property
     def lstms(self) -> list[nn.LSTM]:
         """The LSTMs in state-column order: the actor's, then the critic's (if not shared)."""
-        if self.critic_lstm is None:
-            return [self.actor_lstm]
-        return [self.actor_lstm, self.critic_lstm]
+        return [m for m in (self.actor_lstm, self.critic_lstm) if m is not None]
 
     def critic_parameters(self) -> list[nn.Parameter]:
         """Parameters of the critic: its quantile heads and the LSTM it reads."""
@@ -289,7 +290,7 @@ class RecurrentActorCritic(nn.Module):
         Parameters
         ----------
         obs : th.Tensor
-            Observations, shape (n_envs, obs_dim).
+            Raw observations (normalized here if ``obs_normalizer``), shape (n_envs, obs_dim).
         states : LSTMStates
             LSTM states before this step (not yet reset).
         episode_starts : th.Tensor
@@ -299,9 +300,9 @@ class RecurrentActorCritic(nn.Module):
         weights : RolloutWeights | None
             :meth:`rollout_weights` of the current parameters (computed if ``None``).
         """
-        if weights is None:
-            weights = self.rollout_weights()
+        weights = self.rollout_weights() if weights is None else weights
         keep = (1.0 - episode_starts).unsqueeze(-1)
+        obs = obs if self.obs_normalizer is None else self.obs_normalizer(obs)
         actor_out, critic_raw, new_states = self.rollout_step(obs, states, keep, weights)
         noise = None  # gSDE: sample_action draws one noise matrix per env
         independent = not self.discrete and not self.gsde
@@ -325,10 +326,10 @@ class RecurrentActorCritic(nn.Module):
         episode_starts: th.Tensor,
         weights: RolloutWeights | None = None,
     ) -> th.Tensor:
-        """Critic value (normalized units) of ``obs`` given the states before it, shape (batch,)."""
-        if weights is None:
-            weights = self.rollout_weights()
+        """Critic value (normalized units) of raw ``obs`` given the states before it, (batch,)."""
+        weights = self.rollout_weights() if weights is None else weights
         keep = (1.0 - episode_starts).unsqueeze(-1)
+        obs = obs if self.obs_normalizer is None else self.obs_normalizer(obs)
         _, critic_raw, _ = self.rollout_step(obs, states, keep, weights)
         return self.value_from_quantiles(TwinQuantileHead.monotone(critic_raw))
 
@@ -345,7 +346,7 @@ class RecurrentActorCritic(nn.Module):
         Parameters
         ----------
         obs : th.Tensor
-            Observations, shape (C, L, obs_dim).
+            Observations as stored (normalized under ``obs_normalizer``), shape (C, L, obs_dim).
         episode_starts : th.Tensor
             Episode-start flags, shape (C, L).
         initial_states : LSTMStates

@@ -36,6 +36,7 @@ from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
 from tradingbot.algo.policy import RecurrentActorCritic, SequenceEvaluation
+from tradingbot.errors import ConfigError
 
 
 def critic_raw_output(head: TwinQuantileHead, features: th.Tensor) -> th.Tensor:
@@ -66,6 +67,13 @@ class PortfolioActorCritic(RecurrentActorCritic):
         asset_embedding: int = 32,
     ) -> None:
         nn.Module.__init__(self)
+        if config.observation_normalization.enabled:
+            raise ConfigError(
+                "algo.observation_normalization.enabled is not supported by the portfolio "
+                "policy (its per-asset encoder reads the observation); the portfolio env's "
+                "features are normalized already"
+            )
+        self.obs_normalizer = None
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 2:
             raise TypeError(f"observation space must be a (K, F + 1) Box, got {observation_space}")
         self.n_assets, self.n_inputs = (int(n) for n in observation_space.shape)

@@ -29,6 +29,7 @@ from tradingbot.algo.rollout import (
 )
 from tradingbot.algo.schedules import linear_schedule
 from tradingbot.algo.train_steps import (
+    absorb_rollout_observations,
     begin_update,
     end_update,
     return_scale,
@@ -153,6 +154,8 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         # Running statistics of the lambda-returns; the critic predicts (G - mean) / std.
         self.return_rms = RunningMeanStd(shape=())
         self._last_lstm_states = self.policy.initial_state(self.n_envs)
+        # The last rollout's raw observations for the observation statistics (None: none).
+        self._rollout_raw_obs: list[th.Tensor] | None = None
         # Compile the update's loss (PPOConfig.compile); decided per learn call, and under
         # "auto", once on, kept on (the compilation is paid).
         self._compile_loss = False
@@ -250,12 +253,16 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         terminal_values = th.zeros(n_steps, n_envs, device=device)
         steps = RolloutSteps()
         states = self._last_lstm_states
+        raw_obs: list[th.Tensor] | None = None if policy.obs_normalizer is None else []
         for t in range(n_steps):
             starts_np = np.asarray(self._last_episode_starts, dtype=np.float32).reshape(n_envs)
             keep = None
             if starts_np.any():
                 keep = th.as_tensor(1.0 - starts_np, device=device).unsqueeze(-1)
             obs = obs_tensor(self._last_obs, policy.obs_dim, device)  # type: ignore[arg-type]
+            if raw_obs is not None:  # stored normalized: the update sees what the policy saw
+                raw_obs.append(obs.clone())
+                obs = policy.obs_normalizer(obs)
             rollout_buffer.observations[t] = obs
             with th.inference_mode():
                 actor_out, critic_raw, new_states = policy.rollout_step(obs, states, keep, weights)
@@ -278,6 +285,7 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
             self._last_episode_starts = dones
 
         steps.store(rollout_buffer, policy, weights, noise, terminal_values, return_stats)
+        self._rollout_raw_obs = raw_obs
         self._last_lstm_states = states
         last_dones = th.as_tensor(dones, dtype=th.float32)
         last_obs = obs_tensor(new_obs, policy.obs_dim, device)
@@ -302,7 +310,10 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
            first clip range) and :func:`~tradingbot.algo.train_steps.update_context`;
         5. :func:`~tradingbot.algo.update.run_epochs` over the rollout's chunks;
         6. :func:`~tradingbot.algo.train_steps.end_update` (KL beta, clip range, AWR);
-        7. the inference weights are re-derived from the new parameters; logging.
+        7. under ``observation_normalization``, the statistics absorb the rollout's raw
+           observations and the LSTMs' input weights are rewritten to compute the same function
+           of them (:func:`~tradingbot.algo.obs_normalization.absorb_observations`);
+        8. the inference weights are re-derived from the new parameters; logging.
         """
         cfg, buffer, state = self.config, self.rollout_buffer, self.train_state
         progress = self._current_progress_remaining
@@ -336,6 +347,8 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
         result = run_epochs(self.learner, chunks, ctx, self.verbose)
         self._n_updates += result.n_steps
         adapted = end_update(self.learner, chunks, result.stats)
+        absorb_rollout_observations(self.learner, self._rollout_raw_obs)
+        self._rollout_raw_obs = None
         self.policy.refresh_rollout_weights()
 
         metrics = update_metrics(

@@ -189,6 +189,12 @@ def check_values(path: Path, tensors: dict[str, th.Tensor], saved: SavedModel) -
         )
     if not float(tensors["return_rms.count"]) > 0:
         raise CheckpointError(f"{path}: tensor 'return_rms.count' must be positive")
+    var = tensors.get("policy.obs_normalizer.var")
+    count = tensors.get("policy.obs_normalizer.count")
+    if var is not None and bool((var < 0).any()):
+        raise CheckpointError(f"{path}: tensor 'policy.obs_normalizer.var' has negative values")
+    if count is not None and not float(count) > 0:
+        raise CheckpointError(f"{path}: tensor 'policy.obs_normalizer.count' must be positive")
     for key, value in tensors.items():
         never_negative = key.startswith("optimizer.") and key.endswith((".exp_avg_sq", ".step"))
         if never_negative and bool((value < 0).any()):

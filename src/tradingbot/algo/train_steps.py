@@ -17,6 +17,7 @@ from tradingbot.algo.buffer import SequenceChunks
 from tradingbot.algo.config import PPOConfig, RiskConfig
 from tradingbot.algo.learner import Learner
 from tradingbot.algo.losses import cvar_from_quantiles, quantile_spread
+from tradingbot.algo.obs_normalization import absorb_observations, input_weight_moments
 from tradingbot.algo.risk import dual_ascent, empirical_cvar, shape_advantages
 from tradingbot.algo.robust import robust_step
 from tradingbot.algo.schedules import (
@@ -307,3 +308,32 @@ def end_update(
         ratio = float(np.mean(stats["bc_ppo_ratio"]))
         state.awr_coef = decay_awr_coef(state.awr_coef, ratio, cfg.awr.max_ratio, cfg.awr.decay)
     return metrics
+
+
+def absorb_rollout_observations(learner: Learner, raw_obs: list[th.Tensor] | None) -> None:
+    """
+    After an update under ``observation_normalization``: the statistics absorb the rollout's raw
+    observations and the LSTMs' input weights (and their Adam moments) are rewritten so that
+    the policy computes the same function of raw observations
+    (:func:`~tradingbot.algo.obs_normalization.absorb_observations`). Nothing when the option is
+    off.
+
+    Parameters
+    ----------
+    learner : Learner
+        Policy, flat parameters and optimizer, changed in place.
+    raw_obs : list of Tensor or None
+        The rollout's raw observations, step by step, each (n_envs, obs_dim).
+    """
+    normalizer = learner.policy.obs_normalizer
+    if normalizer is None or not raw_obs:
+        return
+    if (
+        float(normalizer.count) < 1
+        and not learner.config.observation_normalization.compensate_initial
+    ):
+        normalizer.absorb(th.cat(raw_obs))  # the first statistics: nothing rewritten
+        return
+    lstms = learner.policy.lstms
+    moments = input_weight_moments(learner.optimizer, learner.gradients, lstms)
+    absorb_observations(normalizer, lstms, th.cat(raw_obs), moments)

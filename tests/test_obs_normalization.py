@@ -236,22 +236,9 @@ def test_save_load_round_trip_keeps_statistics_and_predictions(tmp_path) -> None
 
 
 def test_resume_in_fresh_process_with_observation_statistics_is_bit_identical(tmp_path):
-    from test_resume import run_script
+    from test_resume import run_half_straight_resumed
 
-    body = f"""
-        HYPER["observation_normalization"] = {{"enabled": True}}
-        model = DistributionalPPO("MlpLstmPolicy", env, seed=0, **HYPER)
-        model.learn(256)
-        model.save(r"{tmp_path}/half")
-        model.learn(256, reset_num_timesteps=False)
-        model.save(r"{tmp_path}/straight")
-    """
-    run_script(body)
-    run_script(f"""
-        model = DistributionalPPO.load(r"{tmp_path}/half", env=env)
-        model.learn(256, reset_num_timesteps=False)
-        model.save(r"{tmp_path}/resumed")
-    """)
+    run_half_straight_resumed(tmp_path, 'HYPER["observation_normalization"] = {"enabled": True}')
     straight, _ = load_checkpoint(tmp_path / "straight.safetensors")
     resumed, _ = load_checkpoint(tmp_path / "resumed.safetensors")
     half, _ = load_checkpoint(tmp_path / "half.safetensors")

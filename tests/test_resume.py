@@ -29,8 +29,12 @@ def run_script(body: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
 
 
-def test_resume_in_fresh_process_is_bit_identical(tmp_path):
+def run_half_straight_resumed(tmp_path, hyper: str = "") -> None:
+    """Train 256 steps and save ``half``, go on to 512 and save ``straight``; in a fresh
+    process, load ``half`` and train to 512 again, saving ``resumed``. ``hyper``: a line that
+    changes ``HYPER`` first."""
     run_script(f"""
+        {hyper}
         model = DistributionalPPO("MlpLstmPolicy", env, seed=0, **HYPER)
         model.learn(256)                       # two updates
         model.save(r"{tmp_path}/half")
@@ -42,6 +46,10 @@ def test_resume_in_fresh_process_is_bit_identical(tmp_path):
         model.learn(256, reset_num_timesteps=False)
         model.save(r"{tmp_path}/resumed")
     """)
+
+
+def test_resume_in_fresh_process_is_bit_identical(tmp_path):
+    run_half_straight_resumed(tmp_path)
     straight, m1 = load_checkpoint(tmp_path / "straight.safetensors")
     resumed, m2 = load_checkpoint(tmp_path / "resumed.safetensors")
     assert m1.step == m2.step == 512

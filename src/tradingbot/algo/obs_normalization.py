@@ -169,6 +169,7 @@ def absorb_observations(
     lstms: list[nn.LSTM],
     raw_obs: th.Tensor,
     adam_moments: list[tuple[th.Tensor, th.Tensor]] | None = None,
+    compensate_initial: bool = True,
 ) -> None:
     """
     Update the statistics with ``raw_obs`` and rewrite each LSTM's input weights (``W_ih``,
@@ -187,8 +188,15 @@ def absorb_observations(
     adam_moments : list of (Tensor, Tensor), optional
         Per LSTM, the (exp_avg, exp_avg_sq) of its ``W_ih``, shaped like it (views into the
         optimizer state), rescaled in place; ``None``: no Adam state to rescale.
+    compensate_initial : bool
+        Rewrite the weights at the first update of the statistics too (their start, mean 0 and
+        variance 1, has a count under 1). ``False``: the first statistics are set and nothing
+        is rewritten, so the policy starts on normalized inputs.
     """
+    first = float(normalizer.count) < 1
     old, new = normalizer.absorb(raw_obs)
+    if first and not compensate_initial:
+        return
     for lstm in lstms:
         weight, bias = compensated_input_layer(lstm.weight_ih_l0, lstm.bias_ih_l0, old, new)
         lstm.weight_ih_l0.copy_(weight)

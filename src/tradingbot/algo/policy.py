@@ -274,6 +274,10 @@ class RecurrentActorCritic(nn.Module):
             dist_params = th.cat([mean, std], dim=-1)
         return log_prob, self.value_from_quantiles(quantiles), quantiles, dist_params
 
+    def normalize_observations(self, obs: th.Tensor) -> th.Tensor:
+        """``obs`` under ``obs_normalizer`` (unchanged when observation normalization is off)."""
+        return obs if self.obs_normalizer is None else self.obs_normalizer(obs)
+
     @th.inference_mode()
     def step(
         self,
@@ -302,7 +306,7 @@ class RecurrentActorCritic(nn.Module):
         """
         weights = self.rollout_weights() if weights is None else weights
         keep = (1.0 - episode_starts).unsqueeze(-1)
-        obs = obs if self.obs_normalizer is None else self.obs_normalizer(obs)
+        obs = self.normalize_observations(obs)
         actor_out, critic_raw, new_states = self.rollout_step(obs, states, keep, weights)
         noise = None  # gSDE: sample_action draws one noise matrix per env
         independent = not self.discrete and not self.gsde
@@ -329,7 +333,7 @@ class RecurrentActorCritic(nn.Module):
         """Critic value (normalized units) of raw ``obs`` given the states before it, (batch,)."""
         weights = self.rollout_weights() if weights is None else weights
         keep = (1.0 - episode_starts).unsqueeze(-1)
-        obs = obs if self.obs_normalizer is None else self.obs_normalizer(obs)
+        obs = self.normalize_observations(obs)
         _, critic_raw, _ = self.rollout_step(obs, states, keep, weights)
         return self.value_from_quantiles(TwinQuantileHead.monotone(critic_raw))
 

@@ -261,8 +261,8 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
                 keep = th.as_tensor(1.0 - starts_np, device=device).unsqueeze(-1)
             obs = obs_tensor(self._last_obs, policy.obs_dim, device)  # type: ignore[arg-type]
             if raw_obs is not None:  # stored normalized: the update sees what the policy saw
-                raw_obs.append(obs.clone())
-                obs = policy.obs_normalizer(obs)
+                raw_obs.append(obs.clone())  # obs_tensor may alias the env's array
+                obs = policy.normalize_observations(obs)
             rollout_buffer.observations[t] = obs
             with th.inference_mode():
                 actor_out, critic_raw, new_states = policy.rollout_step(obs, states, keep, weights)

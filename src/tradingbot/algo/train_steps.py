@@ -328,12 +328,7 @@ def absorb_rollout_observations(learner: Learner, raw_obs: list[th.Tensor] | Non
     normalizer = learner.policy.obs_normalizer
     if normalizer is None or not raw_obs:
         return
-    if (
-        float(normalizer.count) < 1
-        and not learner.config.observation_normalization.compensate_initial
-    ):
-        normalizer.absorb(th.cat(raw_obs))  # the first statistics: nothing rewritten
-        return
     lstms = learner.policy.lstms
     moments = input_weight_moments(learner.optimizer, learner.gradients, lstms)
-    absorb_observations(normalizer, lstms, th.cat(raw_obs), moments)
+    compensate_initial = learner.config.observation_normalization.compensate_initial
+    absorb_observations(normalizer, lstms, th.cat(raw_obs), moments, compensate_initial)

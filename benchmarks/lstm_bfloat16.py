@@ -31,7 +31,7 @@ def forward_backward(lstms: list[th.nn.LSTM], x: th.Tensor, bf16: bool) -> th.Te
 def main() -> None:
     th.set_num_threads(1)
     th.manual_seed(0)
-    for obs_dim in (2, 16):
+    for obs_dim in (3, 7):  # Pendulum-v1, the trading env (benchmarks/throughput.py)
         lstms = [th.nn.LSTM(obs_dim, HIDDEN, batch_first=True) for _ in range(2)]
         x = th.randn(CHUNKS, SEQ_LEN, obs_dim)
         times: dict[bool, list[float]] = {False: [], True: []}

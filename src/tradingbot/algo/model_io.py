@@ -65,7 +65,9 @@ class ModelIO:
         episode_start : ndarray, optional
             1 where an observation starts an episode (``None``: no reset).
         deterministic : bool
-            Use the mode of the action distribution.
+            Use the mode of the action distribution. Otherwise sample it; under gSDE
+            (``exploration.mode``) every call draws new noise matrices, so each call samples
+            the per-step distribution (SB3 keeps its matrices until ``reset_noise``).
 
         Returns
         -------

@@ -183,6 +183,19 @@ def test_collected_noise_changes_every_sample_freq_steps(sample_freq: int) -> No
     assert not th.allclose(rollout_noise()[0], eps[0], atol=1e-3)
 
 
+def test_stochastic_predict_draws_new_noise_at_every_call() -> None:
+    """``predict(deterministic=False)`` under gSDE samples the per-step distribution: the same
+    observation and state give a new action at each call (noise matrices held as SB3 holds them
+    until ``reset_noise`` would repeat it), and the deterministic call repeats its action."""
+    model = _constant_feature_model(sample_freq=4)
+    obs = model.env.reset()
+    first, _ = model.predict(obs, None, None, deterministic=False)
+    second, _ = model.predict(obs, None, None, deterministic=False)
+    assert not np.allclose(first, second, atol=1e-4)
+    mode, _ = model.predict(obs, None, None, deterministic=True)
+    np.testing.assert_array_equal(mode, model.predict(obs, None, None, deterministic=True)[0])
+
+
 @pytest.mark.parametrize("squash", ["tanh", "clip"])
 def test_deterministic_action_is_the_mean(squash: str) -> None:
     """The deterministic action is the Gaussian's mean through the squash (or the clip): no

@@ -1,7 +1,9 @@
 """Portfolio runs through the CLI: data list/show, train, backtest, report, signals,
-walkforward and its resume."""
+walkforward (on Ray) and its resume."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -103,7 +105,7 @@ def test_walkforward_on_the_universe(tmp_path) -> None:
     assert sorted(folds["fold"].unique()) == [0, 1]
     assert set(folds["policy"]) >= {"agent", "equal_weight", "hrp", "min_variance", "index"}
     agent = pd.concat(
-        pd.read_csv(out / "bars" / f"agent_fold{i}_seed0.csv", index_col="timestamp")
+        pd.read_csv(out / "bars" / f"fold{i}_seed0_portfolio_agent.csv", index_col="timestamp")
         for i in (0, 1)
     )
     assert agent.index.min() >= "2021-01-01" and agent.index.max() <= "2022-12-31"
@@ -111,21 +113,23 @@ def test_walkforward_on_the_universe(tmp_path) -> None:
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["metric"]) >= {"sharpe", "max_drawdown", "cvar_5"}
 
-    # --resume after an interruption in fold 1: fold 0's bars are read back, not retrained
-    # (its file is untouched), fold 1 is trained again, and every table is what the
-    # uninterrupted run wrote, to the last digit.
+    # --resume after an interruption in fold 1 (its job and bars gone): fold 0's job is read
+    # back, not run again (its files are untouched), fold 1 runs again, and every table is
+    # what the uninterrupted run wrote, to the last digit.
     tables = ("folds.csv", "summary.csv", "stitched.csv", "seed_spread.csv")
     before = {name: (out / name).read_bytes() for name in tables}
-    fold1 = (out / "bars" / "agent_fold1_seed0.csv").read_bytes()
-    fold0_stat = (out / "bars" / "agent_fold0_seed0.csv").stat()
+    fold1_bars = out / "bars" / "fold1_seed0_portfolio_agent.csv"
+    fold1 = fold1_bars.read_bytes()
+    fold0_done = (out / "jobs" / "fold0_seed0" / "done.json").stat()
     for name in tables:
         (out / name).unlink()
-    (out / "bars" / "agent_fold1_seed0.csv").unlink()
+    fold1_bars.unlink()
+    shutil.rmtree(out / "jobs" / "fold1_seed0")
     resumed = runner.invoke(app, ["walkforward", "--resume", str(tmp_path / "wf")])
     assert resumed.exit_code == 0, resumed.output
     assert {name: (out / name).read_bytes() for name in tables} == before
-    assert (out / "bars" / "agent_fold1_seed0.csv").read_bytes() == fold1
-    assert (out / "bars" / "agent_fold0_seed0.csv").stat().st_mtime_ns == fold0_stat.st_mtime_ns
+    assert fold1_bars.read_bytes() == fold1
+    assert (out / "jobs" / "fold0_seed0" / "done.json").stat().st_mtime_ns == fold0_done.st_mtime_ns
     # A resume with a config that computes other jobs is refused, naming the key.
     refused = runner.invoke(
         app, ["walkforward", "--config", str(tmp_path / "wf" / "config.yaml"), "--resume",

@@ -163,7 +163,7 @@ def test_a_persistent_failure_is_reported_and_resume_runs_only_the_missing_job(
     assert finished == {"fold0_seed0", "fold0_seed1", "fold1_seed0"}
     assert not (run_dir / "evaluation" / "folds.csv").exists()
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "evaluation").rglob("*") if p.is_file()}
-    with caplog.at_level(logging.INFO, logger="tradingbot.evaluate.walkforward"):
+    with caplog.at_level(logging.INFO, logger="tradingbot.evaluate.distribute"):
         result = CliRunner().invoke(app, ["walkforward", "--resume", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "1 jobs computed, 3 reused" in caplog.text

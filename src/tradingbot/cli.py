@@ -134,12 +134,10 @@ def walkforward_command(
     if data is not None:
         cfg.data.source = data
     configure_process(cfg.run)
-    if cfg.portfolio is not None:  # sequential, in this process (no Ray)
+    if cfg.portfolio is not None:
         from tradingbot.evaluate.portfolio_walkforward import portfolio_walk_forward
 
-        if address is not None:
-            raise UserError("--address is not supported for portfolio configs")
-        run_dir = portfolio_walk_forward(cfg, resume=resume)
+        run_dir = portfolio_walk_forward(cfg, address=address, resume=resume)
     else:
         run_dir = walk_forward(cfg, address=address, resume=resume)
     summary = pd.read_csv(run_dir / "evaluation" / "summary.csv")

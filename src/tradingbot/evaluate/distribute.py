@@ -11,6 +11,7 @@ what ``--resume`` reuses: finished jobs are not run again.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ from tradingbot.evaluate.jobs import (
     run_fold_seed,
     save_job_result,
 )
-from tradingbot.safe_write import atomic_path
+from tradingbot.run import create_run_dir
+from tradingbot.safe_write import atomic_path, make_dirs
+
+log = logging.getLogger(__name__)
 
 # Settings that may change between an interrupted run and its --resume: they decide how the
 # jobs are scheduled and where the run lives, not what a job computes.
@@ -194,6 +198,62 @@ def run_jobs(
             f"finish with `tradingbot walkforward --resume {run_dir}`"
         )
     return outcome
+
+
+def run_walkforward_jobs(
+    config: TradingConfig,
+    folds: list[Fold],
+    seeds: list[int],
+    address: str | None = None,
+    resume: Path | None = None,
+    fault: JobFault | None = None,
+) -> tuple[Path, JobsOutcome]:
+    """
+    Connect to Ray, make (or, with ``resume``, reuse) the run directory and run every fold x
+    seed job not yet saved there (:func:`run_jobs`); an embedded Ray is shut down afterwards.
+
+    Ray is connected before the run directory exists, so an unreachable cluster leaves
+    nothing behind.
+
+    Parameters
+    ----------
+    config : TradingConfig
+        The walk-forward's config (single-instrument or portfolio).
+    folds : list of Fold
+        The walk-forward folds.
+    seeds : list of int
+        The agents' seeds, each trained in every fold.
+    address : str, optional
+        A Ray cluster to join (``None``: an embedded local Ray).
+    resume : Path, optional
+        An interrupted run directory (checked with :func:`check_resumable` by the caller).
+    fault : JobFault, optional
+        For tests: a job that kills its own process.
+
+    Returns
+    -------
+    tuple
+        (run directory, :class:`JobsOutcome`).
+    """
+    from tradingbot.pbt.runner import connect_ray
+
+    started = connect_ray(address)
+    try:
+        run_dir = Path(resume) if resume is not None else create_run_dir(config)
+        make_dirs(run_dir / "evaluation" / "bars", root=run_dir)
+        outcome = run_jobs(config, folds, seeds, run_dir, fault)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    log.info(
+        "walk-forward: %d jobs computed, %d reused from %s",
+        len(outcome.computed),
+        len(outcome.reused),
+        run_dir,
+    )
+    return run_dir, outcome
 
 
 def job_config(config: TradingConfig) -> TradingConfig:

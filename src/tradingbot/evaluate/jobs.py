@@ -1,5 +1,6 @@
 """One walk-forward job: train an agent on one fold's training dates with one seed, backtest it
-and the baselines on the fold's test dates.
+and the baselines on the fold's test dates (a portfolio config: the agent only; its allocation
+baselines run once over all test folds, in the driver).
 
 :func:`run_fold_seed` depends only on (config, fold, seed), so a job gives the same numbers in
 any process, on any node, in any order. The driver (:mod:`tradingbot.evaluate.distribute`)
@@ -19,12 +20,15 @@ import pandas as pd
 
 from tradingbot.config import TradingConfig
 from tradingbot.data.market import load_training_data, prepare_market
-from tradingbot.data.sources import MarketData
+from tradingbot.data.portfolio import prepare_portfolio
+from tradingbot.data.sources import MarketData, load_market
 from tradingbot.data.splits import Fold, union_index
+from tradingbot.env.portfolio import PortfolioVecEnv
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import run_backtest
 from tradingbot.evaluate.baselines import agent_exposure, run_baselines
 from tradingbot.evaluate.selection import scored_span
+from tradingbot.portfolio_run import INSTRUMENT, agent_targets, allocation_frame, portfolio_section
 from tradingbot.safe_write import atomic_path, write_text
 from tradingbot.train import build_model
 
@@ -94,10 +98,16 @@ def run_fold_seed(
     """Train on ``fold.train`` with ``seed``; backtest the agent and the baselines on
     ``fold.test`` (from the bar before it: its close decides the first test bar's position).
 
-    The feature normalization is fitted on the fold's training dates only.
+    The feature normalization is fitted on the fold's training dates only. A portfolio config
+    gives the agent's bars only (:func:`portfolio_agent_bars`), under instrument
+    ``INSTRUMENT``.
     """
     if fault is not None:
         fault.maybe_fire(fold.index, seed)
+    if config.portfolio is not None:
+        return JobResult(
+            fold.index, seed, {INSTRUMENT: {"agent": portfolio_agent_bars(config, fold, seed)}}
+        )
     data = load_walkforward_data(config)
     stamps = union_index([b.index for k, b in data.bars.items() if k not in data.train_only])
     market = prepare_market(data, config.data, config.env.window, fit_on=fold.train)
@@ -116,6 +126,21 @@ def run_fold_seed(
             market, span, config.env, inst.name, config.evaluation.baselines, agent_exposure(agent)
         )
     return JobResult(fold.index, seed, bars)
+
+
+def portfolio_agent_bars(config: TradingConfig, fold: Fold, seed: int) -> pd.DataFrame:
+    """Train a portfolio agent (seed ``seed``) on the fold's training dates and backtest it on
+    its test dates, starting in cash after the LSTM warm-up of ``evaluation.warmup_bars``."""
+    cfg = config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})})
+    data = load_market(cfg.data.source, cfg.data.synthetic, cfg.data.instruments)
+    market = prepare_portfolio(data, cfg.data, fit_on=fold.train)
+    section = portfolio_section(cfg)
+    env = PortfolioVecEnv(market, fold.train, cfg.env, section, seed=seed)
+    model = build_model(cfg, env)
+    model.learn(cfg.run.total_timesteps)
+    warmup = cfg.evaluation.warmup_bars  # bars before the test year, as single-instrument runs
+    rows, targets = agent_targets(model, market, fold.test, cfg.env, section, warmup_bars=warmup)
+    return allocation_frame(market, rows, targets, cfg.env, section)
 
 
 def save_job_result(result: JobResult, jobs_dir: Path, root: Path) -> Path:

@@ -1,23 +1,27 @@
 """Walk-forward evaluation of a portfolio config (``tradingbot walkforward`` with a
-``portfolio`` section), run sequentially in this process.
+``portfolio`` section).
 
-For each fold of ``data.walk_forward`` and each seed of ``evaluation.seeds``: the feature
-normalization is fitted on the fold's training dates, the agent is trained there
-(``run.total_timesteps`` steps), then run deterministically on all assets through the fold's
-test dates, starting in cash after the LSTM warm-up over ``evaluation.warmup_bars`` bars
-before them (:func:`tradingbot.evaluate.warmup.warm_up_portfolio`). The allocation baselines
-run once, continuously, over the test folds' whole span (same schedule and costs). Writes under
-``evaluation/``: ``folds.csv`` (per fold, seed and policy: the metrics on the fold's test bars),
-``summary.csv`` (mean and t-interval over folds, seeds averaged within a fold, as
-:func:`tradingbot.evaluate.walkforward.summarize`), ``stitched.csv`` (each seed's folds joined,
-beside the baselines on the same bars), ``seed_spread.csv``,
-``statistics_portfolio_seed<s>.csv`` / ``tests_portfolio_seed<s>.json`` (bootstrap intervals,
-SPA, deflated Sharpe) and the bars under ``bars/``.
+For each fold of ``data.walk_forward`` and each seed of ``evaluation.seeds`` a job
+(:func:`tradingbot.evaluate.jobs.portfolio_agent_bars`) fits the feature normalization on the
+fold's training dates, trains the agent there (``run.total_timesteps`` steps), then runs it
+deterministically on all assets through the fold's test dates, starting in cash after the LSTM
+warm-up over ``evaluation.warmup_bars`` bars before them
+(:func:`tradingbot.evaluate.warmup.warm_up_portfolio`). The jobs run as Ray tasks, as for
+single-instrument configs (:mod:`tradingbot.evaluate.distribute`: an embedded local Ray or the
+cluster at ``address``, ``evaluation.workers`` at once, ``evaluation.max_retries``). The
+allocation baselines run once, in this process, continuously over the test folds' whole span
+(same schedule and costs). Writes under ``evaluation/``: ``folds.csv`` (per fold, seed and
+policy: the metrics on the fold's test bars), ``summary.csv`` (mean and t-interval over folds,
+seeds averaged within a fold, as :func:`tradingbot.evaluate.walkforward.summarize`),
+``stitched.csv`` (each seed's folds joined, beside the baselines on the same bars),
+``seed_spread.csv``, ``statistics_portfolio_seed<s>.csv`` / ``tests_portfolio_seed<s>.json``
+(bootstrap intervals, SPA, deflated Sharpe), the bars under ``bars/``
+(``fold<F>_seed<S>_portfolio_agent.csv``, ``baseline_<name>.csv``) and each job's saved
+results under ``jobs/``.
 
 ``resume``: an interrupted run directory (started with the same config, checked as for
-single-instrument runs). A fold x seed whose agent bars ``bars/agent_fold<F>_seed<S>.csv``
-exist (each is written atomically once its job is done) is read back instead of trained
-again; the tables are rebuilt from all of them.
+single-instrument runs). Its finished jobs are read back instead of trained again; the tables
+are rebuilt from all of them.
 """
 
 from __future__ import annotations
@@ -28,50 +32,47 @@ import pandas as pd
 
 from tradingbot.config import TradingConfig
 from tradingbot.data.portfolio import prepare_portfolio
-from tradingbot.data.sources import MarketData, load_market
-from tradingbot.data.splits import DateRange, Fold, walk_forward_folds
-from tradingbot.env.portfolio import PortfolioVecEnv
+from tradingbot.data.sources import load_market
+from tradingbot.data.splits import DateRange, walk_forward_folds
 from tradingbot.evaluate.allocation import index_closes, run_allocation_baselines
 from tradingbot.evaluate.backtest import backtest_metrics
-from tradingbot.evaluate.distribute import check_resumable
+from tradingbot.evaluate.distribute import check_resumable, run_walkforward_jobs
+from tradingbot.evaluate.jobs import JobFault
 from tradingbot.evaluate.selection import read_selection
 from tradingbot.evaluate.walkforward import compare_stitched, seed_spread_table, summarize
-from tradingbot.portfolio_run import (
-    INSTRUMENT,
-    agent_targets,
-    allocation_frame,
-    portfolio_section,
-)
-from tradingbot.run import create_run_dir
-from tradingbot.safe_write import atomic_path, make_dirs
-from tradingbot.training_run import build_model
-
-
-def fold_agent_bars(config: TradingConfig, data: MarketData, fold: Fold, seed: int) -> pd.DataFrame:
-    """Train the agent (seed ``seed``) on the fold's training dates and backtest it on its
-    test dates."""
-    cfg = config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})})
-    market = prepare_portfolio(data, cfg.data, fit_on=fold.train)
-    env = PortfolioVecEnv(market, fold.train, cfg.env, portfolio_section(cfg), seed=seed)
-    model = build_model(cfg, env)
-    model.learn(cfg.run.total_timesteps)
-    warmup = cfg.evaluation.warmup_bars  # bars before the test year, as single-instrument runs
-    rows, targets = agent_targets(
-        model, market, fold.test, cfg.env, portfolio_section(cfg), warmup_bars=warmup
-    )
-    return allocation_frame(market, rows, targets, cfg.env, portfolio_section(cfg))
-
-
-def read_agent_bars(path: Path) -> pd.DataFrame:
-    """Agent bars saved by an earlier, interrupted run (float64 round-trips through CSV)."""
-    return pd.read_csv(path, index_col="timestamp", parse_dates=["timestamp"])
+from tradingbot.portfolio_run import INSTRUMENT, portfolio_section
+from tradingbot.safe_write import atomic_path
 
 
 def portfolio_walk_forward(
-    config: TradingConfig, seeds: list[int] | None = None, resume: Path | None = None
+    config: TradingConfig,
+    seeds: list[int] | None = None,
+    address: str | None = None,
+    resume: Path | None = None,
+    fault: JobFault | None = None,
 ) -> Path:
-    """Run every fold x seed (those not finished in ``resume``) and write the ``evaluation/``
-    tables; returns the run directory."""
+    """
+    Run every fold x seed job (those not finished in ``resume``) on Ray and write the
+    ``evaluation/`` tables.
+
+    Parameters
+    ----------
+    config : TradingConfig
+        A config with a ``portfolio`` section.
+    seeds : list of int, optional
+        The agents' seeds (``None``: ``evaluation.seeds``).
+    address : str, optional
+        A Ray cluster to join (``None``: an embedded local Ray).
+    resume : Path, optional
+        An interrupted run directory whose finished jobs are kept.
+    fault : JobFault, optional
+        For tests: a job that kills its own process.
+
+    Returns
+    -------
+    Path
+        The run directory.
+    """
     seeds = seeds if seeds is not None else config.evaluation.seeds
     cfg = portfolio_section(config)
     if resume is not None:
@@ -79,9 +80,8 @@ def portfolio_walk_forward(
     data = load_market(config.data.source, config.data.synthetic, config.data.instruments)
     stamps = next(iter(data.bars.values())).index
     folds = walk_forward_folds(stamps, config.data.walk_forward)
-    run_dir = Path(resume) if resume is not None else create_run_dir(config)
+    run_dir, outcome = run_walkforward_jobs(config, folds, seeds, address, resume, fault)
     out = run_dir / "evaluation"
-    make_dirs(out / "bars", root=run_dir)
     whole = DateRange(folds[0].test.start, folds[-1].test.end)
     market = prepare_portfolio(data, config.data, fit_on=folds[0].train)
     index = index_closes(market) if config.data.source == "sp500_universe" else None
@@ -93,13 +93,7 @@ def portfolio_walk_forward(
     for seed in seeds:
         parts = []
         for fold in folds:
-            saved = out / "bars" / f"agent_fold{fold.index}_seed{seed}.csv"
-            if resume is not None and saved.is_file():
-                agent = read_agent_bars(saved)
-            else:
-                agent = fold_agent_bars(config, data, fold, seed)
-                with atomic_path(saved, root=run_dir) as tmp:
-                    agent.to_csv(tmp, index_label="timestamp")
+            agent = outcome.results[(fold.index, seed)].bars[INSTRUMENT]["agent"]
             parts.append(agent)
             for name, bars in {"agent": agent, **baselines}.items():
                 same = bars.loc[bars.index.isin(agent.index)]

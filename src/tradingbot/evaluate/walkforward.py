@@ -33,14 +33,13 @@ from tradingbot.data.splits import DateRange, Fold, union_index, walk_forward_fo
 from tradingbot.evaluate.backtest import backtest_metrics
 from tradingbot.evaluate.baselines import agent_exposure, run_baselines
 from tradingbot.evaluate.comparison import compare_policies
-from tradingbot.evaluate.distribute import check_resumable, run_jobs
+from tradingbot.evaluate.distribute import check_resumable, run_walkforward_jobs
 from tradingbot.evaluate.ensemble import mean_position_bars
 from tradingbot.evaluate.jobs import JobFault, JobResult, load_walkforward_data
 from tradingbot.evaluate.metrics import performance_metrics, periods_per_year
 from tradingbot.evaluate.selection import read_selection, scored_span
 from tradingbot.evaluate.statistics import clustered_interval, seed_spread
-from tradingbot.run import create_run_dir
-from tradingbot.safe_write import atomic_path, make_dirs
+from tradingbot.safe_write import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +176,6 @@ def walk_forward(
     ``ensemble`` (seed empty; ``statistics_<instrument>_ensemble.csv``, ...; not in
     ``seed_spread.csv``).
     """
-    from tradingbot.pbt.runner import connect_ray
-
     if config.run.seeds is not None:
         raise ConfigError(
             f"run.seeds ({config.run.seeds}) is for train: a walk-forward trains "
@@ -191,23 +188,7 @@ def walk_forward(
     folds = walk_forward_folds(stamps, config.data.walk_forward)
     if resume is not None:
         check_resumable(resume, config)
-    # Connect before the run directory exists: an unreachable cluster leaves nothing behind.
-    started = connect_ray(address)
-    try:
-        run_dir = Path(resume) if resume is not None else create_run_dir(config)
-        make_dirs(run_dir / "evaluation" / "bars", root=run_dir)
-        outcome = run_jobs(config, folds, seeds, run_dir, fault)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    log.info(
-        "walk-forward: %d jobs computed, %d reused from %s",
-        len(outcome.computed),
-        len(outcome.reused),
-        run_dir,
-    )
+    run_dir, outcome = run_walkforward_jobs(config, folds, seeds, address, resume, fault)
     write_tables(config, data, stamps, folds, seeds, outcome.results, run_dir)
     return run_dir
 

@@ -233,6 +233,9 @@ def perturb_tanh() -> None:
     patched = SimpleNamespace(**{**vars(torch), "tanh": _tanh_by_sigmoid})
     for module in (policy, heads, inference, exploration):
         module.th = patched  # type: ignore[attr-defined]
+    # The hidden layers' activation functions are looked up in this table when a network is
+    # built (PPOConfig.activation), so the table's tanh is patched too.
+    heads.ACTIVATIONS["tanh"] = _tanh_by_sigmoid
 
 
 class FreezeObsStats(BaseCallback):

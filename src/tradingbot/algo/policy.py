@@ -28,7 +28,7 @@ from tradingbot.algo.fast.inference import (
     fused_step,
 )
 from tradingbot.algo.fast.sequence import lstms_over_chunks
-from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
+from tradingbot.algo.heads import ACTIVATIONS, TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
 from tradingbot.algo.obs_normalization import observation_normalizer
 from tradingbot.algo.policy_outputs import PolicyStep, SequenceEvaluation
@@ -58,8 +58,8 @@ class RecurrentActorCritic(nn.Module):
         Box (finite bounds) or Discrete action space.
     config : PPOConfig
         Hyperparameters; the policy reads ``lstm_hidden_size``, ``shared_lstm``, ``net_arch``,
-        ``n_quantiles``, ``twin_critics``, ``critic_value``, the ``log_std_*`` and
-        ``exploration``.
+        ``n_quantiles``, ``twin_critics``, ``critic_value``, the ``log_std_*``,
+        ``exploration``, ``activation`` and ``ortho_init``.
     """
 
     def __init__(
@@ -85,7 +85,10 @@ class RecurrentActorCritic(nn.Module):
             self.obs_dim, self.hidden_size, self.shared_lstm
         )
         self.state_size = (1 if critic_lstm is None else 2) * self.hidden_size
-        self.actor_mlp = mlp(self.hidden_size, config.net_arch)
+        self.activation = config.activation
+        self.actor_mlp = mlp(
+            self.hidden_size, config.net_arch, config.activation, config.ortho_init
+        )
         actor_out = config.net_arch[-1] if config.net_arch else self.hidden_size
         if self.discrete:
             self.action_dim = 1
@@ -110,14 +113,21 @@ class RecurrentActorCritic(nn.Module):
             )
         else:
             raise TypeError(f"action space must be Box or Discrete, got {action_space}")
-        # Small initial actor outputs keep the first policy near uniform / centred (as SB3 does).
-        nn.init.orthogonal_(self.actor_head.weight, gain=0.01)
-        nn.init.zeros_(self.actor_head.bias)
+        # Small initial actor outputs keep the first policy near uniform / centred (as SB3 does;
+        # SB3's ortho_init=False keeps the head's default init too).
+        if config.ortho_init:
+            nn.init.orthogonal_(self.actor_head.weight, gain=0.01)
+            nn.init.zeros_(self.actor_head.bias)
         # Registered after every actor parameter: each network's parameters are consecutive
         # (see network_sizes).
         self.critic_lstm = critic_lstm
         self.critic_head = TwinQuantileHead(
-            self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles
+            self.hidden_size,
+            config.net_arch,
+            self.n_critics,
+            config.n_quantiles,
+            config.activation,
+            config.ortho_init,
         )
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
         # The fused inference weights (see rollout_weights), derived on demand.
@@ -205,6 +215,7 @@ class RecurrentActorCritic(nn.Module):
             self.n_critics,
             self.shared_lstm,
             None if self.discrete else self.log_std(),
+            ACTIVATIONS[self.activation],
         )
         self._rollout_weights = weights
         return weights

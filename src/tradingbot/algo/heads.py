@@ -115,6 +115,17 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+def actor_output_layer(in_dim: int, out_dim: int, ortho_init: bool) -> nn.Linear:
+    """The actor's output layer (Gaussian mean or logits). Under ``ortho_init`` orthogonal
+    with gain 0.01 and a zero bias, so the first policy is near uniform / centred (as SB3
+    does); else PyTorch's default init, as SB3's ``ortho_init=False`` leaves it."""
+    layer = nn.Linear(in_dim, out_dim)
+    if ortho_init:
+        nn.init.orthogonal_(layer.weight, gain=0.01)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
 def actor_critic_lstms(
     input_size: int, hidden_size: int, shared: bool
 ) -> tuple[nn.LSTM, nn.LSTM | None]:

@@ -28,7 +28,7 @@ from tradingbot.algo.fast.inference import (
     fused_step,
 )
 from tradingbot.algo.fast.sequence import lstms_over_chunks
-from tradingbot.algo.heads import ACTIVATIONS, TwinQuantileHead, actor_critic_lstms, mlp
+from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, actor_output_layer, mlp
 from tradingbot.algo.losses import midpoint_taus
 from tradingbot.algo.obs_normalization import observation_normalizer
 from tradingbot.algo.policy_outputs import PolicyStep, SequenceEvaluation
@@ -85,21 +85,19 @@ class RecurrentActorCritic(nn.Module):
             self.obs_dim, self.hidden_size, self.shared_lstm
         )
         self.state_size = (1 if critic_lstm is None else 2) * self.hidden_size
-        self.activation = config.activation
-        self.actor_mlp = mlp(
-            self.hidden_size, config.net_arch, config.activation, config.ortho_init
-        )
+        network = (config.activation, config.ortho_init)
+        self.actor_mlp = mlp(self.hidden_size, config.net_arch, *network)
         actor_out = config.net_arch[-1] if config.net_arch else self.hidden_size
         if self.discrete:
             self.action_dim = 1
-            self.actor_head = nn.Linear(actor_out, int(action_space.n))
+            self.actor_head = actor_output_layer(actor_out, int(action_space.n), config.ortho_init)
         elif isinstance(action_space, spaces.Box):
             if not np.all(np.isfinite(action_space.low)) or not np.all(
                 np.isfinite(action_space.high)
             ):
                 raise ValueError(f"Box action space must have finite bounds, got {action_space}")
             self.action_dim = int(np.prod(action_space.shape))
-            self.actor_head = nn.Linear(actor_out, self.action_dim)
+            self.actor_head = actor_output_layer(actor_out, self.action_dim, config.ortho_init)
             low = th.as_tensor(action_space.low, dtype=th.float32).reshape(-1)
             high = th.as_tensor(action_space.high, dtype=th.float32).reshape(-1)
             self.register_buffer("action_center", (high + low) / 2)
@@ -113,21 +111,11 @@ class RecurrentActorCritic(nn.Module):
             )
         else:
             raise TypeError(f"action space must be Box or Discrete, got {action_space}")
-        # Small initial actor outputs keep the first policy near uniform / centred (as SB3 does;
-        # SB3's ortho_init=False keeps the head's default init too).
-        if config.ortho_init:
-            nn.init.orthogonal_(self.actor_head.weight, gain=0.01)
-            nn.init.zeros_(self.actor_head.bias)
         # Registered after every actor parameter: each network's parameters are consecutive
         # (see network_sizes).
         self.critic_lstm = critic_lstm
         self.critic_head = TwinQuantileHead(
-            self.hidden_size,
-            config.net_arch,
-            self.n_critics,
-            config.n_quantiles,
-            config.activation,
-            config.ortho_init,
+            self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles, *network
         )
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
         # The fused inference weights (see rollout_weights), derived on demand.
@@ -215,7 +203,7 @@ class RecurrentActorCritic(nn.Module):
             self.n_critics,
             self.shared_lstm,
             None if self.discrete else self.log_std(),
-            ACTIVATIONS[self.activation],
+            head.activation,
         )
         self._rollout_weights = weights
         return weights

@@ -33,7 +33,7 @@ from tradingbot.algo.config import PPOConfig
 from tradingbot.algo.distributions import gaussian_entropy, squashed_gaussian_log_prob
 from tradingbot.algo.fast.inference import LSTMStates, RolloutWeights, reset_started
 from tradingbot.algo.fast.sequence import lstms_over_chunks
-from tradingbot.algo.heads import ACTIVATIONS, TwinQuantileHead, actor_critic_lstms, mlp
+from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
 from tradingbot.algo.losses import midpoint_taus
 from tradingbot.algo.policy import RecurrentActorCritic, SequenceEvaluation
 from tradingbot.errors import ConfigError
@@ -80,7 +80,6 @@ class PortfolioActorCritic(RecurrentActorCritic):
                     f"algo.{key} {getattr(config, key)!r} is not supported by the portfolio "
                     f"policy (its encoder, actor and critic are built with {key} {default!r})"
                 )
-        self.activation = config.activation
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 2:
             raise TypeError(f"observation space must be a (K, F + 1) Box, got {observation_space}")
         self.n_assets, self.n_inputs = (int(n) for n in observation_space.shape)
@@ -179,7 +178,7 @@ class PortfolioActorCritic(RecurrentActorCritic):
             self.hidden_size,
             self.action_dim,
             self.n_critics,
-            ACTIVATIONS[self.activation],
+            self.critic_head.activation,
         )
         return self._rollout_weights
 

@@ -32,7 +32,11 @@ def _context(options: dict, **scalars: float) -> UpdateContext:
 
 
 @needs_compiler
-@pytest.mark.parametrize("options", [{}, ALL_RISK_AND_STABILITY], ids=["default", "all_options"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, ALL_RISK_AND_STABILITY, {"activation": "relu", "ortho_init": False}],
+    ids=["default", "all_options", "relu_default_init"],
+)
 def test_compiled_loss_and_gradients_match_eager(options: dict) -> None:
     model = small_model(**options)
     model.learn(64)  # parameters moved, buffer full (episode starts inside chunks included)

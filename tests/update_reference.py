@@ -69,6 +69,8 @@ DEFAULTS: dict[str, Any] = {
     "lstm_hidden_size": 8,  # small run (default 64)
     "shared_lstm": False,
     "net_arch": [8],  # small run (default [64])
+    "activation": "tanh",
+    "ortho_init": True,
     "seq_len": 16,  # small run (default 32)
     "log_std_init": 0.0,
     "log_std_min": -5.0,

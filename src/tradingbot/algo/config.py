@@ -99,6 +99,18 @@ class PPOConfig(BaseModel):
         One LSTM for actor and critic instead of one each.
     net_arch : list[int]
         Hidden sizes of the MLP after the LSTM (actor and each critic).
+    activation : Literal['tanh', 'relu']
+        Activation after every hidden layer of ``net_arch`` (the actor's trunk and each
+        critic's head); the output layers have none. Under gSDE the features ``phi`` are the
+        actor's last hidden activations: bounded by tanh, unbounded under ReLU (as in SB3).
+    ortho_init : bool
+        Orthogonal init of the Linear layers after the LSTMs (gain sqrt 2 on hidden layers, 0.01
+        on the actor's output, 1 on the critics'; zero biases). ``False``: PyTorch's default
+        init of every one of them, weights and biases uniform in +-1/sqrt(fan_in) (SB3's
+        ``ortho_init=False``); the critics' output bias still starts its quantile gaps at an
+        even spread, which keeps the quantiles monotone and apart from the start. The LSTMs'
+        init (uniform in +-1/sqrt(state size)) is the same either way: SB3's ``ortho_init``
+        does not touch its LSTMs either.
     seq_len : int
         Length of the sequence chunks minibatches are made of (truncated BPTT).
     log_std_init : float
@@ -196,6 +208,8 @@ class PPOConfig(BaseModel):
     lstm_hidden_size: int = Field(64, gt=0)
     shared_lstm: bool = False
     net_arch: list[int] = Field(default_factory=lambda: [64])
+    activation: Literal["tanh", "relu"] = "tanh"
+    ortho_init: bool = True
     seq_len: int = Field(32, gt=0)
     log_std_init: float = 0.0
     log_std_min: float = -5.0

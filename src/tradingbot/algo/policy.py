@@ -28,7 +28,7 @@ from tradingbot.algo.fast.inference import (
     fused_step,
 )
 from tradingbot.algo.fast.sequence import lstms_over_chunks
-from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, mlp
+from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, actor_output_layer, mlp
 from tradingbot.algo.losses import midpoint_taus
 from tradingbot.algo.obs_normalization import observation_normalizer
 from tradingbot.algo.policy_outputs import PolicyStep, SequenceEvaluation
@@ -58,8 +58,8 @@ class RecurrentActorCritic(nn.Module):
         Box (finite bounds) or Discrete action space.
     config : PPOConfig
         Hyperparameters; the policy reads ``lstm_hidden_size``, ``shared_lstm``, ``net_arch``,
-        ``n_quantiles``, ``twin_critics``, ``critic_value``, the ``log_std_*`` and
-        ``exploration``.
+        ``n_quantiles``, ``twin_critics``, ``critic_value``, the ``log_std_*``,
+        ``exploration``, ``activation`` and ``ortho_init``.
     """
 
     def __init__(
@@ -85,18 +85,19 @@ class RecurrentActorCritic(nn.Module):
             self.obs_dim, self.hidden_size, self.shared_lstm
         )
         self.state_size = (1 if critic_lstm is None else 2) * self.hidden_size
-        self.actor_mlp = mlp(self.hidden_size, config.net_arch)
+        network = (config.activation, config.ortho_init)
+        self.actor_mlp = mlp(self.hidden_size, config.net_arch, *network)
         actor_out = config.net_arch[-1] if config.net_arch else self.hidden_size
         if self.discrete:
             self.action_dim = 1
-            self.actor_head = nn.Linear(actor_out, int(action_space.n))
+            self.actor_head = actor_output_layer(actor_out, int(action_space.n), config.ortho_init)
         elif isinstance(action_space, spaces.Box):
             if not np.all(np.isfinite(action_space.low)) or not np.all(
                 np.isfinite(action_space.high)
             ):
                 raise ValueError(f"Box action space must have finite bounds, got {action_space}")
             self.action_dim = int(np.prod(action_space.shape))
-            self.actor_head = nn.Linear(actor_out, self.action_dim)
+            self.actor_head = actor_output_layer(actor_out, self.action_dim, config.ortho_init)
             low = th.as_tensor(action_space.low, dtype=th.float32).reshape(-1)
             high = th.as_tensor(action_space.high, dtype=th.float32).reshape(-1)
             self.register_buffer("action_center", (high + low) / 2)
@@ -110,14 +111,11 @@ class RecurrentActorCritic(nn.Module):
             )
         else:
             raise TypeError(f"action space must be Box or Discrete, got {action_space}")
-        # Small initial actor outputs keep the first policy near uniform / centred (as SB3 does).
-        nn.init.orthogonal_(self.actor_head.weight, gain=0.01)
-        nn.init.zeros_(self.actor_head.bias)
         # Registered after every actor parameter: each network's parameters are consecutive
         # (see network_sizes).
         self.critic_lstm = critic_lstm
         self.critic_head = TwinQuantileHead(
-            self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles
+            self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles, *network
         )
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
         # The fused inference weights (see rollout_weights), derived on demand.
@@ -205,6 +203,7 @@ class RecurrentActorCritic(nn.Module):
             self.n_critics,
             self.shared_lstm,
             None if self.discrete else self.log_std(),
+            head.activation,
         )
         self._rollout_weights = weights
         return weights

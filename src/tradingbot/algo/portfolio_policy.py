@@ -45,7 +45,7 @@ def critic_raw_output(head: TwinQuantileHead, features: th.Tensor) -> th.Tensor:
     x = head.first(features).view(-1, head.n_critics, head.first.out_features // head.n_critics)
     x = x.transpose(0, 1)
     for weight, bias in zip(head.weights, head.biases, strict=True):
-        x = th.baddbmm(bias, th.tanh(x), weight)
+        x = th.baddbmm(bias, head.activation(x), weight)
     return x.transpose(0, 1)
 
 
@@ -74,6 +74,12 @@ class PortfolioActorCritic(RecurrentActorCritic):
                 "features are normalized already"
             )
         self.obs_normalizer = None
+        for key, default in (("activation", "tanh"), ("ortho_init", True)):
+            if getattr(config, key) != default:
+                raise ConfigError(
+                    f"algo.{key} {getattr(config, key)!r} is not supported by the portfolio "
+                    f"policy (its encoder, actor and critic are built with {key} {default!r})"
+                )
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 2:
             raise TypeError(f"observation space must be a (K, F + 1) Box, got {observation_space}")
         self.n_assets, self.n_inputs = (int(n) for n in observation_space.shape)
@@ -97,13 +103,15 @@ class PortfolioActorCritic(RecurrentActorCritic):
 
         # Actor parameters first (network_sizes): the shared encoder counts with the actor, as a
         # shared LSTM does.
-        self.encoder = mlp(self.n_inputs, [width, width])
+        self.encoder = mlp(self.n_inputs, [width, width], config.activation, config.ortho_init)
         pooled = 2 * width + 1
         self.actor_lstm, critic_lstm = actor_critic_lstms(
             pooled, self.hidden_size, self.shared_lstm
         )
         self.state_size = (1 if critic_lstm is None else 2) * self.hidden_size
-        self.actor_mlp = mlp(width + self.hidden_size, config.net_arch)
+        self.actor_mlp = mlp(
+            width + self.hidden_size, config.net_arch, config.activation, config.ortho_init
+        )
         actor_out = config.net_arch[-1] if config.net_arch else width + self.hidden_size
         self.actor_head = nn.Linear(actor_out, 1)
         self.cash_head = nn.Linear(self.hidden_size, 1)
@@ -124,7 +132,12 @@ class PortfolioActorCritic(RecurrentActorCritic):
         )
         self.critic_lstm = critic_lstm
         self.critic_head = TwinQuantileHead(
-            self.hidden_size, config.net_arch, self.n_critics, config.n_quantiles
+            self.hidden_size,
+            config.net_arch,
+            self.n_critics,
+            config.n_quantiles,
+            config.activation,
+            config.ortho_init,
         )
         self.register_buffer("taus", midpoint_taus(config.n_quantiles))
         self._rollout_weights: RolloutWeights | None = None
@@ -165,6 +178,7 @@ class PortfolioActorCritic(RecurrentActorCritic):
             self.hidden_size,
             self.action_dim,
             self.n_critics,
+            self.critic_head.activation,
         )
         return self._rollout_weights
 

@@ -7,7 +7,7 @@ equal (tests/test_fast_inference.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch as th
@@ -33,7 +33,8 @@ class RolloutWeights(NamedTuple):
     zeros); the weights are transposed for ``addmm``. ``layers`` are the actor MLP + head
     and the critic MLPs fused layer by layer into one block-diagonal (or, on a shared LSTM's
     features, concatenated) matmul each: the last layer's output is the actor's output followed
-    by every critic's pre-quantile output (``n_actor`` columns, then ``n_critics`` blocks)."""
+    by every critic's pre-quantile output (``n_actor`` columns, then ``n_critics`` blocks);
+    ``activation`` (``PPOConfig.activation``'s function) follows every layer but the last."""
 
     lstm_weight_ih: th.Tensor
     lstm_weight_hh: list[th.Tensor]
@@ -44,6 +45,7 @@ class RolloutWeights(NamedTuple):
     hidden_size: int
     n_actor: int
     n_critics: int
+    activation: Callable[[th.Tensor], th.Tensor]
 
 
 @th.no_grad()
@@ -56,6 +58,7 @@ def derive_rollout_weights(
     n_critics: int,
     shared_lstm: bool,
     log_std: th.Tensor | None,
+    activation: Callable[[th.Tensor], th.Tensor],
 ) -> RolloutWeights:
     """
     The fused inference weights of the actor-critic's parameters.
@@ -76,6 +79,8 @@ def derive_rollout_weights(
         Actor and critic read one LSTM (the first layers are concatenated, not block-diagonal).
     log_std : Tensor or None
         The Gaussian's log-std (``None``: categorical actor).
+    activation : callable
+        The hidden layers' activation (``heads.ACTIVATIONS[PPOConfig.activation]``).
 
     Returns
     -------
@@ -106,7 +111,9 @@ def derive_rollout_weights(
         layers.append((weight.contiguous(), th.cat([actor_linear.bias, critic_b])))
     std = None if log_std is None else th.exp(log_std)
     n_actor = actor_linears[-1].out_features
-    return RolloutWeights(weight_ih, weight_hh, bias, layers, log_std, std, n, n_actor, n_critics)
+    return RolloutWeights(
+        weight_ih, weight_hh, bias, layers, log_std, std, n, n_actor, n_critics, activation
+    )
 
 
 def reset_started(states: LSTMStates, keep: th.Tensor | None) -> LSTMStates:
@@ -165,7 +172,7 @@ def fused_step(
     x = h
     for depth, (weight, bias) in enumerate(weights.layers):
         if depth:
-            x = th.tanh(x)
+            x = weights.activation(x)
         x = th.addmm(bias, x, weight)
     n_actor = weights.n_actor
     critic_raw = x[:, n_actor:].view(x.shape[0], weights.n_critics, -1)

@@ -173,8 +173,10 @@ def test_ortho_init_false_keeps_pytorch_default_init() -> None:
     ]
     for weight, bias, fan_in in layers:
         assert _is_default_uniform(weight, fan_in), weight.shape
-        assert _is_default_uniform(bias, fan_in) if bias.numel() > 20 else (
-            bias.abs().max() <= 1 / math.sqrt(fan_in) and bias.abs().min() > 0
+        assert (
+            _is_default_uniform(bias, fan_in)
+            if bias.numel() > 20
+            else (bias.abs().max() <= 1 / math.sqrt(fan_in) and bias.abs().min() > 0)
         )
         for matrix in weight.reshape(-1, *weight.shape[-2:]):
             assert not _gram_is_scaled_identity(matrix, math.sqrt(2))

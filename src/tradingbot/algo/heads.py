@@ -98,9 +98,7 @@ class TwinQuantileHead(nn.Module):
         return th.cumsum(steps, dim=-1)
 
 
-def mlp(
-    in_dim: int, net_arch: list[int], activation: str, ortho_init: bool
-) -> nn.Sequential:
+def mlp(in_dim: int, net_arch: list[int], activation: str, ortho_init: bool) -> nn.Sequential:
     """Linear + ``activation`` (``'tanh'`` or ``'relu'``) layers of ``net_arch`` sizes,
     orthogonally initialized (gain sqrt 2, zero biases), or with PyTorch's default init when
     not ``ortho_init``."""

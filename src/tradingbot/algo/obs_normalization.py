@@ -163,6 +163,11 @@ def observation_normalizer(
     return ObservationNormalizer(obs_dim, config.clip, config.epsilon)
 
 
+def normalized(normalizer: ObservationNormalizer | None, obs: th.Tensor) -> th.Tensor:
+    """``obs`` under ``normalizer`` (unchanged when observation normalization is off)."""
+    return obs if normalizer is None else normalizer(obs)
+
+
 @th.no_grad()
 def absorb_observations(
     normalizer: ObservationNormalizer,

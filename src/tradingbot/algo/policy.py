@@ -30,7 +30,7 @@ from tradingbot.algo.fast.inference import (
 from tradingbot.algo.fast.sequence import lstms_over_chunks
 from tradingbot.algo.heads import TwinQuantileHead, actor_critic_lstms, actor_output_layer, mlp
 from tradingbot.algo.losses import midpoint_taus
-from tradingbot.algo.obs_normalization import observation_normalizer
+from tradingbot.algo.obs_normalization import normalized, observation_normalizer
 from tradingbot.algo.policy_outputs import PolicyStep, SequenceEvaluation
 
 
@@ -273,10 +273,6 @@ class RecurrentActorCritic(nn.Module):
             dist_params = th.cat([mean, std], dim=-1)
         return log_prob, self.value_from_quantiles(quantiles), quantiles, dist_params
 
-    def normalize_observations(self, obs: th.Tensor) -> th.Tensor:
-        """``obs`` under ``obs_normalizer`` (unchanged when observation normalization is off)."""
-        return obs if self.obs_normalizer is None else self.obs_normalizer(obs)
-
     @th.inference_mode()
     def step(
         self,
@@ -305,7 +301,7 @@ class RecurrentActorCritic(nn.Module):
         """
         weights = self.rollout_weights() if weights is None else weights
         keep = (1.0 - episode_starts).unsqueeze(-1)
-        obs = self.normalize_observations(obs)
+        obs = normalized(self.obs_normalizer, obs)
         actor_out, critic_raw, new_states = self.rollout_step(obs, states, keep, weights)
         noise = None  # gSDE: sample_action draws one noise matrix per env
         independent = not self.discrete and not self.gsde
@@ -332,7 +328,7 @@ class RecurrentActorCritic(nn.Module):
         """Critic value (normalized units) of raw ``obs`` given the states before it, (batch,)."""
         weights = self.rollout_weights() if weights is None else weights
         keep = (1.0 - episode_starts).unsqueeze(-1)
-        obs = self.normalize_observations(obs)
+        obs = normalized(self.obs_normalizer, obs)
         _, critic_raw, _ = self.rollout_step(obs, states, keep, weights)
         return self.value_from_quantiles(TwinQuantileHead.monotone(critic_raw))
 

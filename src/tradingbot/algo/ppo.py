@@ -20,6 +20,7 @@ from tradingbot.algo.fast.compiled import use_compile
 from tradingbot.algo.learner import Learner, build_learner
 from tradingbot.algo.losses import explained_variance
 from tradingbot.algo.model_io import ModelIO
+from tradingbot.algo.obs_normalization import normalized
 from tradingbot.algo.policy import RecurrentActorCritic
 from tradingbot.algo.rollout import (
     RolloutSteps,
@@ -262,7 +263,7 @@ class DistributionalPPO(ModelIO, OnPolicyAlgorithm):
             obs = obs_tensor(self._last_obs, policy.obs_dim, device)  # type: ignore[arg-type]
             if raw_obs is not None:  # stored normalized: the update sees what the policy saw
                 raw_obs.append(obs.clone())  # obs_tensor may alias the env's array
-                obs = policy.normalize_observations(obs)
+                obs = normalized(policy.obs_normalizer, obs)
             rollout_buffer.observations[t] = obs
             with th.inference_mode():
                 actor_out, critic_raw, new_states = policy.rollout_step(obs, states, keep, weights)

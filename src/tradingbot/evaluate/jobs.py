@@ -30,7 +30,7 @@ from tradingbot.evaluate.baselines import agent_exposure, run_baselines
 from tradingbot.evaluate.selection import scored_span
 from tradingbot.portfolio_run import INSTRUMENT, agent_targets, allocation_frame, portfolio_section
 from tradingbot.safe_write import atomic_path, write_text
-from tradingbot.train import build_model
+from tradingbot.train import build_model, member_config
 
 JOBS_DIR = "jobs"
 DONE_FILE = "done.json"
@@ -113,9 +113,7 @@ def run_fold_seed(
     market = prepare_market(data, config.data, config.env.window, fit_on=fold.train)
     span = scored_span(stamps, fold.test)
     env = MarketVecEnv(market, fold.train, config.env, seed=seed)
-    model = build_model(
-        config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})}), env
-    )
+    model = build_model(member_config(config, seed), env)
     model.learn(config.run.total_timesteps)
     bars: dict[str, dict[str, pd.DataFrame]] = {}
     for inst in market.scored_instruments:
@@ -131,7 +129,7 @@ def run_fold_seed(
 def portfolio_agent_bars(config: TradingConfig, fold: Fold, seed: int) -> pd.DataFrame:
     """Train a portfolio agent (seed ``seed``) on the fold's training dates and backtest it on
     its test dates, starting in cash after the LSTM warm-up of ``evaluation.warmup_bars``."""
-    cfg = config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})})
+    cfg = member_config(config, seed)
     data = load_market(cfg.data.source, cfg.data.synthetic, cfg.data.instruments)
     market = prepare_portfolio(data, cfg.data, fit_on=fold.train)
     section = portfolio_section(cfg)

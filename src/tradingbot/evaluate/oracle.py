@@ -15,7 +15,7 @@ from tradingbot.config import TradingConfig
 from tradingbot.data.market import PreparedMarket
 from tradingbot.env.vec_env import MarketVecEnv
 from tradingbot.evaluate.backtest import MemorylessPolicy, backtest_metrics, run_backtest
-from tradingbot.train import build_model
+from tradingbot.train import build_model, member_config
 
 
 class SignalPolicy(MemorylessPolicy):
@@ -108,8 +108,9 @@ def split_sharpe(
 def train_agent(
     cfg: TradingConfig, market: PreparedMarket, seed: int, verbose: bool = False
 ) -> tuple[Any, float]:
-    """Train DistributionalPPO on the train split with ``run.seed = seed``."""
-    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": seed})})
+    """Train DistributionalPPO on the train split as the plain run seeded by ``seed``
+    (:func:`tradingbot.train.member_config`, what a walk-forward job trains)."""
+    cfg = member_config(cfg, seed)
     env = MarketVecEnv(market, "train", cfg.env, seed=seed)
     model = build_model(cfg, env)
     start = time.time()
